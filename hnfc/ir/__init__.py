@@ -1,0 +1,21 @@
+"""hnfc's SSA IR: typed, hash-consed nodes over the op table, with a text form that parses back."""
+
+from hnfc.ir.program import Builder, IRError, Node, Program, live_subprogram
+from hnfc.ir.text import format_program, parse_program, parse_type
+from hnfc.ir.validate import problems, validate
+from hnfc.types import TensorType, TupleType
+
+__all__ = [
+    "Builder",
+    "IRError",
+    "Node",
+    "Program",
+    "TensorType",
+    "TupleType",
+    "format_program",
+    "live_subprogram",
+    "parse_program",
+    "parse_type",
+    "problems",
+    "validate",
+]

@@ -1,0 +1,286 @@
+"""Op-table entries for elementwise ops (one entry per op).
+
+Each entry says which aten overloads it covers, how to call it from torch, its exact real
+meaning in mpmath, its type rule and the domain it is tested on.
+"""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+
+from hnfc.types import TensorType
+from hnfc.ops.core import (
+    Alias,
+    AsTensor,
+    Call,
+    Example,
+    OpDef,
+    Scalar,
+    broadcast_shapes,
+    float_pointwise_type,
+    obj,
+    pointwise_ref,
+    pointwise_type,
+    r_div,
+    r_log,
+    r_log1p,
+    r_max,
+    r_min,
+    r_pow,
+    r_sigmoid,
+    r_softplus,
+    r_sqrt,
+)
+
+_UNARY_EXAMPLES = (Example(shapes=((3, 5),)), Example(shapes=((),)))
+
+
+def _unary(name, fn, *, domain=(-3.0, 3.0), aten=None, float_out=True, doc="", extra_aliases=()):
+    target = f"aten.{aten or name}.default"
+    return OpDef(
+        name=name,
+        arity=1,
+        infer=float_pointwise_type if float_out else pointwise_type,
+        emit=lambda a, at, out: Call(target, (a[0],)),
+        ref=pointwise_ref(fn),
+        aliases=(Alias(target, lambda a: ([a["self"]], {})), *extra_aliases),
+        domain=domain,
+        examples=_UNARY_EXAMPLES,
+        doc=doc,
+    )
+
+
+def _tensor(v, out):
+    return AsTensor(v.value, out.dtype) if isinstance(v, Scalar) else v
+
+
+def _binary_emit(overload: str, *, commutative: bool, reversed_overload: str | None = None):
+    """Aten binary ops take a Python scalar only as their second operand."""
+
+    def emit(a, at, out):
+        x, y = a
+        if isinstance(x, Scalar) and not isinstance(y, Scalar):
+            if commutative:
+                return Call(overload, (y, x))
+            if reversed_overload:
+                return Call(reversed_overload, (y, x))
+        return Call(overload, (_tensor(x, out), y))
+
+    return emit
+
+
+def _binary_alias(target):
+    return Alias(target, lambda a: ([a["self"], a["other"]], {}) if a.get("alpha", 1) == 1 else None)
+
+
+def _binary(name, fn, *, commutative, reversed_overload=None, domain=(-3.0, 3.0), aliases=(), doc="", examples=None):
+    target = f"aten.{name}.Tensor"
+    return OpDef(
+        name=name,
+        arity=2,
+        infer=pointwise_type,
+        emit=_binary_emit(target, commutative=commutative, reversed_overload=reversed_overload),
+        ref=pointwise_ref(fn, 2),
+        aliases=(_binary_alias(target), *aliases),
+        domain=domain,
+        examples=examples or (Example(shapes=((3, 5), (3, 5))), Example(shapes=((2, 3, 5), (5,)))),
+        doc=doc,
+    )
+
+
+def _minmax_emit(overload):
+    return lambda a, at, out: Call(overload, tuple(_tensor(v, out) for v in a))
+
+
+def _where_emit(a, at, out):
+    c, x, y = a
+    if isinstance(x, Scalar) and isinstance(y, Scalar):
+        return Call("aten.where.Scalar", (c, x, y))
+    if isinstance(x, Scalar):
+        return Call("aten.where.ScalarSelf", (c, x, y))
+    if isinstance(y, Scalar):
+        return Call("aten.where.ScalarOther", (c, x, y))
+    return Call("aten.where.self", (c, x, y))
+
+
+def _where_ref(xs, at, out):
+    c, x, y = xs
+    return obj(np.where(np.frompyfunc(bool, 1, 1)(c).astype(bool), x, y))
+
+
+def _where_type(ts, at):
+    t = pointwise_type(ts[1:], at)
+    return TensorType(broadcast_shapes(*(s.shape for s in ts)), t.dtype)
+
+
+def _clamp_ref(xs, at, out):
+    lo, hi = at["min"], at["max"]
+
+    def f(x):
+        if lo is not None:
+            x = r_max(x, mpmath.mpf(lo))
+        if hi is not None:
+            x = r_min(x, mpmath.mpf(hi))
+        return x
+
+    return pointwise_ref(f)(xs, at, out)
+
+
+def _gelu(x, approximate):
+    if approximate == "tanh":
+        k = mpmath.sqrt(2 / mpmath.pi)
+        return x / 2 * (1 + mpmath.tanh(k * (x + mpmath.mpf("0.044715") * x**3)))
+    return x / 2 * (1 + mpmath.erf(x / mpmath.sqrt(2)))
+
+
+SQRT_DOC = "sqrt(x); NaN below 0"
+
+OPS = [
+    _binary("add", lambda a, b: a + b, commutative=True, doc="a + b"),
+    _binary(
+        "sub",
+        lambda a, b: a - b,
+        commutative=False,
+        reversed_overload="aten.rsub.Scalar",
+        aliases=(Alias("aten.rsub.Scalar", lambda a: ([a["other"], a["self"]], {}) if a.get("alpha", 1) == 1 else None),),
+        doc="a - b",
+    ),
+    _binary("mul", lambda a, b: a * b, commutative=True, doc="a * b"),
+    _binary(
+        "div",
+        r_div,
+        commutative=False,
+        aliases=(),
+        examples=(Example(shapes=((3, 5), (3, 5)), domain=((-3.0, 3.0), (0.5, 3.0))),),
+        doc="a / b (true division; other rounding modes stay opaque)",
+    ),
+    _unary("neg", lambda x: -x, float_out=False, doc="-x"),
+    _unary("reciprocal", lambda x: r_div(mpmath.mpf(1), x), domain=(0.1, 10.0), doc="1 / x"),
+    _unary("abs", abs, float_out=False, doc="|x|"),
+    OpDef(
+        name="square",
+        arity=1,
+        infer=pointwise_type,
+        emit=lambda a, at, out: Call("aten.pow.Tensor_Scalar", (a[0], 2)),
+        ref=pointwise_ref(lambda x: x * x),
+        aliases=(Alias("aten.square.default", lambda a: ([a["self"]], {})),),
+        examples=_UNARY_EXAMPLES,
+        doc="x * x (torch.square is pow(x, 2))",
+    ),
+    OpDef(
+        name="pow",
+        arity=1,
+        attrs={"exponent": 2.0},
+        infer=pointwise_type,
+        emit=lambda a, at, out: Call("aten.pow.Tensor_Scalar", (a[0], at["exponent"])),
+        ref=lambda xs, at, out: pointwise_ref(lambda x: r_pow(x, at["exponent"]))(xs, at, out),
+        aliases=(Alias("aten.pow.Tensor_Scalar", lambda a: ([a["self"]], {"exponent": a["exponent"]})),),
+        domain=(0.1, 5.0),
+        examples=(
+            Example(shapes=((3, 5),), attrs={"exponent": 2.5}),
+            Example(shapes=((3, 5),), attrs={"exponent": -1.5}),
+            Example(shapes=((3, 5),), attrs={"exponent": 3}, domain=((-3.0, 3.0),)),
+        ),
+        doc="x ** p for a scalar exponent p",
+    ),
+    _unary("exp", mpmath.exp, domain=(-10.0, 10.0), doc="e^x"),
+    _unary("expm1", mpmath.expm1, domain=(-10.0, 10.0), doc="e^x - 1"),
+    _unary("log", r_log, domain=(1e-3, 10.0), doc="natural log; NaN below 0"),
+    _unary("log1p", r_log1p, domain=(-0.5, 10.0), doc="log(1 + x)"),
+    _unary("log2", lambda x: r_log(x) / mpmath.log(2), domain=(1e-3, 10.0), doc="log base 2"),
+    _unary("sqrt", r_sqrt, domain=(1e-3, 10.0), doc=SQRT_DOC),
+    _unary("rsqrt", lambda x: r_div(mpmath.mpf(1), r_sqrt(x)), domain=(1e-3, 10.0), doc="1 / sqrt(x)"),
+    _unary("tanh", mpmath.tanh, domain=(-5.0, 5.0), doc="tanh x"),
+    _unary("sigmoid", r_sigmoid, domain=(-10.0, 10.0), doc="1 / (1 + e^-x)"),
+    _unary("erf", mpmath.erf, doc="error function"),
+    _unary("sin", mpmath.sin, doc="sin x"),
+    _unary("cos", mpmath.cos, doc="cos x"),
+    _unary("relu", lambda x: r_max(x, mpmath.mpf(0)), float_out=False, doc="max(x, 0)"),
+    OpDef(
+        name="logsigmoid",
+        arity=1,
+        infer=float_pointwise_type,
+        emit=lambda a, at, out: Call("aten.log_sigmoid.default", (a[0],)),
+        ref=pointwise_ref(lambda x: -r_softplus(-x)),
+        aliases=(
+            Alias("aten.log_sigmoid_forward.default", lambda a: ([a["self"]], {}), output=0),
+            Alias("aten.log_sigmoid.default", lambda a: ([a["self"]], {})),
+        ),
+        domain=(-15.0, 15.0),
+        examples=_UNARY_EXAMPLES,
+        doc="log(sigmoid x) = -softplus(-x)",
+    ),
+    OpDef(
+        name="softplus",
+        arity=1,
+        attrs={"beta": 1.0, "threshold": 20.0},
+        infer=float_pointwise_type,
+        emit=lambda a, at, out: Call("aten.softplus.default", (a[0], at["beta"], at["threshold"])),
+        ref=lambda xs, at, out: pointwise_ref(lambda x: r_softplus(x, mpmath.mpf(at["beta"])))(xs, at, out),
+        aliases=(Alias("aten.softplus.default", lambda a: ([a["self"]], {"beta": a["beta"], "threshold": a["threshold"]})),),
+        domain=(-15.0, 15.0),
+        examples=_UNARY_EXAMPLES + (Example(shapes=((4,),), attrs={"beta": 2.0}),),
+        doc="log(1 + e^(beta x)) / beta; torch returns x above `threshold` (an approximation)",
+    ),
+    OpDef(
+        name="gelu",
+        arity=1,
+        attrs={"approximate": "none"},
+        infer=float_pointwise_type,
+        emit=lambda a, at, out: Call("aten.gelu.default", (a[0],), {"approximate": at["approximate"]}),
+        ref=lambda xs, at, out: pointwise_ref(lambda x: _gelu(x, at["approximate"]))(xs, at, out),
+        aliases=(Alias("aten.gelu.default", lambda a: ([a["self"]], {"approximate": a["approximate"]})),),
+        domain=(-1.0, 5.0),
+        examples=_UNARY_EXAMPLES + (Example(shapes=((3, 5),), attrs={"approximate": "tanh"}),),
+        doc="x/2 (1 + erf(x/sqrt 2)); approximate='tanh' means the tanh formula exactly",
+    ),
+    OpDef(
+        name="maximum",
+        arity=2,
+        infer=pointwise_type,
+        emit=_minmax_emit("aten.maximum.default"),
+        ref=pointwise_ref(r_max, 2),
+        aliases=(Alias("aten.maximum.default", lambda a: ([a["self"], a["other"]], {})),),
+        examples=(Example(shapes=((3, 5), (3, 5))),),
+        doc="elementwise max, NaN-propagating",
+    ),
+    OpDef(
+        name="minimum",
+        arity=2,
+        infer=pointwise_type,
+        emit=_minmax_emit("aten.minimum.default"),
+        ref=pointwise_ref(r_min, 2),
+        aliases=(Alias("aten.minimum.default", lambda a: ([a["self"], a["other"]], {})),),
+        examples=(Example(shapes=((3, 5), (3, 5))),),
+        doc="elementwise min, NaN-propagating",
+    ),
+    OpDef(
+        name="where",
+        arity=3,
+        infer=_where_type,
+        emit=_where_emit,
+        ref=_where_ref,
+        aliases=tuple(
+            Alias(f"aten.where.{ov}", lambda a: ([a["condition"], a["self"], a["other"]], {}))
+            for ov in ("self", "ScalarSelf", "ScalarOther", "Scalar")
+        ),
+        examples=(Example(shapes=((3, 5), (3, 5), (3, 5)), dtypes=("bool", "f64", "f64")),),
+        doc="cond ? a : b",
+    ),
+    OpDef(
+        name="clamp",
+        arity=1,
+        attrs={"min": None, "max": None},
+        infer=pointwise_type,
+        emit=lambda a, at, out: Call("aten.clamp.default", (a[0], at["min"], at["max"])),
+        ref=_clamp_ref,
+        aliases=(
+            Alias("aten.clamp.default", lambda a: ([a["self"]], {"min": a["min"], "max": a["max"]})),
+            Alias("aten.clamp_min.default", lambda a: ([a["self"]], {"min": a["min"]})),
+            Alias("aten.clamp_max.default", lambda a: ([a["self"]], {"max": a["max"]})),
+        ),
+        examples=(Example(shapes=((3, 5),), attrs={"min": -1.0, "max": 2.0}), Example(shapes=((4,),), attrs={"min": 0.0})),
+        doc="min(max(x, min), max) with scalar bounds",
+    ),
+]
