@@ -25,9 +25,14 @@ IDENTITY_TARGETS = frozenset(
 )
 
 
+def _plain_placement(a) -> bool:
+    """Created on the program's device with the default layout (anything else stays opaque)."""
+    return a.get("device") in (None, a["$device"]) and str(a.get("layout")) in ("None", "torch.strided")
+
+
 def _full_alias(target, value_key=None, value=None, shape_key="size"):
     def convert(a):
-        if a.get("device") not in (None, a["$device"]) or a.get("layout") not in (None, "strided"):
+        if not _plain_placement(a):
             return None
         fill = a[value_key] if value_key else value
         return [], {"shape": tuple(a[shape_key]) if shape_key else (), "value": fill, "dtype": a["$out"].dtype}
@@ -45,7 +50,7 @@ def _to_ref(xs, at, out):
 
 
 def _to_alias(a):
-    if a.get("device") not in (None, a["$device"]) or a.get("layout") not in (None, "strided"):
+    if not _plain_placement(a):
         return None
     return [a["self"]], {"dtype": a["$out"].dtype}
 

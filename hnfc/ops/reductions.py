@@ -314,6 +314,13 @@ OPS = [
                 lambda a: ([a["input"], a["weight"], a["bias"], a["running_mean"], a["running_var"]], {"eps": a["eps"]}),
                 output=0,
             ),
+            Alias(
+                "aten.native_batch_norm.default",
+                lambda a: None
+                if a["training"]
+                else ([a["input"], a["weight"], a["bias"], a["running_mean"], a["running_var"]], {"eps": a["eps"]}),
+                output=0,
+            ),
         ),
         examples=(
             Example(

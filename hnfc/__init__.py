@@ -1,0 +1,28 @@
+"""hnfc: a numerical-stability compiler for PyTorch.
+
+Public surface: `trace` (model -> IR), `lower` (IR -> torch.fx.GraphModule), `reference`
+(IR -> true outputs via mpmath), `bits_error` (bits of error of a float result against the truth),
+`sample_inputs`. Importing hnfc does not import torch; the torch-facing names load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "trace": "hnfc.frontend",
+    "FrontendError": "hnfc.frontend",
+    "lower": "hnfc.lower",
+    "reference": "hnfc.reference",
+    "bits_error": "hnfc.metric",
+    "sample_inputs": "hnfc.metric",
+}
+
+__all__ = sorted(_LAZY)
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hnfc' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Bundled example models: small, deterministic, written the way people write them naively."""
