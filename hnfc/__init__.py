@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import importlib
 
+# Eager, not lazy: once the submodule hnfc.reference is imported (`from hnfc.reference import
+# Reference`), Python binds the package attribute `hnfc.reference` to the module and a lazy
+# __getattr__ is never asked again. Binding the function here, after that import, keeps
+# `hnfc.reference(program, inputs)` the function. It imports no torch.
+from hnfc.reference import reference
+
 _LAZY = {
     "trace": "hnfc.frontend",
     "FrontendError": "hnfc.frontend",
     "lower": "hnfc.lower",
-    "reference": "hnfc.reference",
     "bits_error": "hnfc.metric",
     "sample_inputs": "hnfc.metric",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted([*_LAZY, "reference"])
 __version__ = "0.1.0"
 
 

@@ -40,12 +40,16 @@ def _full_alias(target, value_key=None, value=None, shape_key="size"):
     return Alias(target, convert)
 
 
+def _leaf_value(at):
+    return bool(at["value"]) if at["dtype"] == "bool" else mpmath.mpf(at["value"])
+
+
 def _to_ref(xs, at, out):
     kind = DTYPES[at["dtype"]].kind
     if kind == "float":
         return xs[0]
-    if kind == "bool":
-        return obj(np.frompyfunc(lambda v: mpmath.mpf(v != 0), 1, 1)(xs[0]))
+    if kind == "bool":  # Python bools, as the reference keeps them (masks select, not add)
+        return obj(np.frompyfunc(lambda v: bool(v != 0), 1, 1)(xs[0]))
     return obj(np.frompyfunc(lambda v: mpmath.mpf(int(v)), 1, 1)(xs[0]))
 
 
@@ -80,7 +84,7 @@ OPS = [
         attrs={"value": 0.0, "dtype": "f32"},
         infer=lambda ts, at: TensorType((), at["dtype"]),
         emit=lambda a, at, out: Call("aten.scalar_tensor.default", (at["value"],), {"dtype": DTypeArg(at["dtype"]), "device": DeviceArg()}),
-        ref=lambda xs, at, out: obj(mpmath.mpf(at["value"])),
+        ref=lambda xs, at, out: obj(_leaf_value(at)),
         kind="leaf",
         doc="a scalar constant; emitted inline as a Python number where torch takes one",
     ),
@@ -90,7 +94,7 @@ OPS = [
         attrs={"shape": (), "value": 0.0, "dtype": "f32"},
         infer=lambda ts, at: TensorType(tuple(at["shape"]), at["dtype"]),
         emit=lambda a, at, out: Call("aten.full.default", (list(at["shape"]), at["value"]), {"dtype": DTypeArg(at["dtype"]), "device": DeviceArg()}),
-        ref=lambda xs, at, out: obj(np.full(tuple(at["shape"]), mpmath.mpf(at["value"]), dtype=object)),
+        ref=lambda xs, at, out: obj(np.full(tuple(at["shape"]), _leaf_value(at), dtype=object)),
         aliases=(
             _full_alias("aten.full.default", "fill_value"),
             _full_alias("aten.scalar_tensor.default", "s", shape_key=None),

@@ -51,20 +51,26 @@ def _axes(x: np.ndarray, dim) -> tuple[int, ...]:
     return norm_dims(dim, x.ndim)
 
 
-def _reduction(name, mp_fn, *, aliases, emit, to_float=False, domain=(-3.0, 3.0), doc=""):
+def _reduction(name, mp_fn, *, aliases, emit, to_float=False, domain=(-3.0, 3.0), doc="", infer=None, examples=_RED_EXAMPLES):
     return OpDef(
         name=name,
         arity=1,
         attrs={"dim": None, "keepdim": False},
-        infer=float_reduce_type if to_float else reduce_type,
+        infer=infer or (float_reduce_type if to_float else reduce_type),
         emit=emit,
         ref=lambda xs, at, out: mp_fn(xs[0], _axes(xs[0], at["dim"]), at["keepdim"]),
         aliases=aliases,
         domain=domain,
-        examples=_RED_EXAMPLES,
+        examples=examples,
         kind="reduction",
         doc=doc,
     )
+
+
+def _logsumexp_type(ts, at):
+    if at["dim"] is None:
+        raise ValueError("logsumexp needs explicit dims (torch rejects an empty dim list)")
+    return float_reduce_type(ts, at)
 
 
 def _sum_like_emit(name, dim_overload):
@@ -222,8 +228,9 @@ OPS = [
         "logsumexp",
         mp_logsumexp,
         aliases=(Alias("aten.logsumexp.default", lambda a: ([a["self"]], {"dim": _dims(a["dim"]), "keepdim": a["keepdim"]})),),
-        emit=lambda a, at, out: Call("aten.logsumexp.default", (a[0], list(at["dim"] or []), at["keepdim"])),
-        to_float=True,
+        emit=lambda a, at, out: Call("aten.logsumexp.default", (a[0], list(at["dim"]), at["keepdim"])),
+        infer=_logsumexp_type,
+        examples=_RED_EXAMPLES[:2],
         domain=(-10.0, 10.0),
         doc="log(sum(exp x)) over `dim`",
     ),
