@@ -1,5 +1,6 @@
 """hnfc's SSA IR: typed, hash-consed nodes over the op table, with a text form that parses back."""
 
+from hnfc.ir.expr import format_expr, parse_expr
 from hnfc.ir.program import Builder, IRError, Node, Program, live_subprogram
 from hnfc.ir.text import format_program, parse_program, parse_type
 from hnfc.ir.validate import problems, validate
@@ -12,8 +13,10 @@ __all__ = [
     "Program",
     "TensorType",
     "TupleType",
+    "format_expr",
     "format_program",
     "live_subprogram",
+    "parse_expr",
     "parse_program",
     "parse_type",
     "problems",

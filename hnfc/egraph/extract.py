@@ -1,0 +1,165 @@
+"""Extraction: the program of minimal total curvature in a saturated e-graph.
+
+In: a `Saturated` e-graph (classes with types and intervals). Out: a new `Program` and its
+predicted cost in bits. Each e-node costs the bits its op loses on its input box
+(hnfc.analysis.node_bits: condition number, second-order term, hazards) plus a small per-node
+charge, so at equal accuracy fewer nodes win, and an untouched node beats an equal new one.
+The cost is a DAG cost, as DESIGN.md asks: a shared value counts once (greedy bottom-up over
+sets of classes, iterated to a fixpoint). E-nodes whose type disagrees with their class are
+never chosen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hnfc import ops
+from hnfc.analysis import node_bits
+from hnfc.dtypes import DTYPES
+from hnfc.egraph.saturate import IDENTITY_OPS, WEAK_SCALAR, Saturated
+from hnfc.egraph.session import ENode
+from hnfc.ir.program import Builder, Program
+from hnfc.types import TensorType
+
+NODE_BITS = 0.01  # every node costs a little: prefer fewer nodes at equal accuracy
+NEW_NODE_BITS = 0.001  # and prefer the user's node to an equally good new one
+
+
+@dataclass
+class Extraction:
+    program: Program
+    cost: float  # predicted bits lost, summed over the chosen nodes
+    chosen: dict[int, ENode]  # e-class -> chosen e-node, for classes the program uses
+    new_classes: set[int]  # classes whose chosen e-node is not the input program's
+    value_of: dict[int, int]  # e-class -> value id in `program`
+
+
+class _Extractor:
+    def __init__(self, sat: Saturated) -> None:
+        self.sat = sat
+        self.classes = sat.snapshot.classes()
+        self.none_classes = {c for c, ns in self.classes.items() if any(n.op == "none" for n in ns)}
+        self.original = {(sat.class_of[i], n.op, tuple(self._kid(a) for a in n.args)) for i, n in enumerate(sat.program.nodes)}
+        self.values_in: dict[int, list[int]] = {}
+        for i, c in sat.class_of.items():
+            self.values_in.setdefault(c, []).append(i)
+        self.own: dict[tuple, float] = {}
+
+    def _kid(self, a):
+        if a is None:
+            return next(iter(self.none_classes), None)
+        return self.sat.class_of[a]
+
+    def is_original(self, n: ENode) -> bool:
+        if n.op == "$num":
+            return any(self.sat.program.nodes[i].op == "const" for i in self.values_in.get(n.cls, ()))
+        return (n.cls, n.op, n.children) in self.original
+
+    def valid(self, n: ENode) -> bool:
+        if n.op in ("$num", "none") or n.op in IDENTITY_OPS:
+            return True
+        want = self.sat.types.get(n.cls)
+        try:
+            got = ops.OPS[n.op].infer([self.sat.types.get(k) for k in n.children], self.sat.attrs[n.attrs])
+        except Exception:
+            return False
+        return want is None or got == want or (got == WEAK_SCALAR and isinstance(want, TensorType) and want.rank == 0)
+
+    def cost_of(self, n: ENode) -> float:
+        key = (n.cls, n.op, n.attrs, n.children)
+        if key not in self.own:
+            if n.op in ("$num", "none") or n.op in IDENTITY_OPS:
+                bits = 0.0
+            else:
+                iv = self.sat.intervals
+                bits = node_bits(n.op, [iv.get(k) for k in n.children], self.sat.attrs[n.attrs], iv.get(n.cls), self.sat.types.get(n.cls))
+                bits += NODE_BITS + (0.0 if self.is_original(n) else NEW_NODE_BITS)
+            self.own[key] = bits
+        return self.own[key]
+
+    def run(self) -> dict[int, tuple[float, ENode, frozenset]]:
+        best: dict[int, tuple[float, ENode, frozenset]] = {}
+        candidates = [(c, n) for c, ns in self.classes.items() for n in ns if self.valid(n)]
+        for _ in range(len(self.classes) + 1):
+            changed = False
+            for c, n in candidates:
+                if any(k not in best for k in n.children):
+                    continue
+                members: set[int] = set()
+                for k in n.children:
+                    members |= best[k][2]
+                if c in members:
+                    continue  # a cycle through this class
+                members.add(c)
+                cost = self.cost_of(n) + sum(self.cost_of(best[m][1]) for m in members if m != c)
+                if c not in best or cost < best[c][0] - 1e-12:
+                    best[c] = (cost, n, frozenset(members))
+                    changed = True
+            if not changed:
+                break
+        return best
+
+
+def extract(sat: Saturated) -> Extraction:
+    ex = _Extractor(sat)
+    best = ex.run()
+    program = sat.program
+    roots = [sat.class_of[o] for o in program.outputs]
+    missing = [c for c in roots if c not in best]
+    if missing:
+        raise RuntimeError(f"no finite program for e-classes {missing}")
+    # classes reachable from the outputs through the chosen e-nodes, children first
+    order: list[int] = []
+    state: dict[int, int] = {}
+    for root in roots:
+        stack = [(root, False)]
+        while stack:
+            c, done = stack.pop()
+            if done:
+                if state.get(c) != 2:
+                    state[c] = 2
+                    order.append(c)
+                continue
+            if state.get(c):
+                continue
+            state[c] = 1
+            stack.append((c, True))
+            stack.extend((k, False) for k in reversed(best[c][1].children) if not state.get(k))
+    chosen = {c: best[c][1] for c in order}
+    scalar_dtype = _scalar_dtypes(chosen, sat)
+    b = Builder()
+    emitted: dict[int, int | None] = {}
+    for i in program.inputs:  # every input keeps its position, used or not
+        emitted[sat.class_of[i]] = b.add("input", (), program.nodes[i].attr, program.nodes[i].type)
+    for c in order:
+        if c in emitted:
+            continue
+        n = chosen[c]
+        kids = [emitted[k] for k in n.children]
+        if n.op == "none":
+            emitted[c] = None
+        elif n.op in IDENTITY_OPS:
+            orig = program.nodes[int(n.attrs)]
+            emitted[c] = b.add(orig.op, kids, orig.attr, orig.type)
+        elif n.op == "$num":
+            orig = next((program.nodes[i] for i in ex.values_in.get(c, ()) if program.nodes[i].op == "const"), None)
+            emitted[c] = b.add("const", (), orig.attr, orig.type) if orig is not None else b.const(n.value, scalar_dtype.get(c, "f32"))
+        else:
+            t = sat.types.get(c)
+            emitted[c] = b.add(n.op, kids, sat.attrs[n.attrs], t if t != WEAK_SCALAR else None)
+    new_program = b.build([emitted[c] for c in roots], program.params, program.meta)
+    cost = sum(ex.cost_of(chosen[c]) for c in order)
+    new_classes = {c for c in order if not ex.is_original(chosen[c])}
+    return Extraction(new_program, cost, chosen, new_classes, {c: v for c, v in emitted.items() if v is not None})
+
+
+def _scalar_dtypes(chosen: dict[int, ENode], sat: Saturated) -> dict[int, str]:
+    """A rule-made constant takes the float dtype of the value it is combined with."""
+    out: dict[int, str] = {}
+    for c, n in chosen.items():
+        t = sat.types.get(c)
+        if isinstance(t, TensorType) and DTYPES[t.dtype].is_float:
+            for k in n.children:
+                if chosen.get(k) is not None and chosen[k].op == "$num":
+                    out.setdefault(k, t.dtype)
+    return out

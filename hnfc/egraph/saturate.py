@@ -1,0 +1,409 @@
+"""Equality saturation of one program under the rule library, with Python-checked unions.
+
+In: a `Program`, its value ranges (one Interval per value), compiled rules, limits.
+Out: a `Saturated` e-graph view: e-classes with a type and an interval each, the handle of every
+original value, the rewrites accepted, and why saturation stopped.
+
+Schedule (phase-ordered, as measured in DESIGN.md): stability rules to a fixpoint, one bounded
+algebra pass, stability again. Every iteration: egglog matches and records candidates; Python
+refreshes class types and intervals, accepts a candidate only when both sides have the same type
+and the rule's guards hold on the ranges, and then unions. Limits are checked between
+iterations (egglog has none of its own, and a failed allocation in egglog aborts the process).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from hnfc import ops
+from hnfc.analysis import Interval, interval_of_node
+from hnfc.egraph.session import ENode, Session, Snapshot
+from hnfc.ir.program import Program
+from hnfc.rewrites.compile import FOLD_RULES, PRELUDE, CompiledRule, canonical_attrs, quote
+from hnfc.types import TensorType
+
+LEAF_OPS = frozenset({"input", "param", "opaque", "getitem"})  # kept as they are, by identity
+IDENTITY_OPS = LEAF_OPS | {"const"}  # encoded with their value id as attribute string (never merged)
+DIM_KEYS = ("dim", "dims", "dim0", "dim1")
+WEAK_SCALAR = TensorType((), "f32")  # the type of a constant made by a rule: a Python scalar
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_nodes: int = 20_000
+    max_iterations: int = 12  # per phase
+    time_limit: float = 20.0  # seconds for the whole saturation
+    schedule: tuple[tuple[str, int], ...] = (("stability", 0), ("algebra", 1), ("stability", 0))  # 0 = to fixpoint
+
+
+@dataclass(frozen=True)
+class Applied:
+    rule: str
+    root: int  # e-class the rule rewrote (canonical at the end)
+    values: tuple[int, ...]  # original SSA values in that class
+
+
+@dataclass
+class Saturated:
+    program: Program
+    snapshot: Snapshot
+    class_of: dict[int, int]  # original value id -> e-class
+    types: dict[int, Any]
+    intervals: dict[int, Interval]
+    attrs: dict[str, dict]  # attribute string -> attributes
+    applied: list[Applied]
+    stop_reason: str
+    iterations: int
+    nodes: int
+    classes: int
+    seconds: float
+    original_enodes: set[tuple] = field(default_factory=set)  # (op, attrs, child classes) of the input program
+
+
+def _normalize_attrs(op: str, attrs: Mapping[str, Any], arg_types: Sequence) -> dict:
+    """Non-negative dims, so `dim=-1` and `dim=1` on a rank-2 value are one e-node."""
+    first = next((t for t in arg_types if isinstance(t, TensorType)), None)
+    if first is None:
+        return dict(attrs)
+    rank = first.rank + (1 if op == "unsqueeze" else 0)
+    out = dict(attrs)
+    for key in DIM_KEYS:
+        v = out.get(key)
+        if rank and isinstance(v, int) and not isinstance(v, bool):
+            out[key] = v % rank
+        elif rank and isinstance(v, tuple) and all(isinstance(d, int) for d in v):
+            out[key] = tuple(d % rank for d in v)
+    return out
+
+
+def _is_float_const(node) -> bool:
+    from hnfc.dtypes import DTYPES
+
+    return node.op == "const" and DTYPES[node.attr["dtype"]].is_float and isinstance(node.attr["value"], (int, float)) and not isinstance(node.attr["value"], bool)
+
+
+class _Driver:
+    def __init__(self, program: Program, ranges: Sequence[Interval | None], rules: Sequence[CompiledRule], limits: Limits) -> None:
+        self.program = program
+        self.rules = rules
+        self.limits = limits
+        self.start = time.perf_counter()
+        decls = "\n".join(r.declarations for r in rules)
+        self.session = Session(PRELUDE + decls)
+        self.session.run_text(FOLD_RULES)
+        self.session.run_lines([t for r in rules for v in r.variants for t in [v.text]])
+        self.attrs: dict[str, dict] = {"": {}}
+        self.attrs_by_op: dict[str, set[str]] = {}
+        for r in rules:
+            for op, text in r.literal_attrs:
+                self._register(op, text, None)
+        self.attr_rows_done: set[tuple] = set()
+        self.next_handle = len(program.nodes)
+        self.value_type: dict[int, Any] = {}
+        self.value_interval: dict[int, Interval | None] = {}
+        self.original_enodes: set[tuple] = set()
+        self._encode(ranges)
+
+    # -- encoding ---------------------------------------------------------------------------
+
+    def _register(self, op: str, text: str, attrs: dict | None) -> None:
+        if text not in self.attrs:
+            if attrs is None:  # a literal string from a rule's right side: parse it back
+                attrs = _parse_attr_string(op, text)
+            self.attrs[text] = attrs
+        self.attrs_by_op.setdefault(op, set()).add(text)
+
+    def _encode(self, ranges) -> None:
+        lines = []
+        for i, n in enumerate(self.program.nodes):
+            self.value_type[i] = n.type
+            self.value_interval[i] = ranges[i] if i < len(ranges) else None
+            kids = ["(App0 \"none\" \"\")" if a is None else f"(Id {a})" for a in n.args]
+            if n.op in LEAF_OPS or (n.op == "const" and not _is_float_const(n)):
+                text = str(i)  # identity: never merged with anything else
+                op = n.op if n.op in LEAF_OPS else "const"
+            elif n.op == "const":
+                lines.append(f"(set (Id {i}) (Num {float(n.attr['value'])!r}))")
+                continue
+            else:
+                op = n.op
+                attrs = _normalize_attrs(op, n.attr, [self.program.nodes[a].type if a is not None else None for a in n.args])
+                text = canonical_attrs(op, attrs) if ops.OPS[op].attrs else ""
+                self._register(op, text, ops.full_attrs(ops.OPS[op], attrs))
+            lines.append(f"(set (Id {i}) {_app(op, text, kids)})")
+        self.session.run_lines(lines)
+
+    # -- per-iteration work -----------------------------------------------------------------
+
+    def populate_attr_relations(self) -> None:
+        lines = []
+        for r in self.rules:
+            for v in r.variants:
+                if v.attr_relation is None:
+                    continue
+                choices = [sorted(self.attrs_by_op.get(op, ())) for op, _ in v.lhs_slots]
+                for combo in itertools.product(*choices):
+                    key = (v.attr_relation, combo)
+                    if key in self.attr_rows_done:
+                        continue
+                    self.attr_rows_done.add(key)
+                    out = v.rhs_attr_strings([self.attrs[s] for s in combo])
+                    if out is None:
+                        continue
+                    for (op, _), text in zip(v.rhs_slots, out):
+                        self._register(op, text, None)
+                    lines.append(f"({v.attr_relation} {' '.join(quote(s) for s in list(combo) + out)})")
+        self.session.run_lines(lines)
+
+    def refresh(self) -> tuple[Snapshot, dict[int, Any], dict[int, Interval], dict[int, list[ENode]]]:
+        relations = tuple(r.relation for r in self.rules) + ("Cand_fold",)
+        snap = self.session.snapshot(relations)
+        classes = snap.classes()
+        handle_of = {}
+        for h, c in snap.handles.items():
+            handle_of.setdefault(c, h)
+        self._assign_handles(classes, handle_of)
+        for n in snap.enodes:
+            if n.op not in ("$num", "none") and n.op not in IDENTITY_OPS and n.attrs not in self.attrs:
+                self._register(n.op, n.attrs, None)
+        self.none_classes = {c for c, nodes in classes.items() if any(n.op == "none" for n in nodes)}
+        types = self._types(snap, classes)
+        intervals = self._intervals(snap, classes, types)
+        self.handle_of = handle_of
+        return snap, types, intervals, classes
+
+    def _assign_handles(self, classes, handle_of) -> None:
+        """Give every e-class an `Id` handle, so Python can name it in unions."""
+        lines = []
+        pending = [c for c in classes if c not in handle_of]
+        while pending:
+            progress = []
+            for c in pending:
+                for n in classes[c]:
+                    if all(k in handle_of for k in n.children):
+                        h = self.next_handle
+                        self.next_handle += 1
+                        handle_of[c] = h
+                        lines.append(f"(set (Id {h}) {_enode_text(n, handle_of)})")
+                        progress.append(c)
+                        break
+            if not progress:
+                break
+            pending = [c for c in pending if c not in handle_of]
+        self.session.run_lines(lines)
+
+    def _types(self, snap: Snapshot, classes) -> dict[int, Any]:
+        types: dict[int, Any] = {}
+        for h, c in snap.handles.items():
+            if h < len(self.program.nodes):
+                types.setdefault(c, self.value_type[h])
+        for _ in range(len(classes) + 1):
+            changed = False
+            for c, nodes in classes.items():
+                if c in types:
+                    continue
+                for n in nodes:
+                    t = self._infer(n, types)
+                    if t is not None:
+                        types[c] = t
+                        changed = True
+                        break
+            if not changed:
+                break
+        return types
+
+    def _infer(self, n: ENode, types: dict[int, Any]):
+        if n.op == "$num":
+            return WEAK_SCALAR
+        if n.op == "none":
+            return None
+        kid_types = [types.get(k) for k in n.children]
+        opdef = ops.OPS.get(n.op)
+        if opdef is None or opdef.infer is None or any(t is None and k not in self.none_classes for k, t in zip(n.children, kid_types)):
+            return None
+        try:
+            return opdef.infer(kid_types, self.attrs[n.attrs])
+        except Exception:
+            return None
+
+    def _intervals(self, snap: Snapshot, classes, types) -> dict[int, Interval]:
+        iv: dict[int, Interval] = {}
+        for h, c in snap.handles.items():
+            if h < len(self.program.nodes) and self.value_interval.get(h) is not None:
+                iv[c] = self.value_interval[h] if c not in iv else iv[c].intersect(self.value_interval[h])
+        for _ in range(3):  # a few sweeps: new classes get ranges, merged classes tighten
+            for c, nodes in classes.items():
+                for n in nodes:
+                    got = self._node_interval(n, iv, types.get(c))
+                    if got is not None:
+                        iv[c] = got if c not in iv else _safe_intersect(iv[c], got)
+        return iv
+
+    def _node_interval(self, n: ENode, iv, out_type):
+        if n.op == "$num":
+            return Interval(n.value, n.value)
+        if n.op in IDENTITY_OPS or n.op == "none":
+            return None
+        args = [iv.get(k) for k in n.children]
+        try:
+            return interval_of_node(n.op, args, self.attrs[n.attrs], out_type)
+        except Exception:
+            return None
+
+    def process_candidates(self, snap: Snapshot, types, intervals, seen_applied: set) -> tuple[list[str], list[Applied]]:
+        unions: list[str] = []
+        applied: list[Applied] = []
+        rules = [(r.relation, r.rule.name, r.rule.when, r.guard_vars) for r in self.rules] + [("Cand_fold", "const-fold", (), ())]
+        for relation, name, guards, guard_vars in rules:
+            for row in snap.rows.get(relation, ()):
+                root, rhs, *bound = row
+                if root == rhs or (name, root, rhs) in seen_applied:
+                    continue
+                if not _types_agree(types.get(root), types.get(rhs)):
+                    continue
+                env = dict(zip(guard_vars, bound))
+                if not all(g.holds(intervals.get(env[g.var])) for g in guards):
+                    continue
+                if root not in self.handle_of or rhs not in self.handle_of:
+                    continue
+                seen_applied.add((name, root, rhs))
+                unions.append(f"(union (Id {self.handle_of[root]}) (Id {self.handle_of[rhs]}))")
+                applied.append(Applied(name, root, ()))
+        return unions, applied
+
+
+def _safe_intersect(a: Interval, b: Interval) -> Interval:
+    try:
+        return a.intersect(b)
+    except Exception:
+        return a
+
+
+def _types_agree(root, rhs) -> bool:
+    """Same type; a rule's scalar constant stands for any 0-d float value (a Python number)."""
+    if root is None or rhs is None:
+        return False
+    if rhs == WEAK_SCALAR and isinstance(root, TensorType) and root.rank == 0:
+        return True
+    return root == rhs
+
+
+def _app(op: str, attrs: str, kids: list[str]) -> str:
+    if len(kids) <= 4:
+        return f"(App{len(kids)} {quote(op)} {quote(attrs)}{''.join(' ' + k for k in kids)})"
+    return f"(AppN {quote(op)} {quote(attrs)} (vec-of {' '.join(kids)}))"
+
+
+def _enode_text(n: ENode, handle_of: dict[int, int]) -> str:
+    if n.op == "$num":
+        return f"(Num {n.value!r})"
+    kids = [f"(Id {handle_of[k]})" for k in n.children]
+    if n.op == "none":
+        return '(App0 "none" "")'
+    return _app(n.op, n.attrs, kids)
+
+
+def _parse_attr_string(op: str, text: str) -> dict:
+    """Inverse of canonical_attrs (attribute strings the driver did not make itself)."""
+    from hnfc.ir.text import _literal  # the text form's literal reader
+    import ast
+
+    out = {}
+    if text:
+        for part in _split_top(text):
+            key, value = part.split("=", 1)
+            out[key] = _literal(ast.parse(value, mode="eval").body)
+    return ops.full_attrs(ops.OPS[op], out)
+
+
+def _split_top(text: str) -> list[str]:
+    parts, depth, cur, in_str = [], 0, [], False
+    for ch in text:
+        if ch == '"':
+            in_str = not in_str
+        if not in_str:
+            depth += ch in "(["
+            depth -= ch in ")]"
+            if ch == ";" and depth == 0:
+                parts.append("".join(cur))
+                cur = []
+                continue
+        cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def saturate(program: Program, ranges: Sequence[Interval | None], rules: Sequence[CompiledRule], limits: Limits = Limits()) -> Saturated:
+    d = _Driver(program, ranges, rules, limits)
+    applied: list[Applied] = []
+    seen: set = set()
+    stop = "saturated"
+    iterations = 0
+    snap, types, intervals, classes = d.refresh()
+    for phase, max_iters in limits.schedule:
+        budget = max_iters or limits.max_iterations
+        for _ in range(budget):
+            d.populate_attr_relations()
+            changed = d.session.run_ruleset(phase)
+            iterations += 1
+            snap, types, intervals, classes = d.refresh()
+            unions, new = d.process_candidates(snap, types, intervals, seen)
+            d.session.run_lines(unions)
+            applied += new
+            size = d.session.size()
+            if size > limits.max_nodes:
+                stop = f"node limit ({size} > {limits.max_nodes} e-nodes)"
+                break
+            if time.perf_counter() - d.start > limits.time_limit:
+                stop = f"time limit ({limits.time_limit:.1f} s)"
+                break
+            if not unions and not changed:
+                break
+        else:
+            if max_iters == 0:
+                stop = f"iteration limit ({budget} per phase)"
+        if stop.startswith(("node", "time")):
+            break
+    snap, types, intervals, classes = d.refresh()
+    class_of = {i: snap.handles[i] for i in range(len(program.nodes))}
+    values_in: dict[int, list[int]] = {}
+    for i, c in class_of.items():
+        values_in.setdefault(c, []).append(i)
+    final_applied = []
+    for a in applied:
+        c = _find_class(snap, a.root, d.handle_of)
+        final_applied.append(Applied(a.rule, c, tuple(values_in.get(c, ()))))
+    return Saturated(
+        program=program,
+        snapshot=snap,
+        class_of=class_of,
+        types=types,
+        intervals=intervals,
+        attrs=d.attrs,
+        applied=final_applied,
+        stop_reason=stop,
+        iterations=iterations,
+        nodes=len(snap.enodes),
+        classes=len(classes),
+        seconds=time.perf_counter() - d.start,
+        original_enodes=_original_enodes(d, snap, class_of),
+    )
+
+
+def _find_class(snap: Snapshot, old_class: int, handle_of: dict[int, int]) -> int:
+    h = handle_of.get(old_class)
+    return snap.handles.get(h, old_class) if h is not None else old_class
+
+
+def _original_enodes(d: _Driver, snap: Snapshot, class_of: dict[int, int]) -> set[tuple]:
+    """(op, attrs, child classes) of every node of the input program, in final class ids."""
+    out = set()
+    for i, n in enumerate(d.program.nodes):
+        if n.op == "const" and _is_float_const(n):
+            continue
+        kids = tuple(class_of[a] if a is not None else None for a in n.args)
+        out.add((class_of[i], n.op, kids))
+    return out

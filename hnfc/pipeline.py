@@ -1,0 +1,180 @@
+"""`hnfc.optimize`: trace -> ranges -> saturate -> extract -> verify -> lower.
+
+In: a module or function and example inputs (or an IR program), input ranges, rules, options.
+Out: a `torch.fx.GraphModule` called like the original, with `.report` (hnfc.report.Report) and
+`.program` (the optimized IR). If any stage after tracing fails, the original program is lowered
+instead and a warning says why; if tracing itself fails, the original model is returned wrapped,
+with the reason in its report. The optimizer never breaks the user's model.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+
+from hnfc import analysis
+from hnfc.config import Config
+from hnfc.egraph import Limits, extract, saturate
+from hnfc.frontend import FrontendError, trace
+from hnfc.ir.program import Builder, Program, live_subprogram
+from hnfc.lower import lower
+from hnfc.ir.expr import format_expr
+from hnfc.report import OutputError, Report, Rewrite
+from hnfc.rewrites.compile import compile_rules
+from hnfc.rewrites.dsl import Rule, check_unique
+from hnfc.verify import measure, observe, verification_inputs
+
+
+class HnfcWarning(UserWarning):
+    """hnfc kept (part of) the original program; the message says why."""
+
+
+class Unoptimized(torch.nn.Module):
+    """The user's model, unchanged, with the report that says why hnfc could not optimize it."""
+
+    def __init__(self, model, report: Report) -> None:
+        super().__init__()
+        self.model = model
+        self.report = report
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+
+def select_rules(rules: Iterable[Rule] | None, config: Config) -> tuple[Rule, ...]:
+    from hnfc.rewrites.library import RULES
+
+    chosen = tuple(RULES) + tuple(rules or ())
+    if config.families is not None:
+        wanted = set(config.families) | {"algebra"}
+        chosen = tuple(r for r in chosen if (r.tags[:1] or ("",))[0] in wanted)
+    return check_unique(chosen)
+
+
+def _input_positions(program: Program, input_ranges: Mapping | None) -> dict[int, tuple[float, float]]:
+    out: dict[int, tuple[float, float]] = {}
+    names = program.input_names
+    for key, rng in (input_ranges or {}).items():
+        pos = names.index(key) if isinstance(key, str) and key in names else key
+        if not isinstance(pos, int) or not 0 <= pos < len(names):
+            raise ValueError(f"input_ranges: no input {key!r} (inputs are {list(names)} or positions 0..{len(names) - 1})")
+        lo, hi = rng
+        if not lo <= hi:
+            raise ValueError(f"input_ranges[{key!r}] = {rng}: lower bound above upper bound")
+        out[pos] = (float(lo), float(hi))
+    return out
+
+
+def merge_outputs(original: Program, candidate: Program, accept: Sequence[bool]) -> Program:
+    """Outputs from `candidate` where accepted, from `original` elsewhere (one program)."""
+    b = Builder()
+    maps: list[dict[int, int]] = []
+    for prog in (candidate, original):
+        m: dict[int, int] = {}
+        for i, n in enumerate(prog.nodes):
+            m[i] = b.add(n.op, [None if a is None else m[a] for a in n.args], n.attr, n.type)
+        maps.append(m)
+    outs = [maps[0][c] if ok else maps[1][o] for c, o, ok in zip(candidate.outputs, original.outputs, accept)]
+    return live_subprogram(b.build(outs, original.params, original.meta))
+
+
+def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *, input_ranges=None, rules=None, config: Config | None = None) -> tuple[Program, Report]:
+    """The pipeline on an IR program; returns the verified program and its report."""
+    config = config or Config()
+    report = Report(nodes_before=len(program.nodes))
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        report.times[stage] = report.times.get(stage, 0.0) + now - clock
+        clock = now
+
+    ranges_in = _input_positions(program, input_ranges)
+    observed = observe(program, example_inputs)
+    ranges = analysis.ranges(program, ranges_in, observed=observed, margin=config.margin)
+    report.predicted_bits_before = analysis.program_bits(program, ranges)[0]
+    lap("ranges")
+    compiled = compile_rules(select_rules(rules, config))
+    limits = Limits(max_nodes=config.max_nodes, max_iterations=config.max_iterations, time_limit=config.time_limit)
+    sat = saturate(program, ranges, compiled, limits)
+    report.egraph = {"nodes": sat.nodes, "classes": sat.classes, "iterations": sat.iterations, "stop_reason": sat.stop_reason}
+    lap("saturate")
+    ex = extract(sat)
+    candidate = live_subprogram(ex.program)
+    lap("extract")
+    rewrites = _rewrites(program, sat, ex)
+    if not rewrites:
+        report.nodes_after = len(program.nodes)
+        report.predicted_bits_after = report.predicted_bits_before
+        return program, report
+    if config.verify:
+        checks = measure(program, candidate, verification_inputs(program, example_inputs, ranges_in, config), config)
+        report.outputs = [OutputError(c.index, c.before_mean, c.before_max, c.after_mean, c.after_max, c.accepted) for c in checks]
+        accept = [c.accepted for c in checks]
+        if not all(accept):
+            candidate = merge_outputs(program, candidate, accept)
+        lap("verify")
+    final_ranges = analysis.ranges(candidate, ranges_in, observed=observe(candidate, example_inputs), margin=config.margin)
+    report.predicted_bits_after = analysis.program_bits(candidate, final_ranges)[0]
+    report.rewrites = rewrites if candidate is not program else []
+    report.nodes_after = len(candidate.nodes)
+    return candidate, report
+
+
+def _rewrites(program: Program, sat, ex) -> list[Rewrite]:
+    by_class: dict[int, list[str]] = {}
+    for a in sat.applied:
+        if a.root in ex.new_classes:
+            by_class.setdefault(a.root, [])
+            if a.rule not in by_class[a.root]:
+                by_class[a.root].append(a.rule)
+    out = []
+    for c, rules in by_class.items():
+        values = tuple(sorted(i for i, k in sat.class_of.items() if k == c))
+        if not values:
+            continue
+        after = format_expr(ex.program, ex.value_of[c]) if c in ex.value_of else "?"
+        out.append(Rewrite(tuple(rules), values, format_expr(program, values[-1]), after))
+    return sorted(out, key=lambda r: r.values)
+
+
+def optimize(model_or_fn, example_inputs, *, input_ranges: Mapping[Any, tuple[float, float]] | None = None, rules: Iterable[Rule] | None = None, **options):
+    """Optimize a model for accuracy; returns a module called like the original, with `.report`.
+
+    `input_ranges` maps input positions or names to (lo, hi): the values the model will see
+    (sampling for verification and the sound part of the range analysis use them). `rules` adds
+    rule packs to hnfc's library. Other keyword options are `hnfc.config.Config` fields.
+    """
+    config = Config.from_options(options)
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    start = time.perf_counter()
+    try:
+        program = model_or_fn if isinstance(model_or_fn, Program) else trace(model_or_fn, example_inputs)
+    except FrontendError as e:
+        warnings.warn(f"hnfc could not trace the model, it runs unchanged: {e}", HnfcWarning, stacklevel=2)
+        return Unoptimized(model_or_fn, Report(warnings=[f"trace failed: {e}"]))
+    traced = time.perf_counter() - start
+    flat_inputs = list(torch.utils._pytree.tree_leaves(list(example_inputs)))
+    ranges_in = _input_positions(program, input_ranges)  # the user's mistakes are errors, not fallbacks
+    try:
+        result, report = optimize_program(program, flat_inputs, input_ranges=ranges_in, rules=rules, config=config)
+    except Exception as e:  # never break the user's model
+        result, report = _fallback(program, e)
+    report.times = {"trace": traced, **report.times}
+    t = time.perf_counter()
+    gm = lower(result)
+    report.times["lower"] = time.perf_counter() - t
+    gm.report = report
+    gm.program = result
+    return gm
+
+
+def _fallback(program: Program, error: Exception) -> tuple[Program, Report]:
+    msg = f"optimizer failed ({type(error).__name__}: {error}); the original program runs"
+    warnings.warn(msg, HnfcWarning, stacklevel=3)
+    return program, Report(nodes_before=len(program.nodes), nodes_after=len(program.nodes), warnings=[msg])
