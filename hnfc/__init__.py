@@ -19,6 +19,8 @@ _LAZY = {
     "trace": "hnfc.frontend",
     "FrontendError": "hnfc.frontend",
     "lower": "hnfc.lower",
+    "optimize": "hnfc.pipeline",
+    "HnfcWarning": "hnfc.pipeline",
     "bits_error": "hnfc.metric",
     "sample_inputs": "hnfc.metric",
 }

@@ -137,8 +137,8 @@ def _rewrites(program: Program, sat, ex) -> list[Rewrite]:
         values = tuple(sorted(i for i, k in sat.class_of.items() if k == c))
         if not values:
             continue
-        after = format_expr(ex.program, ex.value_of[c]) if c in ex.value_of else "?"
-        out.append(Rewrite(tuple(rules), values, format_expr(program, values[-1]), after))
+        after = format_expr(ex.program, ex.value_of[c], depth=3) if c in ex.value_of else "?"
+        out.append(Rewrite(tuple(rules), values, format_expr(program, values[-1], depth=3), after))
     return sorted(out, key=lambda r: r.values)
 
 

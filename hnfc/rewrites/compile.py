@@ -81,7 +81,9 @@ def unify(spec, actual, bindings: dict[str, Any]) -> bool:
         return True
     if isinstance(spec, tuple):
         return isinstance(actual, tuple) and len(actual) == len(spec) and all(unify(s, a, bindings) for s, a in zip(spec, actual))
-    return spec == actual and type(spec) is not bool or spec is actual
+    if isinstance(spec, bool) or isinstance(actual, bool):
+        return spec is actual  # keepdim=True must not match the integer 1
+    return spec == actual
 
 
 def substitute(value, bindings: Mapping[str, Any]):
