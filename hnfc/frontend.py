@@ -6,6 +6,12 @@ torch.func.functionalize, parameters lifted to inputs) with a decomposition tabl
 then each aten node becomes the op-table entry that claims it (`hnfc.ops.ALIASES`), an
 identity (clone, alias...), or an `opaque` node that records the call so it still runs.
 Values keep aten's exact operations, so lowering the program reproduces eager bit for bit.
+
+Entry points: `trace(model_or_fn, example_inputs)` and `trace_graph_module(gm, example_inputs)`
+(the torch.compile backend path). What the IR cannot hold raises `FrontendError` with the reason:
+mutating an input or buffer, non-tensor inputs or outputs, data-dependent control flow, custom
+autograd Functions, symbolic shapes from dynamo. Ops run with grad mode off (`torch.no_grad()`
+blocks) are followed by a `detach` where gradients could otherwise flow.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 import torch.fx as fx
-from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.experimental.proxy_tensor import get_proxy_mode, make_fx
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils import _pytree as pytree
 
 from hnfc import ops
@@ -82,6 +89,28 @@ def _encode_template(v, tensors: list[fx.Node]):
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
     raise FrontendError(f"cannot record argument {v!r} of type {type(v).__name__}")
+
+
+class _NoGradRecorder(TorchDispatchMode):
+    """Marks the graph nodes traced while grad mode was off (`torch.no_grad()` blocks, dynamo's
+    `_set_grad_enabled(False)`): `node.meta["hnf_no_grad"] = True`. The aten graph itself does not
+    say, and the program must cut autograd there (a `detach`) or gradients would flow where eager
+    lets none. Pushed inside make_fx, so it sees each op before the proxy mode records it."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if torch.is_grad_enabled():
+            return func(*args, **kwargs)
+        mode = get_proxy_mode()
+        graph = mode.tracer.graph if mode is not None else None
+        last = graph._root.prev if graph is not None else None
+        out = func(*args, **kwargs)
+        if graph is not None:
+            n = last.next
+            while n is not graph._root:
+                n.meta["hnf_no_grad"] = True
+                n = n.next
+        return out
 
 
 class _Converter:
@@ -169,14 +198,42 @@ class _Converter:
         """
         mutated = node.args[0] if node.args else None
         base = target._schema.name.split("::")[1]
-        if not (isinstance(mutated, fx.Node) and mutated.op != "placeholder" and base.endswith("_") and len(mutated.users) == 1):
-            what = mutated.target if isinstance(mutated, fx.Node) and mutated.op == "placeholder" else "a tensor"
+        leaf = isinstance(mutated, fx.Node) and mutated.op in ("placeholder", "get_attr")
+        if leaf or not (isinstance(mutated, fx.Node) and base.endswith("_") and len(mutated.users) == 1):
+            what = "a tensor"
+            if leaf and isinstance(self.env.get(mutated), int):
+                ir = self.b.nodes[self.env[mutated]]
+                what = f"{'input' if ir.op == 'input' else 'parameter/buffer'} {ir.attr['name']!r}"
             raise FrontendError(
                 f"the model mutates {what} in place ({name}); hnfc needs a pure function: "
                 "do not mutate inputs or buffers (call model.eval() for BatchNorm)"
             )
-        twin = getattr(getattr(torch.ops.aten, base[:-1]), target._overloadname)
+        twin = _out_of_place(target, base[:-1])
+        if twin is None:
+            raise FrontendError(f"the model calls the in-place op {name}, which has no out-of-place twin hnfc can use instead")
         return twin, str(twin)
+
+
+def _out_of_place(target, base: str):
+    """The overload of aten.<base> taking the same arguments as in-place `target`
+    (bernoulli_.float -> bernoulli.p, div_.Scalar -> div.Scalar), or None."""
+    packet = getattr(torch.ops.aten, base, None)
+    if packet is None:
+        return None
+
+    def signature(schema):
+        return [(a.name, str(a.type), a.kwarg_only) for a in schema.arguments]
+
+    want = signature(target._schema)
+    names = [target._overloadname] + [o for o in packet.overloads() if o != target._overloadname]
+    for ov in names:
+        try:
+            cand = getattr(packet, ov)
+        except AttributeError:
+            continue
+        if not cand._schema.is_mutable and signature(cand._schema) == want:
+            return cand
+    return None
 
 
 class _Selected:
@@ -186,48 +243,88 @@ class _Selected:
         self.id, self.index = id, index
 
 
+def _is_float(t) -> bool:
+    return isinstance(t, TensorType) and t.dtype in ("f16", "bf16", "f32", "f64")
+
+
 def _pick(t, index):
     return t if index is None or not isinstance(t, TupleType) else t.items[index]
 
 
-def graph_to_program(gm: fx.GraphModule, *, input_names: list[str], param_names: list[str], params: dict[str, torch.Tensor], meta: dict) -> Program:
-    """Convert a functionalized aten graph whose first placeholders are `param_names`."""
+def graph_to_program(
+    gm: fx.GraphModule,
+    *,
+    input_names: list[str] | None = None,
+    param_names: list[str] | None = None,
+    params: Mapping[str, torch.Tensor] | None = None,
+    meta: dict,
+    roles: list[tuple[str, str]] | None = None,
+) -> Program:
+    """Convert a functionalized aten graph to a program.
+
+    The placeholders are, in order, `param_names` then `input_names`; or, given `roles`, one
+    ("param" | "input", name) per placeholder. Parameter values come from `params` (by name);
+    tensor constants the graph holds (`get_attr`) become parameters too.
+    """
+    if roles is None:
+        roles = [("param", n) for n in param_names or []] + [("input", n) for n in input_names or []]
     conv = _Converter(gm, meta.get("device", torch.device("cpu")))
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if len(placeholders) != len(param_names) + len(input_names):
-        raise FrontendError(f"traced graph has {len(placeholders)} inputs, expected {len(param_names) + len(input_names)}")
+    if len(placeholders) != len(roles):
+        raise FrontendError(f"traced graph has {len(placeholders)} inputs, expected {len(roles)}")
+    role_of = dict(zip(placeholders, roles))
     outputs: list[int] = []
-    all_params = dict(params)
+    all_params = dict(params or {})
+    # Whether gradients can reach a value: float inputs, parameters that require grad, and what
+    # is computed from them. A value computed with grad mode off that gradients could reach gets
+    # a `detach` before any grad-mode user sees it.
+    grad: dict[fx.Node, bool] = {}
     for n in gm.graph.nodes:
         if n.op == "placeholder":
-            k = placeholders.index(n)
+            kind, name = role_of[n]
             t = _value_type(n)
-            if k < len(param_names):
-                conv.env[n] = conv.b.param(param_names[k], t)
-            else:
-                conv.env[n] = conv.b.input(input_names[k - len(param_names)], t)
+            conv.env[n] = conv.b.param(name, t) if kind == "param" else conv.b.input(name, t)
+            value = all_params.get(name) if kind == "param" else None
+            grad[n] = _is_float(t) and (kind == "input" or bool(getattr(value, "requires_grad", False)))
         elif n.op == "get_attr":
             value = getattr(gm, n.target)
+            if not isinstance(value, torch.Tensor):
+                raise FrontendError(f"graph attribute {n.target} is a {type(value).__name__}, not a tensor")
             all_params[n.target] = value
             conv.env[n] = conv.b.param(n.target, _tensor_type(value))
+            grad[n] = value.requires_grad
         elif n.op == "call_function":
             conv.call(n)
+            grad[n] = any(grad.get(a, False) for a in n.all_input_nodes)
+            v = conv.env[n]
+            if n.meta.get("hnf_no_grad") and grad[n] and isinstance(v, int) and _is_float(conv.b.type_of(v)):
+                if any(not u.meta.get("hnf_no_grad") for u in n.users):  # incl. the output node
+                    conv.env[n] = conv.b.add("detach", [v])
+                    grad[n] = False
         elif n.op == "output":
             for o in pytree.tree_leaves(n.args[0]):
                 if not isinstance(o, fx.Node) or not isinstance(conv.env.get(o), int):
-                    raise FrontendError(f"output {o} is not a tensor value")
+                    raise FrontendError(f"output {o!r} is not a tensor value; hnfc handles tensor outputs only")
                 outputs.append(conv.env[o])
         else:
             raise FrontendError(f"unsupported graph node {n.format_node()}")
     return conv.b.build(outputs, all_params, meta)
 
 
-def _input_names(fn, args) -> list[str]:
+def _bound_args(fn, args) -> dict[str, Any]:
+    """Arguments by parameter name (input0, input1... when the signature says nothing)."""
     try:
         sig = inspect.signature(fn.forward if isinstance(fn, torch.nn.Module) else fn)
         bound = sig.bind(*args).arguments
     except (TypeError, ValueError):
+        bound = {}
+    if len(bound) != len(args):  # *args in the signature
         bound = {f"input{i}": a for i, a in enumerate(args)}
+    return dict(bound)
+
+
+def _input_names(fn, args) -> list[str]:
+    bound = _bound_args(fn, args)
     names = []
     for key, value in bound.items():
         leaves = pytree.tree_leaves(value)
@@ -257,8 +354,12 @@ def trace(model_or_fn, example_inputs, *, decompositions: Mapping | None = None)
         example_inputs = (example_inputs,)
     example_inputs = tuple(example_inputs)
     flat_inputs, in_spec = pytree.tree_flatten(list(example_inputs))
-    if not all(isinstance(x, torch.Tensor) for x in flat_inputs):
-        raise FrontendError("example inputs must be tensors (or nested lists/tuples/dicts of tensors)")
+    for k, x in enumerate(flat_inputs):
+        if not isinstance(x, torch.Tensor):
+            raise FrontendError(
+                f"example input {_input_names(model_or_fn, example_inputs)[k]!r} is {type(x).__name__} {x!r:.40}, not a tensor; "
+                "hnfc traces tensor inputs only (bind other arguments with a closure or functools.partial)"
+            )
     module = model_or_fn if isinstance(model_or_fn, torch.nn.Module) else None
     named = {}
     if module is not None:
@@ -270,27 +371,161 @@ def trace(model_or_fn, example_inputs, *, decompositions: Mapping | None = None)
     def flat_fn(*flat):
         ps, xs = flat[: len(param_names)], flat[len(param_names) :]
         args = pytree.tree_unflatten(list(xs), in_spec)
-        if module is not None:
-            out = torch.func.functional_call(module, dict(zip(param_names, ps)), tuple(args))
-        else:
-            out = model_or_fn(*args)
+        with _NoGradRecorder():
+            if module is not None:
+                out = torch.func.functional_call(module, dict(zip(param_names, ps)), tuple(args))
+            else:
+                out = model_or_fn(*args)
         leaves, spec = pytree.tree_flatten(out)
         out_spec_box[:] = [spec]
         if not all(isinstance(x, torch.Tensor) for x in leaves):
             raise FrontendError(f"the model returns non-tensor values ({sorted({type(x).__name__ for x in leaves if not isinstance(x, torch.Tensor)})})")
         return leaves
 
+    # Tracing maps one tensor object to one placeholder: an example tensor passed twice (or a
+    # parameter passed as an input) would make the program read one input for both. Trace copies.
+    seen = {id(t) for t in named.values()}
+    trace_inputs = []
+    for x in flat_inputs:
+        if id(x) in seen:
+            x = x.detach().clone()
+        seen.add(id(x))
+        trace_inputs.append(x)
+
     table = DEFAULT_DECOMPOSITIONS if decompositions is None else decompositions
     try:
-        with _compiling():
-            gm = make_fx(torch.func.functionalize(flat_fn, remove="mutations"), decomposition_table=dict(table), tracing_mode="fake")(
-                *named.values(), *flat_inputs
-            )
+        with _compiling(), torch.enable_grad():  # only the model's own no_grad blocks count
+            gm = make_fx(
+                torch.func.functionalize(flat_fn, remove="mutations"),
+                decomposition_table=dict(table),
+                tracing_mode="fake",
+                _allow_non_fake_inputs=True,  # functions may close over real tensors: they become constants
+            )(*named.values(), *trace_inputs)
     except FrontendError:
         raise
     except Exception as e:
-        raise FrontendError(f"tracing failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        raise FrontendError(f"tracing failed: {type(e).__name__}: {_first_line(e)}") from e
     gm.graph.eliminate_dead_code()  # autograd's saved `detach`es and unused results
     device = flat_inputs[0].device if flat_inputs else next(iter(named.values())).device if named else torch.device("cpu")
-    meta = {"in_spec": in_spec, "out_spec": out_spec_box[0], "device": device, "source": type(model_or_fn).__name__}
+    meta = {
+        "in_spec": in_spec,
+        "out_spec": out_spec_box[0],
+        "arg_names": list(_bound_args(model_or_fn, example_inputs)),
+        "device": device,
+        "source": type(model_or_fn).__name__,
+    }
     return graph_to_program(gm, input_names=_input_names(model_or_fn, example_inputs), param_names=param_names, params=named, meta=meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# The torch.compile backend path
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    text = str(e).split("ViewAndMutationMeta")[0].strip()
+    text = text.splitlines()[0] if text else ""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _is_symbolic(x) -> bool:
+    if isinstance(x, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+        return True
+    return isinstance(x, torch.Tensor) and any(not isinstance(d, int) for d in x.shape)
+
+
+def _placeholder_role(node: fx.Node, example) -> tuple[str, str]:
+    """Dynamo lifts parameters and buffers to placeholders (L_self_modules_fc_parameters_weight_)."""
+    name = str(node.target)
+    lifted = "_parameters_" in name or "_buffers_" in name
+    return ("param" if isinstance(example, torch.nn.Parameter) or lifted else "input", name)
+
+
+def _trace_with(fake_mode, run, fakes, table, gm) -> fx.GraphModule:
+    """make_fx(functionalize(run)) under `fake_mode`, else aot export (see trace_graph_module)."""
+    traced = None
+    try:
+        with fake_mode, torch.enable_grad():
+            traced = make_fx(torch.func.functionalize(run, remove="mutations"), decomposition_table=table, _allow_non_fake_inputs=True)(*fakes)
+    except Exception as e:
+        first_error = e
+    if traced is None:
+        # aot export traces under no_grad: it cannot see grad-mode regions, so it is only
+        # used for graphs without them.
+        grad_mode = [n for n in gm.graph.nodes if n.op == "call_function" and n.target is torch._C._set_grad_enabled]
+        if grad_mode:
+            raise FrontendError(f"tracing the graph failed: {type(first_error).__name__}: {_first_line(first_error)}") from first_error
+        try:
+            from torch._functorch.aot_autograd import aot_export_joint_simple
+
+            with fake_mode:
+                traced = aot_export_joint_simple(gm, fakes, trace_joint=False, decompositions=table)
+        except Exception as e:
+            raise FrontendError(
+                f"tracing the graph failed: {type(first_error).__name__}: {_first_line(first_error)} "
+                f"(aot export too: {type(e).__name__}: {_first_line(e)})"
+            ) from first_error
+    return traced
+
+
+def trace_graph_module(gm: fx.GraphModule, example_inputs, *, decompositions: Mapping | None = None) -> Program:
+    """The GraphModule dynamo hands a torch.compile backend -> IR program.
+
+    Every placeholder of `gm` is a program leaf, in order: parameters and buffers dynamo lifted
+    to placeholders become `param` nodes holding the example tensor, the rest `input` nodes.
+    `program.meta["graph_inputs"]` lists ("param" | "input", placeholder name) per placeholder,
+    so a backend can call the lowered module (which takes the inputs only) from gm's arguments.
+    Outputs are gm's, flat, as a tuple.
+
+    The graph is functionalized to aten with make_fx(functionalize(gm)) under the fake mode of
+    the example inputs (as `trace` does: it sees grad-mode regions and gives views of inputs
+    back as values); when that fails, `aot_export_joint_simple` is tried (it refuses input
+    mutation and outputs aliasing inputs, and cannot see grad-mode regions). Symbolic shapes
+    (dynamic=True) are not supported yet and raise FrontendError, as does any other failure.
+    """
+    from torch._guards import detect_fake_mode
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    example_inputs = list(example_inputs)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != len(example_inputs):
+        raise FrontendError(f"the graph has {len(placeholders)} placeholders but {len(example_inputs)} example inputs were given")
+    recorded = [n.meta.get("example_value", n.meta.get("val")) for n in placeholders]
+    for n, x, v in zip(placeholders, example_inputs, recorded):
+        if _is_symbolic(x) or _is_symbolic(v):
+            raise FrontendError(
+                f"symbolic shapes are not supported yet (placeholder {n.target} is {x!r}); "
+                "compile with dynamic=False, or let the original graph run"
+            )
+        if not isinstance(x, torch.Tensor):
+            raise FrontendError(f"placeholder {n.target} is a {type(x).__name__}, not a tensor; hnfc handles tensor inputs only")
+
+    fake_mode = detect_fake_mode(example_inputs) or detect_fake_mode([v for v in recorded if v is not None]) or FakeTensorMode()
+    fakes: list = []
+    for x, v in zip(example_inputs, recorded):
+        if isinstance(v, torch.Tensor) and getattr(v, "fake_mode", None) is fake_mode and not any(v is f for f in fakes):
+            fakes.append(v)
+        else:  # one fake per placeholder, even for a tensor passed twice
+            fakes.append(fake_mode.from_tensor(x if not any(x is y for y in example_inputs[: len(fakes)]) else x.detach().clone(), static_shapes=True))
+    table = dict(DEFAULT_DECOMPOSITIONS if decompositions is None else decompositions)
+
+    def run(*xs):
+        with _NoGradRecorder():
+            return gm(*xs)
+
+    allow_real = fake_mode.allow_non_fake_inputs
+    fake_mode.allow_non_fake_inputs = True  # tensors gm holds as attributes (symbolic_trace) are constants
+    try:
+        traced = _trace_with(fake_mode, run, fakes, table, gm)
+    finally:
+        fake_mode.allow_non_fake_inputs = allow_real
+    for n in list(traced.graph.nodes):
+        if n.op == "call_function" and n.target is torch.ops.aten._assert_tensor_metadata.default:
+            traced.graph.erase_node(n)
+    traced.graph.eliminate_dead_code()
+    traced.recompile()
+
+    roles = [_placeholder_role(n, x) for n, x in zip(placeholders, example_inputs)]
+    params = {name: x for (kind, name), x in zip(roles, example_inputs) if kind == "param"}
+    devices = [x.device for x in example_inputs]
+    meta = {"graph_inputs": roles, "device": devices[0] if devices else torch.device("cpu"), "source": "dynamo"}
+    return graph_to_program(traced, roles=roles, params=params, meta=meta)

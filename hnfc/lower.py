@@ -3,14 +3,20 @@
 In: a `Program` (with parameter values). Out: a GraphModule that runs in eager, supports
 autograd, and records on every call node `meta["custom"] = {"hnf_op": ..., "hnf_dtype": ...}`.
 Each node becomes the torch call its op-table entry emits; scalar constants are passed inline
-as Python numbers where torch takes them (so `x * 0.1` stays exactly that). Parameters are
-registered under their original dotted names, sharing storage with the tensors the program
-holds, so training the lowered module trains the original parameters.
+as Python numbers where torch takes them (so `x * 0.1` stays exactly that) and as 0-d tensors of
+their dtype where it wants a Tensor. View ops with several users are emitted once per user, as
+eager code does, so autograd accumulates gradients in eager's order (bit-exact gradients).
+Parameters are registered under their original dotted names, sharing storage with the tensors the
+program holds, so training the lowered module trains the original parameters. A program traced
+from nested arguments (`meta["in_spec"]`/`["out_spec"]`) gives a module with the same calling
+convention; otherwise forward takes the inputs flat and returns a tuple.
 """
 
 from __future__ import annotations
 
 import operator
+import sys
+import types
 from typing import Any
 
 import torch
@@ -26,6 +32,10 @@ from hnfc.types import TensorType
 
 class LoweringError(RuntimeError):
     pass
+
+
+# Shape ops that torch runs as views (or cheap reshapes): lowering emits them at each use.
+VIEW_OPS = frozenset({"reshape", "permute", "transpose", "expand", "unsqueeze", "squeeze", "slice", "select"})
 
 
 def resolve_target(target: str):
@@ -77,6 +87,36 @@ def _set_nested(root: torch.nn.Module, name: str, value: torch.Tensor) -> str:
     return ".".join(safe_path + [leaf])
 
 
+def _numbers_as_tensors(base_name: str) -> bool:
+    check = getattr(torch._C, "_should_allow_numbers_as_tensors", None)
+    if check is not None:
+        return bool(check(base_name))
+    return base_name in {"add", "sub", "mul", "div", "true_divide", "floor_divide"}
+
+
+def _tensors_where_tensors_go(target, args, kwargs: dict, scalar_tensor):
+    """Constants reach emits as inline `Scalar`s; one an op passes to a Tensor argument
+    (exp(const), expand(const), cat([const, x])) is materialized as a 0-d tensor instead."""
+    if not isinstance(target, torch._ops.OpOverload) or _numbers_as_tensors(target._schema.name.split("::")[-1]):
+        return args, kwargs  # add, sub, mul, div take Python numbers as "wrapped number" tensors
+    schema_args = target._schema.arguments
+    positional = [a for a in schema_args if not a.kwarg_only]
+    by_name = {a.name: a for a in schema_args}
+
+    def fix(value, arg):
+        if arg is None or "Tensor" not in str(arg.type):
+            return value
+        if isinstance(value, Scalar):
+            return scalar_tensor(value)
+        if isinstance(value, (list, tuple)):
+            return type(value)(scalar_tensor(v) if isinstance(v, Scalar) else v for v in value)
+        return value
+
+    args = tuple(fix(v, positional[k] if k < len(positional) else None) for k, v in enumerate(args))
+    kwargs = {k: fix(v, by_name.get(k)) for k, v in kwargs.items()}
+    return args, kwargs
+
+
 def _placeholder_name(name: str, taken: set[str]) -> str:
     base = "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "x"
     if base[0].isdigit():
@@ -103,12 +143,52 @@ def lower(program: Program, *, dtypes: dict[int, str] | None = None) -> fx.Graph
     def materialize(v: AsTensor) -> fx.Node:
         return graph.call_function(torch.ops.aten.scalar_tensor.default, (v.value,), {"dtype": to_torch(v.dtype), "device": device})
 
+    const_dtype: dict[int, str] = {}  # id of a const's Scalar -> its dtype
+
+    def scalar_tensor(v: Scalar) -> fx.Node:
+        return materialize(AsTensor(v.value, const_dtype.get(id(v), "f32")))
+
     def as_node(i: int) -> fx.Node:
+        if i in per_use:
+            return emit(i)
         v = env[i]
         if isinstance(v, Scalar):
             n = program.nodes[i]
             env[i] = materialize(AsTensor(v.value, n.type.dtype))
         return env[i]
+
+    # A view op with several users is emitted once per user, right before it, as eager code
+    # does (`linear` on a 3-D input views it again for every projection). Hash-consing merged
+    # those views; emitting one shared view would make autograd sum the users' gradients before
+    # adding the others, in a different order than eager, and gradients would differ by an ulp.
+    uses = [0] * len(program.nodes)
+    for n in program.nodes:
+        for a in set(n.args):
+            if a is not None:
+                uses[a] += 1
+    for o in program.outputs:
+        uses[o] += 1
+    per_use = {i for i, n in enumerate(program.nodes) if n.op in VIEW_OPS and uses[i] > 1}
+
+    def emit(i: int) -> fx.Node:
+        node = program.nodes[i]
+        fresh: dict[int, Any] = {}  # one copy of a per-use view per user, even if used twice
+        args = [None if a is None else fresh[a] if a in fresh else fresh.setdefault(a, arg(a)) for a in node.args]
+        call: Call = node.opdef.emit(args, node.attr, node.type)
+        target = resolve_target(call.target)
+        call_args, call_kwargs = _tensors_where_tensors_go(target, call.args, dict(call.kwargs), scalar_tensor)
+        call_args = resolve_value(call_args, device, materialize)
+        call_kwargs = {k: resolve_value(v, device, materialize) for k, v in call_kwargs.items()}
+        fx_node = graph.call_function(target, tuple(call_args), call_kwargs)
+        if call.index is not None:
+            fx_node = graph.call_function(operator.getitem, (fx_node, call.index))
+        if isinstance(node.type, TensorType):
+            dt = (dtypes or {}).get(i, node.type.dtype)
+            fx_node.meta["custom"] = {"hnf_op": node.op, "hnf_dtype": str(to_torch(dt)).removeprefix("torch.")}
+        return fx_node
+
+    def arg(a: int):
+        return emit(a) if a in per_use else env[a]
 
     for i, node in enumerate(program.nodes):
         if node.op == "input":
@@ -122,25 +202,20 @@ def lower(program: Program, *, dtypes: dict[int, str] | None = None) -> fx.Graph
             continue
         if node.op == "const":
             env[i] = Scalar(node.attr["value"])
+            const_dtype[id(env[i])] = node.type.dtype
             continue
-        args = [None if a is None else env[a] for a in node.args]
-        call: Call = node.opdef.emit(args, node.attr, node.type)
-        call_args = resolve_value(call.args, device, materialize)
-        call_kwargs = {k: resolve_value(v, device, materialize) for k, v in call.kwargs.items()}
-        fx_node = graph.call_function(resolve_target(call.target), tuple(call_args), call_kwargs)
-        if call.index is not None:
-            fx_node = graph.call_function(operator.getitem, (fx_node, call.index))
-        if isinstance(node.type, TensorType):
-            dt = (dtypes or {}).get(i, node.type.dtype)
-            fx_node.meta["custom"] = {"hnf_op": node.op, "hnf_dtype": str(to_torch(dt)).removeprefix("torch.")}
-        env[i] = fx_node
+        if i not in per_use:
+            env[i] = emit(i)
 
     outs = [as_node(o) for o in program.outputs]
     out_spec = program.meta.get("out_spec")
     in_spec = program.meta.get("in_spec")
     graph.output(tuple(outs) if out_spec is None or in_spec is None else outs)
     if in_spec is not None and out_spec is not None:
-        names = [n.name for n in graph.nodes if n.op == "placeholder"]
+        # forward takes the original (possibly nested) arguments, one name per top-level argument
+        names = [n for n in program.meta.get("arg_names", ()) if n.isidentifier() and n != "self"]
+        if len(names) != in_spec.num_children or len(set(names)) != len(names):
+            names = [f"arg{i}" for i in range(in_spec.num_children)]
         graph._codegen = fx.graph._PyTreeCodeGen(fx.graph._PyTreeInfo(names, in_spec, out_spec))
     graph.lint()
     return fx.GraphModule(root, graph, class_name="HnfModule")
@@ -152,3 +227,14 @@ def flat_spec(example_inputs) -> tuple[list, pytree.TreeSpec]:
 
 
 __all__ = ["LoweringError", "flat_spec", "lower", "resolve_target", "resolve_value", "ops"]
+
+
+class _CallableModule(types.ModuleType):
+    """`hnfc.lower` is the public function, but once this submodule is imported Python binds the
+    package attribute `hnfc.lower` to the module; calling the module calls the function."""
+
+    def __call__(self, *args, **kwargs):
+        return lower(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -45,7 +45,7 @@ class Unoptimized(torch.nn.Module):
 
 
 def select_rules(rules: Iterable[Rule] | None, config: Config) -> tuple[Rule, ...]:
-    from hnfc.rewrites.library import RULES
+    from hnfc.rewrites.builtin import RULES
 
     chosen = tuple(RULES) + tuple(rules or ())
     if config.families is not None:

@@ -84,7 +84,10 @@ class Builder:
         return self.nodes[value].type
 
     def add(self, op: str, args: Iterable[int | None] = (), attrs: Mapping[str, Any] | None = None, type: Type | None = None) -> int:
-        opdef = ops.get(op)
+        try:
+            opdef = ops.get(op)
+        except ValueError as e:
+            raise IRError(str(e)) from None
         args = tuple(args)
         attrs = dict(attrs or {})
         try:

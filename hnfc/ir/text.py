@@ -31,11 +31,25 @@ def format_value(v: Any) -> str:
             return "inf" if v > 0 else "-inf"
         return repr(v)
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return _quote(v)
     if isinstance(v, (tuple, list)):
         inner = ", ".join(format_value(x) for x in v)
         return f"({inner},)" if len(v) == 1 else f"({inner})"
     return repr(v)
+
+
+def _quote(s: str) -> str:
+    """A double-quoted Python string literal that stays on one line (what `ast` parses back)."""
+    out = []
+    for c in s:
+        if c in '\\"':
+            out.append("\\" + c)
+        elif c.isprintable():  # not: control characters, line and paragraph separators
+            out.append(c)
+        else:
+            o = ord(c)
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+    return '"' + "".join(out) + '"'
 
 
 def format_type(t: Type) -> str:
@@ -64,7 +78,8 @@ def format_program(program: Program) -> str:
 
 _LINE = re.compile(r"^%(\d+)\s*=\s*([A-Za-z_][\w]*)\((.*)\)\s*:\s*(.+)$")
 _TENSOR_TYPE = re.compile(r"^(\w+)\[([^\]]*)\]$")
-_VALUE_REF = re.compile(r"%(\d+)")
+# a value reference %N, or a string literal (left alone: "%N" inside a string is text)
+_VALUE_REF = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|%(\d+)')
 _NAMES = {"inf": math.inf, "nan": math.nan, "None": None, "True": True, "False": False}
 
 
@@ -111,7 +126,10 @@ def parse_program(text: str) -> Program:
             if not m:
                 raise ValueError("expected '%N = op(args) : type' or 'return %a, %b'")
             num, op, body, type_text = int(m.group(1)), m.group(2), m.group(3), m.group(4)
-            call = ast.parse("f(" + _VALUE_REF.sub(r"v_\1", body) + ")", mode="eval").body
+            if num in ids:
+                raise ValueError(f"%{num} is defined twice")
+            body = _VALUE_REF.sub(lambda m: m.group(0) if m.group(1) is None else f"v_{m.group(1)}", body)
+            call = ast.parse("f(" + body + ")", mode="eval").body
             args = []
             for a in call.args:
                 if isinstance(a, ast.Name) and a.id == "_":

@@ -29,8 +29,9 @@ def problems(program: Program, *, need_params: bool = False) -> list[str]:
         missing = set(opdef.attrs) - set(n.attr)
         if missing:
             out.append(f"{where}: missing attributes {sorted(missing)}")
-        if any(a is not None and not 0 <= a < i for a in n.args):
-            out.append(f"{where}: uses a value that is not defined before it")
+        bad = [a for a in n.args if a is not None and not 0 <= a < i]
+        if bad:
+            out.append(f"{where}: uses {', '.join(f'%{a}' for a in bad)}, not defined before it")
             continue
         if n.op == "input":
             if n.attr["name"] in names:

@@ -86,6 +86,13 @@ class OpDef:
     examples: tuple[Example, ...] = ()
     kind: str = "pointwise"  # pointwise | reduction | nn | linalg | shape | leaf | other
     doc: str = ""
+    # Range analysis and cost model (hnfc.analysis); formulas and contracts in hnfc/ops/bounds.py.
+    # interval(arg intervals, attrs, out type, arg types) -> Interval enclosing the exact values
+    interval: Callable[..., Any] | None = None
+    # cond(arg intervals, attrs, out interval, out type, arg types, wrt=None) -> relative condition number
+    cond: Callable[..., float] | None = None
+    # hazard(arg intervals as their dtypes hold them, attrs, out type, arg types) -> reason or None
+    hazard: Callable[..., str | None] | None = None
 
     def check_call(self, args: Sequence, attrs: Mapping) -> None:
         """Raise ValueError naming the op when arity or attribute names are wrong."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mpmath
 
+from hnfc.ops import bounds
 from hnfc.ops.core import Alias, Call, Example, OpDef, broadcast_shapes, mp_matmul, obj, result_dtype
 from hnfc.types import TensorType
 
@@ -11,6 +12,11 @@ from hnfc.types import TensorType
 def _matmul_type(ts, at):
     a, b = ts
     dt = result_dtype([a, b])
+    if a.rank == 0 or b.rank == 0:
+        raise ValueError("matrix products need tensors of rank >= 1")
+    ka, kb = a.shape[-1], b.shape[0] if b.rank == 1 else b.shape[-2]
+    if isinstance(ka, int) and isinstance(kb, int) and ka != kb:
+        raise ValueError(f"contraction sizes {ka} and {kb} differ")
     if a.rank == 1 and b.rank == 1:
         return TensorType((), dt)
     if a.rank == 1:
@@ -55,6 +61,7 @@ def _product(name, overload, a_name, b_name, examples, doc):
         examples=examples,
         kind="linalg",
         doc=doc,
+        **bounds.MATMUL,
     )
 
 
@@ -80,6 +87,7 @@ OPS = [
         examples=(Example(shapes=((5,), (3, 4), (4, 5))), Example(shapes=((3, 5), (3, 4), (4, 5)), attrs={"beta": 0.5, "alpha": 2})),
         kind="linalg",
         doc="beta * bias + alpha * (a @ b)",
+        **bounds.ADDMM,
     ),
     OpDef(
         name="linear",
@@ -92,5 +100,6 @@ OPS = [
         examples=(Example(shapes=((2, 3, 4), (5, 4), (5,))), Example(shapes=((3, 4), (5, 4), None))),
         kind="linalg",
         doc="x @ w^T + b",
+        **bounds.LINEAR,
     ),
 ]

@@ -10,6 +10,7 @@ import mpmath
 import numpy as np
 
 from hnfc.dtypes import DTYPES
+from hnfc.ops import bounds
 from hnfc.ops.core import Alias, Call, DeviceArg, DeviceStr, DTypeArg, Example, OpDef, TorchAttr, obj, same_type
 from hnfc.types import TensorType
 
@@ -76,8 +77,8 @@ def _opaque_emit(a, at, out):
 
 
 OPS = [
-    OpDef(name="input", arity=0, attrs={"name": ""}, kind="leaf", doc="a program input"),
-    OpDef(name="param", arity=0, attrs={"name": ""}, kind="leaf", doc="a named parameter, buffer or tensor constant"),
+    OpDef(name="input", arity=0, attrs={"name": ""}, kind="leaf", doc="a program input", **bounds.LEAF),
+    OpDef(name="param", arity=0, attrs={"name": ""}, kind="leaf", doc="a named parameter, buffer or tensor constant", **bounds.LEAF),
     OpDef(
         name="const",
         arity=0,
@@ -85,8 +86,10 @@ OPS = [
         infer=lambda ts, at: TensorType((), at["dtype"]),
         emit=lambda a, at, out: Call("aten.scalar_tensor.default", (at["value"],), {"dtype": DTypeArg(at["dtype"]), "device": DeviceArg()}),
         ref=lambda xs, at, out: obj(_leaf_value(at)),
+        examples=(Example(shapes=(), attrs={"value": -2.5, "dtype": "f32"}), Example(shapes=(), attrs={"value": 0.1, "dtype": "f64"})),
         kind="leaf",
         doc="a scalar constant; emitted inline as a Python number where torch takes one",
+        **bounds.CONST,
     ),
     OpDef(
         name="full",
@@ -101,8 +104,10 @@ OPS = [
             _full_alias("aten.zeros.default", value=0),
             _full_alias("aten.ones.default", value=1),
         ),
+        examples=(Example(shapes=(), attrs={"shape": (2, 3), "value": 1.5, "dtype": "f32"}), Example(shapes=(), attrs={"shape": (4,), "value": 3, "dtype": "i64"})),
         kind="leaf",
         doc="a tensor filled with one value",
+        **bounds.CONST,
     ),
     OpDef(
         name="to",
@@ -115,6 +120,7 @@ OPS = [
         examples=(Example(shapes=((3, 4),), attrs={"dtype": "f32"}), Example(shapes=((3, 4),), attrs={"dtype": "i64"})),
         kind="other",
         doc="dtype conversion: the identity on reals (its rounding is error), truncation to ints",
+        **bounds.TO,
     ),
     OpDef(
         name="detach",
@@ -126,6 +132,7 @@ OPS = [
         examples=(Example(shapes=((3,),)),),
         kind="other",
         doc="the same value, cut from autograd",
+        **bounds.DETACH,
     ),
     OpDef(
         name="getitem",
@@ -136,6 +143,7 @@ OPS = [
         ref=lambda xs, at, out: xs[0][at["index"]],
         kind="other",
         doc="one result of an opaque op that returns several",
+        **bounds.GETITEM,
     ),
     OpDef(
         name="opaque",

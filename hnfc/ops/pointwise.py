@@ -10,6 +10,7 @@ import mpmath
 import numpy as np
 
 from hnfc.types import TensorType
+from hnfc.ops import bounds
 from hnfc.ops.core import (
     Alias,
     AsTensor,
@@ -36,7 +37,7 @@ from hnfc.ops.core import (
 _UNARY_EXAMPLES = (Example(shapes=((3, 5),)), Example(shapes=((),)))
 
 
-def _unary(name, fn, *, domain=(-3.0, 3.0), aten=None, float_out=True, doc="", extra_aliases=()):
+def _unary(name, fn, *, domain=(-3.0, 3.0), aten=None, float_out=True, doc="", extra_aliases=(), **analysis):
     target = f"aten.{aten or name}.default"
     return OpDef(
         name=name,
@@ -48,6 +49,7 @@ def _unary(name, fn, *, domain=(-3.0, 3.0), aten=None, float_out=True, doc="", e
         domain=domain,
         examples=_UNARY_EXAMPLES,
         doc=doc,
+        **analysis,
     )
 
 
@@ -70,11 +72,14 @@ def _binary_emit(overload: str, *, commutative: bool, reversed_overload: str | N
     return emit
 
 
-def _binary_alias(target):
-    return Alias(target, lambda a: ([a["self"], a["other"]], {}) if a.get("alpha", 1) == 1 else None)
+def _binary_alias(target, *, alpha: bool):
+    """alpha: the overload has an `alpha` scale (add, sub); only alpha == 1 is this op."""
+    if alpha:
+        return Alias(target, lambda a: ([a["self"], a["other"]], {}) if a["alpha"] == 1 else None)
+    return Alias(target, lambda a: ([a["self"], a["other"]], {}))
 
 
-def _binary(name, fn, *, commutative, reversed_overload=None, domain=(-3.0, 3.0), aliases=(), doc="", examples=None):
+def _binary(name, fn, *, commutative, reversed_overload=None, domain=(-3.0, 3.0), aliases=(), doc="", examples=None, **analysis):
     target = f"aten.{name}.Tensor"
     return OpDef(
         name=name,
@@ -82,10 +87,11 @@ def _binary(name, fn, *, commutative, reversed_overload=None, domain=(-3.0, 3.0)
         infer=pointwise_type,
         emit=_binary_emit(target, commutative=commutative, reversed_overload=reversed_overload),
         ref=pointwise_ref(fn, 2),
-        aliases=(_binary_alias(target), *aliases),
+        aliases=(_binary_alias(target, alpha=name in ("add", "sub")), *aliases),
         domain=domain,
         examples=examples or (Example(shapes=((3, 5), (3, 5))), Example(shapes=((2, 3, 5), (5,)))),
         doc=doc,
+        **analysis,
     )
 
 
@@ -130,14 +136,15 @@ def _clamp_ref(xs, at, out):
 def _gelu(x, approximate):
     if approximate == "tanh":
         k = mpmath.sqrt(2 / mpmath.pi)
-        return x / 2 * (1 + mpmath.tanh(k * (x + mpmath.mpf("0.044715") * x**3)))
+        # x/2 (1 + tanh z) = x sigmoid(2z): the same real number without 1 + tanh's cancellation
+        return x * r_sigmoid(2 * k * (x + mpmath.mpf("0.044715") * x**3))
     return x / 2 * (1 + mpmath.erf(x / mpmath.sqrt(2)))
 
 
 SQRT_DOC = "sqrt(x); NaN below 0"
 
 OPS = [
-    _binary("add", lambda a, b: a + b, commutative=True, doc="a + b"),
+    _binary("add", lambda a, b: a + b, commutative=True, doc="a + b", **bounds.ADD),
     _binary(
         "sub",
         lambda a, b: a - b,
@@ -145,8 +152,9 @@ OPS = [
         reversed_overload="aten.rsub.Scalar",
         aliases=(Alias("aten.rsub.Scalar", lambda a: ([a["other"], a["self"]], {}) if a.get("alpha", 1) == 1 else None),),
         doc="a - b",
+        **bounds.SUB,
     ),
-    _binary("mul", lambda a, b: a * b, commutative=True, doc="a * b"),
+    _binary("mul", lambda a, b: a * b, commutative=True, doc="a * b", **bounds.MUL),
     _binary(
         "div",
         r_div,
@@ -154,10 +162,11 @@ OPS = [
         aliases=(),
         examples=(Example(shapes=((3, 5), (3, 5)), domain=((-3.0, 3.0), (0.5, 3.0))),),
         doc="a / b (true division; other rounding modes stay opaque)",
+        **bounds.DIV,
     ),
-    _unary("neg", lambda x: -x, float_out=False, doc="-x"),
-    _unary("reciprocal", lambda x: r_div(mpmath.mpf(1), x), domain=(0.1, 10.0), doc="1 / x"),
-    _unary("abs", abs, float_out=False, doc="|x|"),
+    _unary("neg", lambda x: -x, float_out=False, doc="-x", **bounds.NEG),
+    _unary("reciprocal", lambda x: r_div(mpmath.mpf(1), x), domain=(0.1, 10.0), doc="1 / x", **bounds.RECIPROCAL),
+    _unary("abs", abs, float_out=False, doc="|x|", **bounds.ABS),
     OpDef(
         name="square",
         arity=1,
@@ -167,6 +176,7 @@ OPS = [
         aliases=(Alias("aten.square.default", lambda a: ([a["self"]], {})),),
         examples=_UNARY_EXAMPLES,
         doc="x * x (torch.square is pow(x, 2))",
+        **bounds.SQUARE,
     ),
     OpDef(
         name="pow",
@@ -183,20 +193,21 @@ OPS = [
             Example(shapes=((3, 5),), attrs={"exponent": 3}, domain=((-3.0, 3.0),)),
         ),
         doc="x ** p for a scalar exponent p",
+        **bounds.POW,
     ),
-    _unary("exp", mpmath.exp, domain=(-10.0, 10.0), doc="e^x"),
-    _unary("expm1", mpmath.expm1, domain=(-10.0, 10.0), doc="e^x - 1"),
-    _unary("log", r_log, domain=(1e-3, 10.0), doc="natural log; NaN below 0"),
-    _unary("log1p", r_log1p, domain=(-0.5, 10.0), doc="log(1 + x)"),
-    _unary("log2", lambda x: r_log(x) / mpmath.log(2), domain=(1e-3, 10.0), doc="log base 2"),
-    _unary("sqrt", r_sqrt, domain=(1e-3, 10.0), doc=SQRT_DOC),
-    _unary("rsqrt", lambda x: r_div(mpmath.mpf(1), r_sqrt(x)), domain=(1e-3, 10.0), doc="1 / sqrt(x)"),
-    _unary("tanh", mpmath.tanh, domain=(-5.0, 5.0), doc="tanh x"),
-    _unary("sigmoid", r_sigmoid, domain=(-10.0, 10.0), doc="1 / (1 + e^-x)"),
-    _unary("erf", mpmath.erf, doc="error function"),
-    _unary("sin", mpmath.sin, doc="sin x"),
-    _unary("cos", mpmath.cos, doc="cos x"),
-    _unary("relu", lambda x: r_max(x, mpmath.mpf(0)), float_out=False, doc="max(x, 0)"),
+    _unary("exp", mpmath.exp, domain=(-10.0, 10.0), doc="e^x", **bounds.EXP),
+    _unary("expm1", mpmath.expm1, domain=(-10.0, 10.0), doc="e^x - 1", **bounds.EXPM1),
+    _unary("log", r_log, domain=(1e-3, 10.0), doc="natural log; NaN below 0", **bounds.LOG),
+    _unary("log1p", r_log1p, domain=(-0.5, 10.0), doc="log(1 + x)", **bounds.LOG1P),
+    _unary("log2", lambda x: r_log(x) / mpmath.log(2), domain=(1e-3, 10.0), doc="log base 2", **bounds.LOG2),
+    _unary("sqrt", r_sqrt, domain=(1e-3, 10.0), doc=SQRT_DOC, **bounds.SQRT),
+    _unary("rsqrt", lambda x: r_div(mpmath.mpf(1), r_sqrt(x)), domain=(1e-3, 10.0), doc="1 / sqrt(x)", **bounds.RSQRT),
+    _unary("tanh", mpmath.tanh, domain=(-5.0, 5.0), doc="tanh x", **bounds.TANH),
+    _unary("sigmoid", r_sigmoid, domain=(-10.0, 10.0), doc="1 / (1 + e^-x)", **bounds.SIGMOID),
+    _unary("erf", mpmath.erf, doc="error function", **bounds.ERF),
+    _unary("sin", mpmath.sin, doc="sin x", **bounds.SIN),
+    _unary("cos", mpmath.cos, doc="cos x", **bounds.COS),
+    _unary("relu", lambda x: r_max(x, mpmath.mpf(0)), float_out=False, doc="max(x, 0)", **bounds.RELU),
     OpDef(
         name="logsigmoid",
         arity=1,
@@ -210,6 +221,7 @@ OPS = [
         domain=(-15.0, 15.0),
         examples=_UNARY_EXAMPLES,
         doc="log(sigmoid x) = -softplus(-x)",
+        **bounds.LOGSIGMOID,
     ),
     OpDef(
         name="softplus",
@@ -220,8 +232,10 @@ OPS = [
         ref=lambda xs, at, out: pointwise_ref(lambda x: r_softplus(x, mpmath.mpf(at["beta"])))(xs, at, out),
         aliases=(Alias("aten.softplus.default", lambda a: ([a["self"]], {"beta": a["beta"], "threshold": a["threshold"]})),),
         domain=(-15.0, 15.0),
-        examples=_UNARY_EXAMPLES + (Example(shapes=((4,),), attrs={"beta": 2.0}),),
+        # beta * x stays below `threshold` (20), where torch returns x instead of softplus
+        examples=_UNARY_EXAMPLES + (Example(shapes=((4,),), attrs={"beta": 2.0}, domain=((-9.0, 9.0),)),),
         doc="log(1 + e^(beta x)) / beta; torch returns x above `threshold` (an approximation)",
+        **bounds.SOFTPLUS,
     ),
     OpDef(
         name="gelu",
@@ -234,6 +248,7 @@ OPS = [
         domain=(-1.0, 5.0),
         examples=_UNARY_EXAMPLES + (Example(shapes=((3, 5),), attrs={"approximate": "tanh"}),),
         doc="x/2 (1 + erf(x/sqrt 2)); approximate='tanh' means the tanh formula exactly",
+        **bounds.GELU,
     ),
     OpDef(
         name="maximum",
@@ -244,6 +259,7 @@ OPS = [
         aliases=(Alias("aten.maximum.default", lambda a: ([a["self"], a["other"]], {})),),
         examples=(Example(shapes=((3, 5), (3, 5))),),
         doc="elementwise max, NaN-propagating",
+        **bounds.MAXIMUM,
     ),
     OpDef(
         name="minimum",
@@ -254,6 +270,7 @@ OPS = [
         aliases=(Alias("aten.minimum.default", lambda a: ([a["self"], a["other"]], {})),),
         examples=(Example(shapes=((3, 5), (3, 5))),),
         doc="elementwise min, NaN-propagating",
+        **bounds.MINIMUM,
     ),
     OpDef(
         name="where",
@@ -267,6 +284,7 @@ OPS = [
         ),
         examples=(Example(shapes=((3, 5), (3, 5), (3, 5)), dtypes=("bool", "f64", "f64")),),
         doc="cond ? a : b",
+        **bounds.WHERE,
     ),
     OpDef(
         name="clamp",
@@ -282,5 +300,6 @@ OPS = [
         ),
         examples=(Example(shapes=((3, 5),), attrs={"min": -1.0, "max": 2.0}), Example(shapes=((4,),), attrs={"min": 0.0})),
         doc="min(max(x, min), max) with scalar bounds",
+        **bounds.CLAMP,
     ),
 ]

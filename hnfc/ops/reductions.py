@@ -9,6 +9,7 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 
+from hnfc.ops import bounds
 from hnfc.ops.core import (
     Alias,
     Call,
@@ -51,7 +52,7 @@ def _axes(x: np.ndarray, dim) -> tuple[int, ...]:
     return norm_dims(dim, x.ndim)
 
 
-def _reduction(name, mp_fn, *, aliases, emit, to_float=False, domain=(-3.0, 3.0), doc="", infer=None, examples=_RED_EXAMPLES):
+def _reduction(name, mp_fn, *, aliases, emit, to_float=False, domain=(-3.0, 3.0), doc="", infer=None, examples=_RED_EXAMPLES, **analysis):
     return OpDef(
         name=name,
         arity=1,
@@ -64,6 +65,7 @@ def _reduction(name, mp_fn, *, aliases, emit, to_float=False, domain=(-3.0, 3.0)
         examples=examples,
         kind="reduction",
         doc=doc,
+        **analysis,
     )
 
 
@@ -92,7 +94,7 @@ def _sum_like_aliases(name, dim_overload):
     )
 
 
-def _softmax_like(name, mp_fn, aten):
+def _softmax_like(name, mp_fn, aten, *, domain=(-10.0, 10.0), **analysis):
     return OpDef(
         name=name,
         arity=1,
@@ -104,10 +106,11 @@ def _softmax_like(name, mp_fn, aten):
             Alias(f"aten.{aten}.default", lambda a: ([a["self"]], {"dim": a["dim"]}) if not a["half_to_float"] else None),
             Alias(f"aten.{name}.int", lambda a: ([a["self"]], {"dim": a["dim"]}) if a.get("dtype") is None else None),
         ),
-        domain=(-10.0, 10.0),
+        domain=domain,
         examples=(Example(shapes=((3, 5),), attrs={"dim": -1}), Example(shapes=((2, 3, 4),), attrs={"dim": 1})),
         kind="nn",
         doc=f"{name} along `dim`",
+        **analysis,
     )
 
 
@@ -190,18 +193,19 @@ def _sdpa_type(ts, at):
     return TensorType(q.shape[:-1] + v.shape[-1:], q.dtype)
 
 
-def _sdpa_attrs(a, mask_key):
+def _sdpa_attrs(a, mask_key=None, gqa=False):
+    """mask_key / gqa: the overload's name for the mask, and whether it has `enable_gqa`."""
     if a.get("dropout_p", 0.0) != 0.0:
         return None  # random: stays opaque
-    return [a["query"], a["key"], a["value"], a.get(mask_key)], {
+    return [a["query"], a["key"], a["value"], a[mask_key] if mask_key else None], {
         "is_causal": a.get("is_causal", False),
         "scale": a.get("scale"),
-        "enable_gqa": a.get("enable_gqa", False),
+        "enable_gqa": a["enable_gqa"] if gqa else False,
     }
 
 
 OPS = [
-    _reduction("sum", mp_sum, aliases=_sum_like_aliases("sum", "dim_IntList"), emit=_sum_like_emit("sum", "dim_IntList"), doc="sum over `dim`"),
+    _reduction("sum", mp_sum, aliases=_sum_like_aliases("sum", "dim_IntList"), emit=_sum_like_emit("sum", "dim_IntList"), doc="sum over `dim`", **bounds.SUM),
     _reduction(
         "mean",
         mp_mean,
@@ -209,6 +213,7 @@ OPS = [
         emit=_sum_like_emit("mean", "dim"),
         to_float=True,
         doc="mean over `dim`",
+        **bounds.MEAN,
     ),
     _reduction(
         "amax",
@@ -216,6 +221,7 @@ OPS = [
         aliases=(Alias("aten.amax.default", lambda a: ([a["self"]], {"dim": _dims(a["dim"]), "keepdim": a["keepdim"]})),),
         emit=lambda a, at, out: Call("aten.amax.default", (a[0], list(at["dim"] or []), at["keepdim"])),
         doc="max over `dim`",
+        **bounds.AMAX,
     ),
     _reduction(
         "amin",
@@ -223,6 +229,7 @@ OPS = [
         aliases=(Alias("aten.amin.default", lambda a: ([a["self"]], {"dim": _dims(a["dim"]), "keepdim": a["keepdim"]})),),
         emit=lambda a, at, out: Call("aten.amin.default", (a[0], list(at["dim"] or []), at["keepdim"])),
         doc="min over `dim`",
+        **bounds.AMIN,
     ),
     _reduction(
         "logsumexp",
@@ -233,6 +240,7 @@ OPS = [
         examples=_RED_EXAMPLES[:2],
         domain=(-10.0, 10.0),
         doc="log(sum(exp x)) over `dim`",
+        **bounds.LOGSUMEXP,
     ),
     OpDef(
         name="var",
@@ -255,9 +263,12 @@ OPS = [
         examples=_RED_EXAMPLES + (Example(shapes=((3, 6),), attrs={"dim": (1,), "correction": 0, "keepdim": True}),),
         kind="reduction",
         doc="variance over `dim` with Bessel `correction`",
+        **bounds.VAR,
     ),
-    _softmax_like("softmax", mp_softmax, "_softmax"),
-    _softmax_like("log_softmax", _log_softmax_ref, "_log_softmax"),
+    _softmax_like("softmax", mp_softmax, "_softmax", **bounds.SOFTMAX),
+    # torch's kernel takes log(sum exp) with the sum near 1 when one logit dominates: ~15 bits
+    # off in float64 at logit gaps of ~10 (the exact op is well conditioned there). Test inside.
+    _softmax_like("log_softmax", _log_softmax_ref, "_log_softmax", domain=(-2.0, 2.0), **bounds.LOG_SOFTMAX),
     OpDef(
         name="layer_norm",
         arity=3,
@@ -283,6 +294,7 @@ OPS = [
         ),
         kind="nn",
         doc="(x - mean) / sqrt(var + eps) * w + b over the trailing `normalized_shape` (biased var)",
+        **bounds.LAYER_NORM,
     ),
     OpDef(
         name="rms_norm",
@@ -306,6 +318,7 @@ OPS = [
         ),
         kind="nn",
         doc="x / sqrt(mean(x^2) + eps) * w; eps=None is the compute dtype's machine epsilon",
+        **bounds.RMS_NORM,
     ),
     OpDef(
         name="batch_norm",
@@ -338,6 +351,7 @@ OPS = [
         ),
         kind="nn",
         doc="inference batch norm over channel dim 1 with running statistics",
+        **bounds.BATCH_NORM,
     ),
     OpDef(
         name="scaled_dot_product_attention",
@@ -352,9 +366,9 @@ OPS = [
         ),
         ref=_sdpa_ref,
         aliases=(
-            Alias("aten.scaled_dot_product_attention.default", lambda a: _sdpa_attrs(a, "attn_mask")),
+            Alias("aten.scaled_dot_product_attention.default", lambda a: _sdpa_attrs(a, "attn_mask", gqa=True)),
             Alias("aten._scaled_dot_product_flash_attention_for_cpu.default", lambda a: _sdpa_attrs(a, "attn_mask"), output=0),
-            Alias("aten._scaled_dot_product_flash_attention.default", lambda a: _sdpa_attrs(a, "attn_mask"), output=0),
+            Alias("aten._scaled_dot_product_flash_attention.default", lambda a: _sdpa_attrs(a), output=0),
             Alias("aten._scaled_dot_product_efficient_attention.default", lambda a: _sdpa_attrs(a, "attn_bias"), output=0),
         ),
         examples=(
@@ -364,5 +378,6 @@ OPS = [
         ),
         kind="nn",
         doc="softmax(q k^T * scale + mask) v; scale defaults to 1/sqrt(head dim); no dropout",
+        **bounds.SDPA,
     ),
 ]

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from hnfc.ops import bounds
 from hnfc.ops.core import Alias, Call, Example, OpDef, obj, result_dtype
 from hnfc.types import TensorType
 
@@ -110,6 +111,7 @@ def _shape_op(name, arity, attrs, infer, emit, ref, aliases, examples, doc, opti
         kind="shape",
         doc=doc,
         optional=optional,
+        **(bounds.CAT if name == "cat" else bounds.SHAPE),
     )
 
 

@@ -33,7 +33,7 @@ globals().update(BUILDERS)
 
 def library() -> tuple[Rule, ...]:
     """hnfc's built-in rules."""
-    from hnfc.rewrites.library import RULES
+    from hnfc.rewrites.builtin import RULES
 
     return RULES
 

@@ -1,0 +1,267 @@
+"""The cost model: predicted bits lost per node and per program (the extraction objective).
+
+In: an op (or IR program), argument and output intervals, types. Out: `node_cost` / `node_bits`
+(one node; the e-graph calls it per e-node), `program_bits` (a program: the sum over its live
+nodes, each counted once), `explain` (the same, itemized for reports).
+
+Bits lost at a node (DESIGN.md, "Curvature: the extraction objective"):
+
+    bits = min(first + second, W) + hazard
+    first  = max(0, log2 cond)          cond: the op's relative condition number, sup over the box
+    second = log2(1 + cond · u / 2)     the second-order term (below)
+    hazard = HAZARD_BITS if the node can overflow, meet a domain edge, or underflow into one
+
+- cond is `OpDef.cond` (formulas in hnfc/ops/bounds.py): how much the node amplifies the relative
+  error its arguments carry. "Bits lost" measures that amplification in the node's own units: a
+  well-conditioned node (cond ≤ 1) loses nothing beyond its rounding; `to` and shape ops have
+  cond 1 and cost 0.
+- second: the second-order Taylor term of the relative error. With δ = u (unit roundoff of the
+  node's dtype) and the second-order relative coefficient bounded by cond² (exact for xᵖ and
+  exp, an upper bound for log), the error is cond·δ·(1 + cond·δ/2). It is negligible unless
+  cond·u approaches 1, i.e. unless the input box comes within a rounding error of a point where
+  the op is singular or cancels: it is small unless the box is wide relative to the curvature
+  scale, as the HNF precision bound says.
+- W = the storage width of the node's dtype (32 for f32): a relative error ≥ 1 has lost every bit
+  the format holds, so an unbounded cond (a result that can be 0 while its inputs are not,
+  `exp(x) - 1` near 0) costs W, not infinity. Integer and bool results cost 0.
+- Exact arguments: a pointwise op (one rounding) whose arguments are all exact (inputs,
+  parameters, representable constants, and exact functions of them: neg, abs, max, shape ops)
+  is correctly rounded up to an ulp or two: first-order bits 0 (`x - y` of two inputs is one
+  rounding, however close x and y are). With some arguments exact, only the others' terms count
+  (`wrt`). The same holds for the few other ops in ONE_ROUNDING (amax, var, rms_norm, to).
+  Sums, products, softmax-like ops and layer norm round many times internally, so their cond
+  counts regardless. `node_bits` assumes every argument inexact unless told (`exact_args`).
+- hazard (HAZARD_BITS, large but finite so totals still compare): (a) the output interval leaves
+  the finite range of the node's dtype while every argument is inside its own (the node itself
+  overflows: exp of [-100, 100] in f32); (b) `OpDef.hazard`: log/log1p/log2 of a range reaching
+  its domain edge, division or reciprocal or rsqrt or negative powers of a range holding 0, sqrt
+  of negatives, variance over ≤ correction elements, batch norm's var + eps ≤ 0; (c) underflow
+  where it matters: hazard checks see the arguments as their dtype holds them, so a positive
+  range whose lower end is below the dtype's smallest normal reads as reaching 0 (log(exp(x)) for
+  x down to -200 in f32, a softmax denominator that underflows). An argument whose range is
+  unknown (the whole line) is not a hazard: unknown is not known-bad.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+
+from hnfc import ops
+from hnfc.analysis.intervals import Interval
+from hnfc.analysis.propagate import _args, interval_of_node
+from hnfc.dtypes import DTYPES
+from hnfc.ops.core import OpDef, full_attrs
+from hnfc.types import TensorType
+
+HAZARD_BITS = 1000.0
+
+# Ops whose result is exact when their (value) arguments are: no rounding happens.
+EXACT_OPS = frozenset({"neg", "abs", "relu", "maximum", "minimum", "clamp", "where", "detach", "getitem"})
+
+# Non-pointwise ops whose kernels are accurate to a few ulps on exact arguments, so that, like a
+# pointwise op, they lose nothing unless their arguments carry error: max/min select; torch's
+# two-pass variance only shifts the deviations by the mean's rounding, a second-order effect;
+# rms_norm is well conditioned throughout. (Not sum/mean: their partial sums are rounded and the
+# cancellation amplifies that; not softmax/logsumexp/layer_norm: x - max, m + log Σ and x - mean
+# are rounded inside the kernel.)
+ONE_ROUNDING = frozenset({"to", "amax", "amin", "var", "rms_norm"})
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    cond: float  # relative condition number over the box (inf: unbounded)
+    bits: float  # predicted bits lost at this node
+    reason: str  # why it costs what it costs ("" when it costs nothing)
+    hazard: str | None = None
+
+
+def _dtype(t: Any):
+    return DTYPES.get(t.dtype) if isinstance(t, TensorType) else None
+
+
+def node_cost(
+    op: str | OpDef,
+    arg_intervals: Sequence,
+    attrs: Mapping | None,
+    out_interval: Interval | None = None,
+    out_type: Any = None,
+    arg_types: Sequence | None = None,
+    exact_args: Sequence[bool] | None = None,
+) -> NodeCost:
+    """Predicted bits lost at one node (see the module doc), with its cond and the reason.
+
+    Arguments as for `interval_of_node`; `out_interval` None is computed from the arguments.
+    `exact_args`: per argument, whether its value is exact (None: none is).
+    """
+    opdef = op if isinstance(op, OpDef) else ops.get(op)
+    if opdef.kind == "leaf":
+        return NodeCost(0.0, 0.0, "")
+    at = full_attrs(opdef, attrs or {})
+    args = _args(opdef, arg_intervals)
+    ts = list(arg_types) if arg_types is not None else [None] * len(args)
+    if out_interval is None:
+        out_interval = interval_of_node(opdef, args, at, out_type, ts)
+    d = _dtype(out_type)
+    if d is None or not d.is_float:
+        return NodeCost(1.0, 0.0, "")
+    reasons: list[str] = []
+
+    # hazards
+    hazard = None
+    if opdef.hazard is not None:
+        held = [None if a is None else a.in_dtype(t.dtype if isinstance(t, TensorType) else d.name) for a, t in zip(args, ts)]
+        hazard = opdef.hazard(held, at, out_type, ts)
+    if hazard is None and (out_interval.hi > d.max or out_interval.lo < -d.max):
+        inside = all(a is None or a.mag <= (_dtype(t) or d).max or not (_dtype(t) or d).is_float for a, t in zip(args, ts))
+        if inside:
+            hazard = f"overflow: range {out_interval} exceeds the {d.name} maximum {d.max:.4g}"
+
+    # first and second order
+    wrt = None
+    if exact_args is not None and (opdef.kind == "pointwise" or opdef.name in ONE_ROUNDING):
+        wrt = {i for i, (a, e) in enumerate(zip(args, exact_args)) if a is not None and not e}
+    c = 1.0 if opdef.cond is None else float(opdef.cond(args, at, out_interval, out_type, ts, None))
+    c_counted = c if wrt is None else (0.0 if not wrt else float(opdef.cond(args, at, out_interval, out_type, ts, wrt)))
+    if c != c:
+        c = math.inf
+    if c_counted != c_counted:
+        c_counted = math.inf
+    cap = float(d.bits)
+    if c_counted == 0:
+        bits = 0.0
+    elif math.isinf(c_counted):
+        bits = cap
+    else:
+        bits = min(max(0.0, math.log2(c_counted)) + math.log2(1 + c_counted * d.eps / 2), cap)
+    if wrt is not None and not wrt:
+        if c > 2:
+            reasons.append(f"cond {c:.3g} on exact arguments: one rounding")
+    elif bits >= 0.05:
+        if math.isinf(c_counted):
+            reasons.append(f"cond unbounded (result range {out_interval} reaches 0 or a singularity): every bit may be lost")
+        else:
+            reasons.append(f"cond {c_counted:.3g}")
+    if hazard is not None:
+        bits += HAZARD_BITS
+        reasons.insert(0, f"hazard: {hazard}")
+    return NodeCost(c, bits, "; ".join(reasons), hazard)
+
+
+def node_bits(
+    op: str | OpDef,
+    arg_intervals: Sequence,
+    attrs: Mapping | None,
+    out_interval: Interval | None = None,
+    out_type: Any = None,
+    arg_types: Sequence | None = None,
+    exact_args: Sequence[bool] | None = None,
+) -> float:
+    """Predicted bits lost at one node: `node_cost(...).bits`."""
+    return node_cost(op, arg_intervals, attrs, out_interval, out_type, arg_types, exact_args).bits
+
+
+def _representable(value: Any, dtype: str) -> bool:
+    d = DTYPES.get(dtype)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return False
+    if d is None:
+        return False
+    if d.kind == "bool":
+        return v in (0.0, 1.0)
+    if d.kind == "int":
+        return v.is_integer()
+    if not d.is_float:
+        return False
+    if v == 0 or math.isinf(v) or v != v:
+        return True
+    if d.name == "f64":
+        return True
+    if abs(v) > d.max or abs(v) < d.tiny:
+        return False
+    m, _ = math.frexp(v)
+    return (m * 2.0**d.mantissa).is_integer()
+
+
+def is_exact_node(op: str | OpDef, attrs: Mapping | None, arg_exact: Sequence[bool], out_type: Any = None, arg_types: Sequence | None = None) -> bool:
+    """Whether a node's value is exact (no rounding error) given whether its arguments' are."""
+    opdef = op if isinstance(op, OpDef) else ops.get(op)
+    name = opdef.name
+    if name in ("input", "param"):
+        return True
+    if name in ("const", "full"):
+        at = full_attrs(opdef, attrs or {})
+        return _representable(at["value"], at["dtype"])
+    if name == "where":
+        return len(arg_exact) == 3 and bool(arg_exact[1]) and bool(arg_exact[2])
+    if name == "to":
+        d_out = _dtype(out_type)
+        src = arg_types[0] if arg_types else None
+        d_in = _dtype(src)
+        if not arg_exact or not arg_exact[0] or d_out is None:
+            return False
+        if not d_out.is_float:
+            return True
+        return d_in is not None and (not d_in.is_float or (d_in.mantissa <= d_out.mantissa and d_in.max <= d_out.max))
+    if name in EXACT_OPS or opdef.kind == "shape":
+        return all(arg_exact)
+    return False
+
+
+def exact_values(program) -> list[bool]:
+    """Per value id: whether the program computes it exactly."""
+    out: list[bool] = []
+    for n in program.nodes:
+        args = [a for a in n.args if a is not None]
+        out.append(is_exact_node(n.opdef, n.attr, [out[a] for a in args], n.type, [program.nodes[a].type for a in args]))
+    return out
+
+
+def _live(program) -> list[int]:
+    live = set(program.outputs)
+    for i in range(len(program.nodes) - 1, -1, -1):
+        if i in live:
+            live.update(a for a in program.nodes[i].args if a is not None)
+    return sorted(live)
+
+
+def _costs(program, ranges, exact: bool) -> dict[int, NodeCost]:
+    if ranges is None:
+        from hnfc.analysis.propagate import ranges as propagate
+
+        ranges = propagate(program)
+    ex = exact_values(program) if exact else None
+    out: dict[int, NodeCost] = {}
+    for i in _live(program):
+        n = program.nodes[i]
+        args = [None if a is None else ranges[a] for a in n.args]
+        ts = [None if a is None else program.nodes[a].type for a in n.args]
+        ea = None if ex is None else [True if a is None else ex[a] for a in n.args]
+        out[i] = node_cost(n.opdef, args, n.attr, ranges[i], n.type, ts, ea)
+    return out
+
+
+def program_bits(program, ranges: Sequence[Interval] | None = None, *, exact: bool = True) -> tuple[float, list[float]]:
+    """(total, per value id) predicted bits lost: node costs summed over the live nodes, each once.
+
+    `ranges`: from `hnfc.analysis.ranges` (None: propagate with no declared ranges). `exact`:
+    track which values are exact (see the module doc); False treats every argument as inexact.
+    """
+    costs = _costs(program, ranges, exact)
+    per = [0.0] * len(program.nodes)
+    for i, c in costs.items():
+        per[i] = c.bits
+    return float(sum(per)), per
+
+
+def explain(program, ranges: Sequence[Interval] | None = None, *, exact: bool = True) -> list[tuple[int, str, float, float, str]]:
+    """(value id, op, cond, bits, reason) for each live computed node, in program order."""
+    costs = _costs(program, ranges, exact)
+    return [(i, program.nodes[i].op, c.cond, c.bits, c.reason) for i, c in costs.items() if program.nodes[i].opdef.kind != "leaf"]
+
+
+__all__ = ["EXACT_OPS", "HAZARD_BITS", "ONE_ROUNDING", "NodeCost", "exact_values", "explain", "is_exact_node", "node_bits", "node_cost", "program_bits"]

@@ -1,0 +1,60 @@
+"""Shared test setup: the repository root on sys.path (so `hnfc` and `tests.corpus` import
+without installing), one torch thread per xdist worker, a seeded RNG for every test, and
+helpers that build one-op programs from the op table's examples."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)  # CI runs two xdist workers on two cores: one thread each
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+    yield
+
+
+# ---------------------------------------------------------------------------------------------
+# One-op programs from the op table's examples (test_optable, test_analysis)
+
+
+def op_examples(*, need_ref: bool = False):
+    """(op, example) pairs for every op in the table that has examples, as pytest params."""
+    from hnfc import ops
+
+    out = []
+    for op in ops.OPS.values():
+        if need_ref and op.ref is None:
+            continue
+        for k, ex in enumerate(op.examples):
+            out.append(pytest.param(op, ex, id=f"{op.name}-{k}"))
+    return out
+
+
+def example_program(op, ex, float_dtype: str):
+    """A one-node program applying `op` to fresh inputs shaped as `ex` says (None: omitted).
+
+    Returns (program, domains): one (lo, hi) per program input.
+    """
+    from hnfc.ir import Builder, TensorType
+
+    b = Builder()
+    args, domains = [], []
+    for i, shape in enumerate(ex.shapes):
+        if shape is None:
+            args.append(None)
+            continue
+        dtype = ex.dtypes[i] if ex.dtypes is not None else float_dtype
+        args.append(b.input(f"x{i}", TensorType(tuple(shape), dtype)))
+        domains.append(ex.domain[i] if ex.domain is not None else op.domain)
+    out = b.add(op.name, args, dict(ex.attrs))
+    return b.build([out]), domains

@@ -1,0 +1,75 @@
+"""E-graph layer: saturation + extraction, read as golden rewrites in the expression form."""
+
+from __future__ import annotations
+
+import pytest
+
+from hnfc import analysis
+from hnfc.egraph import Limits, extract, saturate
+from hnfc.ir import TensorType, format_expr, parse_expr, validate
+from hnfc.rewrites import library
+from hnfc.rewrites.compile import compile_rules
+
+RULES = compile_rules(library())
+
+
+def optimize_expr(text: str, ranges: dict[str, tuple[float, float]], *, dtype="f32", shape=(16,), limits=Limits()):
+    names = sorted(ranges) if len(ranges) > 1 else list(ranges)
+    program = parse_expr(text, {n: TensorType(shape, dtype) for n in names})
+    iv = analysis.ranges(program, {i: ranges[n] for i, n in enumerate(names)})
+    sat = saturate(program, iv, RULES, limits)
+    ex = extract(sat)
+    validate(ex.program)
+    return program, sat, ex
+
+
+def assert_rewrites(before: str, after: str, **ranges):
+    """`before` over inputs with the given (lo, hi) ranges extracts to `after`."""
+    _, _, ex = optimize_expr(before, ranges)
+    want = parse_expr(after, {n: TensorType((16,), "f32") for n in (sorted(ranges) if len(ranges) > 1 else ranges)})
+    assert format_expr(ex.program, ex.program.outputs[0]) == format_expr(want, want.outputs[0])
+
+
+@pytest.mark.parametrize(
+    "before, after, x",
+    [
+        ("log(1 + x)", "log1p(x)", (1e-8, 1e-3)),
+        ("log(x + 1)", "log1p(x)", (1e-8, 1e-3)),
+        ("exp(x) - 1", "expm1(x)", (-1e-3, 1e-3)),
+        ("log(1 + exp(x))", "softplus(x)", (-40.0, 40.0)),
+        ("log(sigmoid(x))", "logsigmoid(x)", (-40.0, 40.0)),
+        ("1 / (1 + exp(-x))", "sigmoid(x)", (-40.0, 40.0)),
+        ("log(exp(x))", "x", (-5.0, 5.0)),
+        ("exp(x) / sum(exp(x), dim=(0,), keepdim=True)", "softmax(x, dim=0)", (-100.0, 100.0)),
+        ("log(softmax(x, dim=0))", "log_softmax(x, dim=0)", (-30.0, 30.0)),
+        ("log(sum(exp(x), dim=(0,)))", "logsumexp(x, dim=(0,))", (-100.0, 100.0)),
+        ("x - logsumexp(x, dim=(0,), keepdim=True)", "log_softmax(x, dim=0)", (-100.0, 100.0)),
+    ],
+)
+def test_stability_rewrites(before, after, x):
+    assert_rewrites(before, after, x=x)
+
+
+def test_guard_blocks_an_unsound_rewrite_and_allows_a_sound_one():
+    assert_rewrites("exp(log(x))", "exp(log(x))", x=(-1.0, 1.0))  # x may be <= 0: not x
+    assert_rewrites("exp(log(x))", "x", x=(0.5, 2.0))
+
+
+def test_stable_program_is_left_alone():
+    program, sat, ex = optimize_expr("log1p(x) * softmax(x, dim=0)", {"x": (-3.0, 3.0)})
+    assert format_expr(ex.program, ex.program.outputs[0]) == format_expr(program, program.outputs[0])
+    assert len(ex.program.nodes) <= len(program.nodes)
+    assert not ex.new_classes
+
+
+def test_node_limit_stops_with_a_result_and_says_so():
+    _, sat, ex = optimize_expr("log(1 + exp(x)) + log(1 + exp(x * 2)) + exp(x) - 1", {"x": (-3.0, 3.0)}, limits=Limits(max_nodes=5))
+    assert sat.stop_reason.startswith("node limit")
+    validate(ex.program)
+
+
+def test_applied_rules_name_the_values_they_rewrote():
+    program, sat, ex = optimize_expr("log(1 + x)", {"x": (1e-8, 1e-3)})
+    applied = {a.rule: a.values for a in sat.applied}
+    assert applied["log1p-intro"] == (program.outputs[0],)
+    assert sat.stop_reason == "saturated"
