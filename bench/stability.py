@@ -36,8 +36,8 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def predicted_bits(program, x, lo, hi) -> float:
-    ranges = analysis.ranges(program, {0: (lo, hi)}, observed=observe(program, [x]))
+def predicted_bits(program, input_sets, lo, hi) -> float:
+    ranges = analysis.ranges(program, {0: (lo, hi)}, observed=observe(program, input_sets))
     return analysis.program_bits(program, ranges)[0]
 
 
@@ -51,7 +51,8 @@ def run(quick: bool) -> dict:
             gm = hnfc.optimize(case.fn, (x,), input_ranges={0: (case.lo, case.hi)})
             seconds = time.perf_counter() - t
             before, after = hnfc.trace(case.fn, (x,)), gm.program
-            check = measure(flat(before), flat(after), verification_inputs(before, [x], {0: (case.lo, case.hi)}, measure_cfg), measure_cfg)[0]
+            input_sets = verification_inputs(before, [x], {0: (case.lo, case.hi)}, measure_cfg)
+            check = measure(flat(before), flat(after), input_sets, measure_cfg)[0]
             rows.append(
                 {
                     "case": case.name,
@@ -61,14 +62,16 @@ def run(quick: bool) -> dict:
                     "before_max": check.before_max,
                     "after_mean": check.after_mean,
                     "after_max": check.after_max,
-                    "predicted_before": predicted_bits(before, x, case.lo, case.hi),
-                    "predicted_after": predicted_bits(after, x, case.lo, case.hi),
+                    "predicted_before": predicted_bits(before, input_sets, case.lo, case.hi),
+                    "predicted_after": predicted_bits(after, input_sets, case.lo, case.hi),
                     "seconds": seconds,
                 }
             )
     predicted = [r["predicted_before"] for r in rows] + [r["predicted_after"] for r in rows]
-    measured = [r["before_mean"] for r in rows] + [r["after_mean"] for r in rows]
-    return {"rows": rows, "spearman": spearman(predicted, measured), "quick": quick}
+    worst = [r["before_max"] for r in rows] + [r["after_max"] for r in rows]
+    mean = [r["before_mean"] for r in rows] + [r["after_mean"] for r in rows]
+    # The cost is a sup over the input box, a worst-case bound: it ranks the max error.
+    return {"rows": rows, "spearman_max": spearman(predicted, worst), "spearman_mean": spearman(predicted, mean), "quick": quick}
 
 
 def markdown(result: dict) -> str:
@@ -82,7 +85,10 @@ def markdown(result: dict) -> str:
             f"| {r['predicted_before']:.1f} → {r['predicted_after']:.1f} | {', '.join(r['rules'])} |"
         )
     lines.append("")
-    lines.append(f"Spearman correlation, predicted bits lost vs measured mean bits of error (before and after): **{result['spearman']:.2f}**")
+    lines.append(
+        f"Spearman correlation of predicted bits lost with measured bits of error, over all programs before and after: "
+        f"**{result['spearman_max']:.2f}** with the max (what a sup-over-the-box bound predicts), {result['spearman_mean']:.2f} with the mean."
+    )
     return "\n".join(lines)
 
 

@@ -13,12 +13,12 @@ import importlib
 # Reference`), Python binds the package attribute `hnfc.reference` to the module and a lazy
 # __getattr__ is never asked again. Binding the function here, after that import, keeps
 # `hnfc.reference(program, inputs)` the function. It imports no torch.
-from hnfc.reference import reference
+from hnfc.reference import reference  # noqa: F401  (eager: see above)
 
 _LAZY = {
     "trace": "hnfc.frontend",
     "FrontendError": "hnfc.frontend",
-    "lower": "hnfc.lower",
+    "lower": "hnfc.lowering",
     "optimize": "hnfc.pipeline",
     "HnfcWarning": "hnfc.pipeline",
     "bits_error": "hnfc.metric",

@@ -20,7 +20,7 @@ from hnfc.config import Config
 from hnfc.egraph import Limits, extract, saturate
 from hnfc.frontend import FrontendError, trace
 from hnfc.ir.program import Builder, Program, live_subprogram
-from hnfc.lower import lower
+from hnfc.lowering import lower
 from hnfc.ir.expr import format_expr
 from hnfc.report import OutputError, Report, Rewrite
 from hnfc.rewrites.compile import compile_rules
@@ -71,11 +71,13 @@ def _input_positions(program: Program, input_ranges: Mapping | None) -> dict[int
 def merge_outputs(original: Program, candidate: Program, accept: Sequence[bool]) -> Program:
     """Outputs from `candidate` where accepted, from `original` elsewhere (one program)."""
     b = Builder()
+    shared = [b.add("input", (), original.nodes[i].attr, original.nodes[i].type) for i in original.inputs]
     maps: list[dict[int, int]] = []
     for prog in (candidate, original):
-        m: dict[int, int] = {}
+        m: dict[int, int] = dict(zip(prog.inputs, shared))  # both programs read the same inputs
         for i, n in enumerate(prog.nodes):
-            m[i] = b.add(n.op, [None if a is None else m[a] for a in n.args], n.attr, n.type)
+            if i not in m:
+                m[i] = b.add(n.op, [None if a is None else m[a] for a in n.args], n.attr, n.type)
         maps.append(m)
     outs = [maps[0][c] if ok else maps[1][o] for c, o, ok in zip(candidate.outputs, original.outputs, accept)]
     return live_subprogram(b.build(outs, original.params, original.meta))
@@ -94,8 +96,10 @@ def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *
         clock = now
 
     ranges_in = _input_positions(program, input_ranges)
-    observed = observe(program, example_inputs)
-    ranges = analysis.ranges(program, ranges_in, observed=observed, margin=config.margin)
+    # Observed ranges stand in for propagated ones, so they must cover the declared domain,
+    # extremes included: observe on the verification inputs, not on the examples alone.
+    input_sets = verification_inputs(program, example_inputs, ranges_in, config)
+    ranges = analysis.ranges(program, ranges_in, observed=observe(program, input_sets), margin=config.margin)
     report.predicted_bits_before = analysis.program_bits(program, ranges)[0]
     lap("ranges")
     compiled = compile_rules(select_rules(rules, config))
@@ -112,13 +116,13 @@ def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *
         report.predicted_bits_after = report.predicted_bits_before
         return program, report
     if config.verify:
-        checks = measure(program, candidate, verification_inputs(program, example_inputs, ranges_in, config), config)
+        checks = measure(program, candidate, input_sets, config)
         report.outputs = [OutputError(c.index, c.before_mean, c.before_max, c.after_mean, c.after_max, c.accepted) for c in checks]
         accept = [c.accepted for c in checks]
         if not all(accept):
             candidate = merge_outputs(program, candidate, accept)
         lap("verify")
-    final_ranges = analysis.ranges(candidate, ranges_in, observed=observe(candidate, example_inputs), margin=config.margin)
+    final_ranges = analysis.ranges(candidate, ranges_in, observed=observe(candidate, input_sets), margin=config.margin)
     report.predicted_bits_after = analysis.program_bits(candidate, final_ranges)[0]
     report.rewrites = rewrites if candidate is not program else []
     report.nodes_after = len(candidate.nodes)

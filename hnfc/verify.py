@@ -20,7 +20,7 @@ import torch
 from hnfc.config import Config
 from hnfc.dtypes import DTYPES
 from hnfc.ir.program import Program
-from hnfc.lower import lower
+from hnfc.lowering import lower
 from hnfc.metric import bits_error, sample_inputs
 from hnfc.reference import reference
 from hnfc.types import TensorType
@@ -41,18 +41,22 @@ def run(program: Program, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return list(lower(flat(program))(*inputs))
 
 
-def observe(program: Program, inputs: Sequence[torch.Tensor]) -> dict[int, tuple[float, float]]:
-    """(min, max) of every float value of the program on `inputs` (NaNs ignored)."""
+def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]]) -> dict[int, tuple[float, float]]:
+    """(min, max) of every float value of the program over all input sets (NaNs ignored)."""
     ids = [i for i, n in enumerate(program.nodes) if isinstance(n.type, TensorType) and DTYPES[n.type.dtype].is_float and n.op != "const"]
+    out: dict[int, tuple[float, float]] = {}
     if not ids:
-        return {}
-    values = run(flat(program, ids), inputs)
-    out = {}
-    for i, v in zip(ids, values):
-        v = v.detach().double()
-        v = v[~torch.isnan(v)]
-        if v.numel():
-            out[i] = (float(v.min()), float(v.max()))
+        return out
+    lowered = lower(flat(program, ids))
+    for inputs in input_sets:
+        with torch.no_grad():
+            values = lowered(*inputs)
+        for i, v in zip(ids, values):
+            v = v.detach().double()
+            v = v[~torch.isnan(v)]
+            if v.numel():
+                lo, hi = float(v.min()), float(v.max())
+                out[i] = (min(lo, out[i][0]), max(hi, out[i][1])) if i in out else (lo, hi)
     return out
 
 

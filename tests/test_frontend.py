@@ -19,7 +19,7 @@ from torch.utils import _pytree as pytree
 import hnfc
 from hnfc.frontend import FrontendError, _compiling, trace, trace_graph_module
 from hnfc.ir import parse_program, validate
-from hnfc.lower import lower
+from hnfc.lowering import lower
 from tests.corpus import CASES
 
 
@@ -265,7 +265,7 @@ def test_program_meta_and_input_names():
 
 def test_public_names():
     assert hnfc.trace is trace
-    importlib.import_module("hnfc.lower")  # binds the submodule to the package attribute
+    importlib.import_module("hnfc.lowering")
 
     program = hnfc.trace(lambda x: x.sin(), (torch.randn(2),))
     assert isinstance(hnfc.lower(program), torch.fx.GraphModule)

@@ -18,7 +18,7 @@ import torch
 from hnfc import ops
 from hnfc.dtypes import DTYPES, from_torch
 from hnfc.ir import validate
-from hnfc.lower import lower, resolve_target
+from hnfc.lowering import lower, resolve_target
 from hnfc.metric import bits_error, sample_inputs
 from hnfc.reference import reference
 from hnfc.types import TensorType

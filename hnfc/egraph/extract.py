@@ -22,7 +22,9 @@ from hnfc.ir.program import Builder, Program
 from hnfc.types import TensorType
 
 NODE_BITS = 0.01  # every node costs a little: prefer fewer nodes at equal accuracy
-NEW_NODE_BITS = 0.001  # and prefer the user's node to an equally good new one
+# A node the user did not write must be predicted to gain this much: where the model sees no
+# difference, the user's code stays (a fused kernel is not always the more accurate one).
+NEW_NODE_BITS = 0.1
 
 
 @dataclass
@@ -38,7 +40,7 @@ class _Extractor:
     def __init__(self, sat: Saturated) -> None:
         self.sat = sat
         self.classes = sat.snapshot.classes()
-        self.none_classes = {c for c, ns in self.classes.items() if any(n.op == "none" for n in ns)}
+        self.none_classes = sat.none_classes
         self.original = {(sat.class_of[i], n.op, tuple(self._kid(a) for a in n.args)) for i, n in enumerate(sat.program.nodes)}
         self.values_in: dict[int, list[int]] = {}
         for i, c in sat.class_of.items():
@@ -71,8 +73,8 @@ class _Extractor:
             if n.op in ("$num", "none") or n.op in IDENTITY_OPS:
                 bits = 0.0
             else:
-                iv = self.sat.intervals
-                bits = node_bits(n.op, [iv.get(k) for k in n.children], self.sat.attrs[n.attrs], iv.get(n.cls), self.sat.types.get(n.cls))
+                args, arg_types = self.sat.child_facts(n)
+                bits = node_bits(n.op, args, self.sat.attrs[n.attrs], self.sat.intervals.get(n.cls), self.sat.types.get(n.cls), arg_types)
                 bits += NODE_BITS + (0.0 if self.is_original(n) else NEW_NODE_BITS)
             self.own[key] = bits
         return self.own[key]

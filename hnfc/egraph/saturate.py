@@ -60,7 +60,10 @@ class Saturated:
     nodes: int
     classes: int
     seconds: float
-    original_enodes: set[tuple] = field(default_factory=set)  # (op, attrs, child classes) of the input program
+    none_classes: set[int] = field(default_factory=set)  # the class of omitted optional arguments
+
+    def child_facts(self, n: ENode) -> tuple[list, list]:
+        return child_facts(n, self.none_classes, self.intervals, self.types)
 
 
 def _normalize_attrs(op: str, attrs: Mapping[str, Any], arg_types: Sequence) -> dict:
@@ -229,7 +232,11 @@ class _Driver:
         except Exception:
             return None
 
+    def child_facts(self, n: ENode, iv, types) -> tuple[list, list]:
+        return child_facts(n, self.none_classes, iv, types)
+
     def _intervals(self, snap: Snapshot, classes, types) -> dict[int, Interval]:
+        self.types_now = types
         iv: dict[int, Interval] = {}
         for h, c in snap.handles.items():
             if h < len(self.program.nodes) and self.value_interval.get(h) is not None:
@@ -247,9 +254,9 @@ class _Driver:
             return Interval(n.value, n.value)
         if n.op in IDENTITY_OPS or n.op == "none":
             return None
-        args = [iv.get(k) for k in n.children]
+        args, arg_types = self.child_facts(n, iv, self.types_now)
         try:
-            return interval_of_node(n.op, args, self.attrs[n.attrs], out_type)
+            return interval_of_node(n.op, args, self.attrs[n.attrs], out_type, arg_types)
         except Exception:
             return None
 
@@ -273,6 +280,20 @@ class _Driver:
                 unions.append(f"(union (Id {self.handle_of[root]}) (Id {self.handle_of[rhs]}))")
                 applied.append(Applied(name, root, ()))
         return unions, applied
+
+
+def child_facts(n: ENode, none_classes: set[int], intervals: Mapping[int, Interval], types: Mapping[int, Any]) -> tuple[list, list]:
+    """Children's intervals and types as the analysis wants them: an omitted optional argument
+    is None; a present one of unknown range is the whole line."""
+    args, arg_types = [], []
+    for k in n.children:
+        if k in none_classes:
+            args.append(None)
+            arg_types.append(None)
+        else:
+            args.append(intervals.get(k, Interval.whole()))
+            arg_types.append(types.get(k))
+    return args, arg_types
 
 
 def _safe_intersect(a: Interval, b: Interval) -> Interval:
@@ -389,21 +410,10 @@ def saturate(program: Program, ranges: Sequence[Interval | None], rules: Sequenc
         nodes=len(snap.enodes),
         classes=len(classes),
         seconds=time.perf_counter() - d.start,
-        original_enodes=_original_enodes(d, snap, class_of),
+        none_classes=d.none_classes,
     )
 
 
 def _find_class(snap: Snapshot, old_class: int, handle_of: dict[int, int]) -> int:
     h = handle_of.get(old_class)
     return snap.handles.get(h, old_class) if h is not None else old_class
-
-
-def _original_enodes(d: _Driver, snap: Snapshot, class_of: dict[int, int]) -> set[tuple]:
-    """(op, attrs, child classes) of every node of the input program, in final class ids."""
-    out = set()
-    for i, n in enumerate(d.program.nodes):
-        if n.op == "const" and _is_float_const(n):
-            continue
-        kids = tuple(class_of[a] if a is not None else None for a in n.args)
-        out.add((class_of[i], n.op, kids))
-    return out

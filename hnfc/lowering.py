@@ -15,15 +15,12 @@ convention; otherwise forward takes the inputs flat and returns a tuple.
 from __future__ import annotations
 
 import operator
-import sys
-import types
 from typing import Any
 
 import torch
 import torch.fx as fx
 from torch.utils import _pytree as pytree
 
-from hnfc import ops
 from hnfc.dtypes import to_torch
 from hnfc.ir.program import Program
 from hnfc.ops import AsTensor, Call, DeviceArg, DeviceStr, DTypeArg, Scalar, TorchAttr
@@ -226,15 +223,4 @@ def flat_spec(example_inputs) -> tuple[list, pytree.TreeSpec]:
     return pytree.tree_flatten(list(example_inputs))
 
 
-__all__ = ["LoweringError", "flat_spec", "lower", "resolve_target", "resolve_value", "ops"]
-
-
-class _CallableModule(types.ModuleType):
-    """`hnfc.lower` is the public function, but once this submodule is imported Python binds the
-    package attribute `hnfc.lower` to the module; calling the module calls the function."""
-
-    def __call__(self, *args, **kwargs):
-        return lower(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+__all__ = ["LoweringError", "flat_spec", "lower", "resolve_target", "resolve_value"]

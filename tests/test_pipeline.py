@@ -1,0 +1,131 @@
+"""hnfc.optimize end to end: the stability suite, whole models, and the promises around them
+(verified, never worse, never broken, clear errors)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import hnfc
+from hnfc.config import Config
+from hnfc.examples.naive import block_inputs, example_inputs, make_block, make_model
+from hnfc.examples.stability import CASES
+from hnfc.pipeline import HnfcWarning, Unoptimized
+from hnfc.verify import flat, measure, verification_inputs
+from tests.corpus import build
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+MEASURE = Config(samples=4, seed=99)  # fresh inputs: not the ones the optimizer verified on
+
+
+@pytest.mark.parametrize("dtype", sorted(DTYPES))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_stability_suite_after_is_accurate_and_never_worse(case, dtype):
+    x = case.example(DTYPES[dtype])
+    ranges = {0: (case.lo, case.hi)}
+    m = hnfc.optimize(case.fn, (x,), input_ranges=ranges)
+    before = hnfc.trace(case.fn, (x,))
+    check = measure(flat(before), flat(m.program), verification_inputs(before, [x], ranges, MEASURE), MEASURE)[0]
+    assert check.after_mean <= 1.0, (case.name, dtype, check)
+    # never worse, up to sampling noise: both programs are measured on the same fresh inputs
+    assert check.after_mean <= check.before_mean + 0.1 and check.after_max <= check.before_max + 1, check
+    y = m(x)
+    assert y.dtype == x.dtype and y.shape == case.fn(x).shape
+
+
+def test_refused_outputs_keep_their_original_computation():
+    from hnfc.pipeline import merge_outputs
+
+    two = hnfc.trace(lambda x: (torch.log(1 + x), torch.exp(x) - 1), (torch.rand(4),))
+    one = hnfc.trace(lambda x: (torch.log1p(x), torch.expm1(x)), (torch.rand(4),))
+    merged = merge_outputs(two, one, [True, False])
+    assert len(merged.inputs) == 1
+    assert [merged.nodes[o].op for o in merged.outputs] == ["log1p", "sub"]
+
+
+def test_report_names_rules_and_measures_outputs():
+    x = torch.linspace(1e-8, 1e-3, 32)
+    m = hnfc.optimize(lambda x: torch.log(1 + x), (x,), input_ranges={"x": (1e-8, 1e-3)})
+    (rw,) = m.report.rewrites
+    assert rw.rules == ("log1p-intro",) and rw.after == "log1p(x)"
+    (out,) = m.report.outputs
+    assert out.accepted and out.before_mean >= 5 and out.after_mean <= 0.5
+    assert m.report.egraph["stop_reason"] == "saturated" and set(m.report.times) >= {"trace", "saturate", "extract", "verify", "lower"}
+    assert "log1p-intro" in str(m.report)
+
+
+def test_already_stable_program_is_unchanged():
+    def stable(x):
+        return torch.log_softmax(x, -1) + torch.log1p(x.abs())
+
+    x = torch.randn(3, 8)
+    m = hnfc.optimize(stable, (x,))
+    before = hnfc.trace(stable, (x,))
+    assert str(m.program) == str(before)
+    assert m.report.rewrites == [] and m.report.nodes_after == m.report.nodes_before
+    assert torch.equal(m(x), stable(x))
+
+
+def test_limits_hit_still_give_a_verified_result_with_the_reason():
+    m = hnfc.optimize(make_model(), example_inputs(), max_nodes=10)
+    assert m.report.egraph["stop_reason"].startswith("node limit")
+    torch.testing.assert_close(m(*example_inputs()), make_model()(*example_inputs()), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("model_inputs", ["naive_block", "gpt2"])
+def test_models_go_through_end_to_end_verified(model_inputs):
+    if model_inputs == "naive_block":
+        model, inputs = make_block(), block_inputs()
+    else:
+        model, inputs = build("gpt2_eager")
+    m = hnfc.optimize(model, inputs, samples=1)
+    assert m.report.outputs == [] or all(o.accepted or o.after_mean > o.before_mean for o in m.report.outputs)
+    assert all(o.after_mean <= o.before_mean + 0.05 for o in m.report.outputs if o.accepted)
+    want = torch.utils._pytree.tree_leaves(model(*inputs))
+    got = torch.utils._pytree.tree_leaves(m(*inputs))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert m.report.egraph["stop_reason"] == "saturated" and m.report.egraph["classes"] >= m.report.nodes_before // 2
+
+
+def test_a_failing_stage_falls_back_to_the_original_with_a_warning(monkeypatch):
+    import hnfc.pipeline as pipeline
+
+    def broken(*a, **k):
+        raise RuntimeError("saturation exploded")
+
+    monkeypatch.setattr(pipeline, "saturate", broken)
+    model, x = make_model(), example_inputs()
+    with pytest.warns(HnfcWarning, match="saturation exploded"):
+        m = hnfc.optimize(model, x)
+    assert torch.equal(m(*x), model(*x))
+    assert "saturation exploded" in m.report.warnings[0]
+
+
+def test_untraceable_model_runs_unchanged_with_a_warning():
+    def data_dependent(x):
+        return x * 2 if x.sum() > 0 else x
+
+    x = torch.ones(3)
+    with pytest.warns(HnfcWarning, match="could not trace"):
+        m = hnfc.optimize(data_dependent, (x,))
+    assert isinstance(m, Unoptimized) and torch.equal(m(x), data_dependent(x))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"input_ranges": {"y": (0, 1)}}, "no input 'y'"),
+        ({"input_ranges": {0: (2, 1)}}, "lower bound above upper bound"),
+        ({"max_nodez": 3}, "unknown hnfc option(s) ['max_nodez']"),
+        ({"samples": -1}, "must not be negative"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(kwargs, message):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HnfcWarning)
+        with pytest.raises(ValueError) as e:
+            hnfc.optimize(lambda x: torch.log(1 + x), (torch.rand(4),), **kwargs)
+    assert message in str(e.value)
