@@ -11,6 +11,11 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="hnfc: a numerical-stability compiler for PyTorch.")
 
 
+@app.callback()
+def _group() -> None:
+    """Keep `hnfc` a command group even while it has a single command."""
+
+
 @app.command()
 def example(show_ir: bool = typer.Option(True, help="print the IR before and after")) -> None:
     """Optimize the bundled naive example model and print what changed and what it measured."""
