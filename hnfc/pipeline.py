@@ -17,7 +17,7 @@ import torch
 
 from hnfc import analysis
 from hnfc.config import Config
-from hnfc.egraph import Limits, extract, saturate
+from hnfc.egraph import Limits, optimize_regions
 from hnfc.frontend import FrontendError, trace
 from hnfc.ir.program import Builder, Program, live_subprogram
 from hnfc.lowering import lower
@@ -104,13 +104,13 @@ def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *
     lap("ranges")
     compiled = compile_rules(select_rules(rules, config))
     limits = Limits(max_nodes=config.max_nodes, max_iterations=config.max_iterations, time_limit=config.time_limit)
-    sat = saturate(program, ranges, compiled, limits)
-    report.egraph = {"nodes": sat.nodes, "classes": sat.classes, "iterations": sat.iterations, "stop_reason": sat.stop_reason}
-    lap("saturate")
-    ex = extract(sat)
-    candidate = live_subprogram(ex.program)
-    lap("extract")
-    rewrites = _rewrites(program, sat, ex)
+    stitched, regions = optimize_regions(program, ranges, compiled, limits, config.region_nodes)
+    candidate = live_subprogram(stitched)
+    report.egraph = _egraph_summary(regions)
+    lap("egraph")
+    report.times["saturate"] = sum(r.saturated.seconds for r in regions if not r.reused)
+    report.times["extract"] = report.times.pop("egraph") - report.times["saturate"]
+    rewrites = _rewrites(program, regions)
     if not rewrites:
         report.nodes_after = len(program.nodes)
         report.predicted_bits_after = report.predicted_bits_before
@@ -129,21 +129,38 @@ def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *
     return candidate, report
 
 
-def _rewrites(program: Program, sat, ex) -> list[Rewrite]:
-    by_class: dict[int, list[str]] = {}
-    for a in sat.applied:
-        if a.root in ex.new_classes:
-            by_class.setdefault(a.root, [])
-            if a.rule not in by_class[a.root]:
-                by_class[a.root].append(a.rule)
+def _egraph_summary(regions) -> dict:
+    fresh = [r for r in regions if not r.reused]
+    reasons: dict[str, int] = {}
+    for r in fresh:
+        reasons[r.saturated.stop_reason] = reasons.get(r.saturated.stop_reason, 0) + 1
+    stop = "saturated" if set(reasons) <= {"saturated"} else "; ".join(f"{k} in {v} region(s)" for k, v in reasons.items())
+    return {
+        "nodes": sum(r.saturated.nodes for r in fresh),
+        "classes": sum(r.saturated.classes for r in fresh),
+        "iterations": max((r.saturated.iterations for r in fresh), default=0),
+        "stop_reason": stop,
+        "regions": len(regions),
+        "reused_regions": len(regions) - len(fresh),
+    }
+
+
+def _rewrites(program: Program, regions) -> list[Rewrite]:
+    """The rewrites the extraction kept, in the original program's value ids."""
     out = []
-    for c, rules in by_class.items():
-        values = tuple(sorted(i for i, k in sat.class_of.items() if k == c))
-        if not values:
-            continue
-        after = format_expr(ex.program, ex.value_of[c], depth=3) if c in ex.value_of else "?"
-        out.append(Rewrite(tuple(rules), values, format_expr(program, values[-1], depth=3), after))
-    return sorted(out, key=lambda r: r.values)
+    for r in regions:
+        sat, ex = r.saturated, r.extraction
+        rules_at: dict[int, list[str]] = {}
+        for a in sat.applied:
+            if a.root in ex.new_classes and a.rule not in rules_at.setdefault(a.root, []):
+                rules_at[a.root].append(a.rule)
+        for c, rules in rules_at.items():
+            local = sorted(v for v, k in sat.class_of.items() if k == c)
+            values = tuple(r.value_map[v] for v in local if program.nodes[r.value_map[v]].op not in ("input", "param", "const"))
+            if values:
+                after = format_expr(ex.program, ex.value_of[c], depth=3) if c in ex.value_of else "?"
+                out.append(Rewrite(tuple(rules), values, format_expr(r.program, local[-1], depth=3), after))
+    return sorted(out, key=lambda rw: rw.values)
 
 
 def optimize(model_or_fn, example_inputs, *, input_ranges: Mapping[Any, tuple[float, float]] | None = None, rules: Iterable[Rule] | None = None, **options):

@@ -417,6 +417,9 @@ def test_widen_observed_never_crosses_zero():
     w = widen_observed((2.0, 2.0), 0.1)
     assert w.lo == pytest.approx(1.8) and w.hi == pytest.approx(2.2)
     assert widen_observed((math.nan, 1.0)) is None
+    # masks: a value that is -inf everywhere, or partly
+    assert widen_observed((-math.inf, -math.inf)) == Interval(-math.inf, -math.inf)
+    assert widen_observed((-math.inf, 3.0)) == Interval(-math.inf, 3.0)
 
 
 def test_egraph_style_calls_with_unknown_children():

@@ -96,7 +96,7 @@ def test_a_failing_stage_falls_back_to_the_original_with_a_warning(monkeypatch):
     def broken(*a, **k):
         raise RuntimeError("saturation exploded")
 
-    monkeypatch.setattr(pipeline, "saturate", broken)
+    monkeypatch.setattr(pipeline, "optimize_regions", broken)
     model, x = make_model(), example_inputs()
     with pytest.warns(HnfcWarning, match="saturation exploded"):
         m = hnfc.optimize(model, x)

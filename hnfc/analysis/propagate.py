@@ -81,10 +81,10 @@ def widen_observed(observed: Any, margin: float = 0.1) -> Interval | None:
         lo, hi = float(observed[0]), float(observed[1])
     if lo != lo or hi != hi or lo > hi:
         return None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return Interval(lo, hi)  # an infinite bound (a -inf mask, say) is as wide as it gets
     w = hi - lo
     d = margin * (w if w > 0 else max(abs(lo), abs(hi)))
-    if not math.isfinite(d):
-        d = 0.0 if math.isnan(d) else d
     nlo, nhi = lo - d, hi + d
     if lo > 0 and nlo <= 0:
         nlo = lo / (1 + margin)

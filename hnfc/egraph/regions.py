@@ -1,0 +1,175 @@
+"""Regions: optimize a large program piece by piece, and each distinct piece once.
+
+In: a `Program`, its ranges, rules, limits. Out: the stitched optimized program, with every
+region's saturation result (for the report). A region is a run of consecutive nodes in
+topological order, cut where the fewest values cross the boundary (in a transformer: the
+residual stream between blocks), so a rule rarely needs nodes on both sides. Leaves
+(inputs, parameters, constants) belong to no region: each region copies those it uses.
+Regions with the same structure, types and (coarsely) the same ranges share one optimization:
+the repeated blocks of a transformer are optimized once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from hnfc.analysis import Interval
+from hnfc.egraph.extract import Extraction, extract
+from hnfc.egraph.saturate import Limits, Saturated, saturate
+from hnfc.ir.program import Builder, Program, live_subprogram
+from hnfc.rewrites.compile import CompiledRule
+
+LEAVES = frozenset({"input", "param", "const"})
+
+
+@dataclass(frozen=True)
+class Region:
+    nodes: tuple[int, ...]  # values computed here
+    inputs: tuple[int, ...]  # values computed in earlier regions and used here
+    outputs: tuple[int, ...]  # values used after the region or returned by the program
+
+
+@dataclass
+class RegionResult:
+    region: Region
+    program: Program  # the region as a program (crossing values are its inputs)
+    saturated: Saturated
+    extraction: Extraction
+    reused: bool  # the optimization of an identical earlier region was reused
+    value_map: dict[int, int]  # region program value id -> original value id
+    source: Program  # the region program the extraction was made for (differs when reused)
+
+
+def partition(program: Program, max_nodes: int) -> list[Region]:
+    inner = [i for i, n in enumerate(program.nodes) if n.op not in LEAVES]
+    if not inner:
+        return []
+    position = {v: k for k, v in enumerate(inner)}
+    last_use = {v: position[v] for v in inner}
+    for i in inner:
+        for a in program.nodes[i].args:
+            if a is not None and a in position:
+                last_use[a] = max(last_use[a], position[i])
+    for o in program.outputs:
+        if o in position:
+            last_use[o] = len(inner)
+    # crossing[k]: values defined before inner[k] and used at or after it
+    crossing = [0] * (len(inner) + 1)
+    for v, k in position.items():
+        if last_use[v] > k:
+            crossing[k + 1] += 1
+            crossing[last_use[v] + 1 if last_use[v] < len(inner) else len(inner)] -= 1
+    for k in range(1, len(crossing)):
+        crossing[k] += crossing[k - 1]
+    cuts, start = [], 0
+    while len(inner) - start > max_nodes:
+        window = range(start + max_nodes // 2, start + max_nodes + 1)
+        cut = min(window, key=lambda k: (crossing[k], -k))
+        cuts.append(cut)
+        start = cut
+    bounds = [0, *cuts, len(inner)]
+    regions = []
+    for b in range(len(bounds) - 1):
+        members = inner[bounds[b] : bounds[b + 1]]
+        inside = set(members)
+        ins: list[int] = []
+        for i in members:
+            for a in program.nodes[i].args:
+                if a is not None and a not in inside and program.nodes[a].op not in LEAVES and a not in ins:
+                    ins.append(a)
+        outs = [v for v in members if last_use[v] >= bounds[b + 1] or v in program.outputs]
+        regions.append(Region(tuple(members), tuple(ins), tuple(outs)))
+    return regions
+
+
+def region_program(program: Program, region: Region) -> tuple[Program, dict[int, int]]:
+    """The region as a program of its own; also the map from its value ids to the original's."""
+    b = Builder()
+    env: dict[int, int] = {}
+    back: dict[int, int] = {}
+    for v in region.inputs:  # values from earlier regions: named by their value id
+        env[v] = b.input(f"%{v}", program.nodes[v].type)
+        back[env[v]] = v
+
+    def value(a: int) -> int:
+        if a not in env:  # a leaf: copied into the region
+            n = program.nodes[a]
+            env[a] = b.add(n.op, (), n.attr, n.type)
+            back[env[a]] = a
+        return env[a]
+
+    for i in region.nodes:
+        n = program.nodes[i]
+        env[i] = b.add(n.op, [None if a is None else value(a) for a in n.args], n.attr, n.type)
+        back.setdefault(env[i], i)
+    return b.build([env[o] for o in region.outputs], program.params, {}), back
+
+
+def _signature(sub: Program, ranges: Sequence[Interval | None], back: dict[int, int]) -> tuple:
+    """Structure, types and coarse ranges (to a power of two) of a region program's leaves."""
+    parts = []
+    for i, n in enumerate(sub.nodes):
+        attrs = n.attrs if n.op not in ("param", "input") else ()  # which layer's weights does not matter
+        iv = ranges[back[i]] if n.op in LEAVES and back.get(i) is not None and back[i] < len(ranges) else None
+        parts.append((n.op, n.args, repr(attrs), str(n.type), _coarse(iv)))
+    return tuple(parts), sub.outputs
+
+
+def _coarse(iv: Interval | None):
+    if iv is None:
+        return None
+
+    def c(x: float):
+        if x == 0 or not math.isfinite(x):
+            return x
+        return math.copysign(2.0 ** math.ceil(math.log2(abs(x))), x)
+
+    return (c(iv.lo), c(iv.hi))
+
+
+def optimize_regions(program: Program, ranges: Sequence[Interval | None], rules: Sequence[CompiledRule], limits: Limits, max_region_nodes: int) -> tuple[Program, list[RegionResult]]:
+    results: list[RegionResult] = []
+    cache: dict[tuple, tuple[Saturated, Extraction, Program]] = {}
+    for region in partition(program, max_region_nodes):
+        sub, back = region_program(program, region)
+        sub_ranges = [ranges[back[i]] if back.get(i) is not None and back[i] < len(ranges) else None for i in range(len(sub.nodes))]
+        key = _signature(sub, ranges, back)
+        reused = key in cache
+        if not reused:
+            sat = saturate(sub, sub_ranges, rules, limits)
+            cache[key] = (sat, extract(sat), sub)
+        sat, ex, source = cache[key]
+        results.append(RegionResult(region, sub, sat, ex, reused, back, source))
+    return _stitch(program, results), results
+
+
+def _stitch(program: Program, results: list[RegionResult]) -> Program:
+    b = Builder()
+    env: dict[int, int] = {i: b.add("input", (), program.nodes[i].attr, program.nodes[i].type) for i in program.inputs}
+
+    def leaf(v: int) -> int:
+        if v not in env:
+            n = program.nodes[v]
+            env[v] = b.add(n.op, (), n.attr, n.type)
+        return env[v]
+
+    for r in results:
+        ex_prog = r.extraction.program
+        # The extraction may come from an identical earlier region: its inputs line up with
+        # this region's by position, its parameters by the position of the param node.
+        own_inputs = iter(env[r.value_map[i]] for i in r.program.inputs)
+        param_of = {r.source.nodes[i].attr["name"]: r.value_map[i] for i, n in enumerate(r.program.nodes) if n.op == "param"}
+        local: dict[int, int] = {}
+        for i, n in enumerate(ex_prog.nodes):
+            if n.op == "input":
+                local[i] = next(own_inputs)
+            elif n.op == "param":
+                local[i] = leaf(param_of[n.attr["name"]])
+            else:
+                local[i] = b.add(n.op, [None if a is None else local[a] for a in n.args], n.attr, n.type)
+        for v, o in zip(r.region.outputs, ex_prog.outputs):
+            env[v] = local[o]
+    outs = [env[o] if o in env else leaf(o) for o in program.outputs]
+    return live_subprogram(b.build(outs, program.params, program.meta))
