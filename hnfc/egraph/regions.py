@@ -107,26 +107,29 @@ def region_program(program: Program, region: Region) -> tuple[Program, dict[int,
     return b.build([env[o] for o in region.outputs], program.params, {}), back
 
 
-def _signature(sub: Program, ranges: Sequence[Interval | None], back: dict[int, int]) -> tuple:
-    """Structure, types and coarse ranges (to a power of two) of a region program's leaves."""
-    parts = []
-    for i, n in enumerate(sub.nodes):
-        attrs = n.attrs if n.op not in ("param", "input") else ()  # which layer's weights does not matter
-        iv = ranges[back[i]] if n.op in LEAVES and back.get(i) is not None and back[i] < len(ranges) else None
-        parts.append((n.op, n.args, repr(attrs), str(n.type), _coarse(iv)))
-    return tuple(parts), sub.outputs
-
-
-def _coarse(iv: Interval | None):
+def coarse(iv: Interval | None) -> Interval | None:
+    """The interval rounded outward to powers of two (signs and zero kept)."""
     if iv is None:
         return None
 
-    def c(x: float):
+    def out(x: float, up: bool) -> float:
         if x == 0 or not math.isfinite(x):
             return x
-        return math.copysign(2.0 ** math.ceil(math.log2(abs(x))), x)
+        e = math.log2(abs(x))
+        grow = (x > 0) == up  # moving away from zero widens on this side
+        return math.copysign(2.0 ** (math.ceil(e) if grow else math.floor(e)), x)
 
-    return (c(iv.lo), c(iv.hi))
+    return Interval(out(iv.lo, False), out(iv.hi, True))
+
+
+def _signature(sub: Program, sub_ranges: Sequence[Interval | None]) -> tuple:
+    """Structure, types and ranges of a region program; which layer's weights does not matter."""
+    parts = []
+    for i, n in enumerate(sub.nodes):
+        attrs = n.attrs if n.op not in ("param", "input") else ()
+        iv = sub_ranges[i] if n.op in LEAVES else None
+        parts.append((n.op, n.args, repr(attrs), str(n.type), None if iv is None else (iv.lo, iv.hi)))
+    return tuple(parts), sub.outputs
 
 
 def optimize_regions(program: Program, ranges: Sequence[Interval | None], rules: Sequence[CompiledRule], limits: Limits, max_region_nodes: int) -> tuple[Program, list[RegionResult]]:
@@ -134,8 +137,10 @@ def optimize_regions(program: Program, ranges: Sequence[Interval | None], rules:
     cache: dict[tuple, tuple[Saturated, Extraction, Program]] = {}
     for region in partition(program, max_region_nodes):
         sub, back = region_program(program, region)
-        sub_ranges = [ranges[back[i]] if back.get(i) is not None and back[i] < len(ranges) else None for i in range(len(sub.nodes))]
-        key = _signature(sub, ranges, back)
+        # The optimizer sees ranges rounded outward, so a region whose rounded ranges match an
+        # earlier one's gets exactly that region's result: reuse is the same computation.
+        sub_ranges = [coarse(ranges[back[i]]) if back.get(i) is not None and back[i] < len(ranges) else None for i in range(len(sub.nodes))]
+        key = _signature(sub, sub_ranges)
         reused = key in cache
         if not reused:
             sat = saturate(sub, sub_ranges, rules, limits)
