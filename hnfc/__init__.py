@@ -2,7 +2,7 @@
 
 Public surface: `trace` (model -> IR), `lower` (IR -> torch.fx.GraphModule), `reference`
 (IR -> true outputs via mpmath), `bits_error` (bits of error of a float result against the truth),
-`sample_inputs`. Importing hnfc does not import torch; the torch-facing names load on first use.
+`sample_inputs`, `save` (optimize and write a torch.export .pt2). Importing hnfc does not import torch; the torch-facing names load on first use.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ _LAZY = {
     "HnfcWarning": "hnfc.pipeline",
     "bits_error": "hnfc.metric",
     "sample_inputs": "hnfc.metric",
+    "check_rules": "hnfc.rewrites.check",
+    "save": "hnfc.export",
 }
 
 __all__ = sorted([*_LAZY, "reference"])

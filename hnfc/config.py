@@ -26,12 +26,13 @@ class Config:
     seed: int = 0
     tolerance_mean_bits: float = 0.05  # an output may not get worse than this on average
     tolerance_max_bits: float = 1.0  # nor worse than this at its worst element
-    max_reference_elements: int = 200_000  # larger outputs are verified on a slice of rows
+    max_reference_ops: int = 20_000_000  # mpmath operations per verification run; beyond: not verifiable
     # precision assignment (hnfc/precision.py) -- begin
     target: float | None = None  # normwise relative error per output, |y - y_true|inf / |y_true|inf; None = stage off
     dtypes: tuple[str, ...] | None = None  # dtype menu (short names); None = by device (CPU bf16/f32/f64, CUDA +f16)
     max_promotions: int = 6  # validation rounds that promote nodes one step up the menu
-    precision_margin: float = 1.0  # bits added to every node's requirement
+    precision_margin: float = 0.0  # bits added to every node's requirement
+    demote: bool = True  # after the target is met, try lowering the nodes kept high, one at a time, by measurement
     # precision assignment -- end
 
     @classmethod

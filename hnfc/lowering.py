@@ -128,9 +128,17 @@ def _placeholder_name(name: str, taken: set[str]) -> str:
 def lower(program: Program, *, dtypes: dict[int, str] | None = None) -> fx.GraphModule:
     """Build the GraphModule for `program`.
 
-    `dtypes` optionally maps value ids to the dtype the node should be recorded with (the
-    precision stage fills it); by default each node's own type is recorded.
+    `dtypes` optionally maps value ids to the dtype a node should run in: float compute nodes
+    whose own type differs are run in it, with casts inserted (hnfc.precision.with_dtypes); every
+    node records the dtype it runs in.
     """
+    # cast emission (precision stage): a requested dtype other than a compute node's own is
+    # realized by hnfc.precision.with_dtypes (casts as `to` nodes); nodes then record their types
+    if dtypes and any(isinstance(program.nodes[i].type, TensorType) and program.nodes[i].type.dtype != d for i, d in dtypes.items()):
+        from hnfc.precision import with_dtypes
+
+        program, _ = with_dtypes(program, dtypes)
+        dtypes = None
     device = program.meta.get("device", torch.device("cpu"))
     root = torch.nn.Module()
     graph = fx.Graph()

@@ -15,9 +15,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from hnfc import analysis
+from hnfc import analysis, precision
 from hnfc.config import Config
 from hnfc.egraph import Limits, optimize_regions
+from hnfc.egraph.regions import refuse
 from hnfc.frontend import FrontendError, trace
 from hnfc.ir.program import Builder, Program, live_subprogram
 from hnfc.lowering import lower
@@ -25,7 +26,7 @@ from hnfc.ir.expr import format_expr
 from hnfc.report import OutputError, Report, Rewrite
 from hnfc.rewrites.compile import compile_rules
 from hnfc.rewrites.dsl import Rule, check_unique
-from hnfc.verify import measure, observe, verification_inputs
+from hnfc.verify import local_checks, measure, observe, reference_cost, verification_inputs
 
 
 class HnfcWarning(UserWarning):
@@ -44,10 +45,12 @@ class Unoptimized(torch.nn.Module):
         return self.model(*args, **kwargs)
 
 
-def select_rules(rules: Iterable[Rule] | None, config: Config) -> tuple[Rule, ...]:
+def select_rules(rules, config: Config) -> tuple[Rule, ...]:
+    """hnfc's library plus the user's packs (anything hnfc.rewrites.packs.resolve accepts)."""
     from hnfc.rewrites.builtin import RULES
+    from hnfc.rewrites.packs import resolve
 
-    chosen = tuple(RULES) + tuple(rules or ())
+    chosen = tuple(RULES) + (resolve(rules) if rules is not None else ())
     if config.families is not None:
         wanted = set(config.families) | {"algebra"}
         chosen = tuple(r for r in chosen if (r.tags[:1] or ("",))[0] in wanted)
@@ -114,19 +117,39 @@ def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *
     if not rewrites:
         report.nodes_after = len(program.nodes)
         report.predicted_bits_after = report.predicted_bits_before
-        return program, report
+        return precision.run_stage(program, ranges, input_sets, config, report), report  # precision stage (off unless config.target)
     if config.verify:
-        checks = measure(program, candidate, input_sets, config)
-        report.outputs = [OutputError(c.index, c.before_mean, c.before_max, c.after_mean, c.after_max, c.accepted) for c in checks]
-        accept = [c.accepted for c in checks]
-        if not all(accept):
-            candidate = merge_outputs(program, candidate, accept)
+        # The judge, rewrite by rewrite: each on its neighbourhood, with the original's values.
+        # Refusing one re-extracts its region, which may choose differently elsewhere: check again.
+        refused: dict[tuple, set[int]] = {}
+        refused_rewrites: list[Rewrite] = []
+        for _ in range(3):
+            checks = {(ch.region, ch.cls): ch for ch in local_checks(program, regions, input_sets, config)}
+            found = _rewrites(program, regions, checks)
+            bad = [(regions[k].key, c) for (k, c), ch in checks.items() if not ch.accepted]
+            if not bad:
+                break
+            refused_rewrites += [rw for rw in found if not rw.accepted]
+            for key, c in bad:
+                refused.setdefault(key, set()).add(c)
+            stitched, regions = refuse(program, regions, refused)
+            candidate = live_subprogram(stitched)
+        rewrites = [rw for rw in found if rw.accepted]
+        report.rewrites_refused = refused_rewrites
+        if reference_cost(program) * len(input_sets) <= config.max_reference_ops:
+            # affordable: measure whole outputs too (for the report, and as a second judge)
+            out_checks = measure(program, candidate, input_sets, config)
+            report.outputs = [OutputError(c.index, c.before_mean, c.before_max, c.after_mean, c.after_max, c.accepted) for c in out_checks]
+            if not all(c.accepted for c in out_checks):
+                candidate = merge_outputs(program, candidate, [c.accepted for c in out_checks])
+        else:
+            report.warnings.append("outputs not measured whole (too large for the reference); every rewrite was verified locally")
         lap("verify")
     final_ranges = analysis.ranges(candidate, ranges_in, observed=observe(candidate, input_sets), margin=config.margin)
     report.predicted_bits_after = analysis.program_bits(candidate, final_ranges)[0]
     report.rewrites = rewrites if candidate is not program else []
     report.nodes_after = len(candidate.nodes)
-    return candidate, report
+    return precision.run_stage(candidate, final_ranges, input_sets, config, report), report  # precision stage (off unless config.target)
 
 
 def _egraph_summary(regions) -> dict:
@@ -145,21 +168,28 @@ def _egraph_summary(regions) -> dict:
     }
 
 
-def _rewrites(program: Program, regions) -> list[Rewrite]:
-    """The rewrites the extraction kept, in the original program's value ids."""
+def _rewrites(program: Program, regions, checks: Mapping | None = None) -> list[Rewrite]:
+    """The rewrites the extraction kept, in the original program's value ids, with their local
+    measurements when `checks` (keyed by (region index, e-class)) has them."""
     out = []
-    for r in regions:
+    for k, r in enumerate(regions):
         sat, ex = r.saturated, r.extraction
         rules_at: dict[int, list[str]] = {}
         for a in sat.applied:
             if a.root in ex.new_classes and a.rule not in rules_at.setdefault(a.root, []):
                 rules_at[a.root].append(a.rule)
         for c, rules in rules_at.items():
-            local = sorted(v for v, k in sat.class_of.items() if k == c)
+            local = sorted(v for v, cls in sat.class_of.items() if cls == c)
             values = tuple(r.value_map[v] for v in local if program.nodes[r.value_map[v]].op not in ("input", "param", "const"))
-            if values:
-                after = format_expr(ex.program, ex.value_of[c], depth=3) if c in ex.value_of else "?"
-                out.append(Rewrite(tuple(rules), values, format_expr(r.program, local[-1], depth=3), after))
+            if not values:
+                continue
+            after = format_expr(ex.program, ex.value_of[c], depth=3) if c in ex.value_of else "?"
+            ch = (checks or {}).get((k, c))
+            measured = {} if ch is None else {
+                "before_mean": ch.before_mean, "before_max": ch.before_max, "after_mean": ch.after_mean,
+                "after_max": ch.after_max, "accepted": ch.accepted, "reason": ch.reason,
+            }
+            out.append(Rewrite(tuple(rules), values, format_expr(r.program, local[-1], depth=3), after, **measured))
     return sorted(out, key=lambda rw: rw.values)
 
 

@@ -15,6 +15,13 @@ class Rewrite:
     values: tuple[int, ...]  # SSA values of the original program it replaces
     before: str
     after: str
+    # bits of error of this neighbourhood against the reference (local verification)
+    before_mean: float | None = None
+    before_max: float | None = None
+    after_mean: float | None = None
+    after_max: float | None = None
+    accepted: bool = True
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,13 @@ class Report:
     nodes_after: int = 0
     times: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    rewrites_refused: list[Rewrite] = field(default_factory=list)  # found but not applied (see warnings)
+    # precision stage (hnfc/precision.py) -- begin
+    dtypes: dict = field(default_factory=dict)  # "%id" -> {op, dtype, original, need_bits, ...}
+    low_precision_share: float | None = None  # of FLOPs run in bf16/f16
+    promotions: list[dict] = field(default_factory=list)  # {kind, round, value, op, from_dtype, to_dtype, reason}
+    precision: dict = field(default_factory=dict)  # target, menu, met, errors, rounds, casts
+    # precision stage -- end
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,7 +60,8 @@ class Report:
         lines = [f"hnfc report: {len(self.rewrites)} rewrite(s), {self.nodes_before} -> {self.nodes_after} nodes"]
         for r in self.rewrites:
             where = ",".join(f"%{v}" for v in r.values) or "new value"
-            lines.append(f"  [{', '.join(r.rules)}] at {where}: {r.before}  ->  {r.after}")
+            bits = f"  ({r.before_mean:.2f} -> {r.after_mean:.2f} bits)" if r.before_mean is not None else ""
+            lines.append(f"  [{', '.join(r.rules)}] at {where}: {r.before}  ->  {r.after}{bits}")
         if self.outputs:
             lines.append("  bits of error (mean / max), before -> after:")
             for o in self.outputs:
@@ -56,6 +71,15 @@ class Report:
         if self.egraph:
             e = self.egraph
             lines.append(f"  e-graph: {e.get('nodes')} e-nodes, {e.get('classes')} classes, {e.get('iterations')} iterations, stopped: {e.get('stop_reason')}")
+        if self.precision:
+            p = self.precision
+            counts: dict[str, int] = {}
+            for e in self.dtypes.values():
+                counts[e["dtype"]] = counts.get(e["dtype"], 0) + 1
+            errs = ", ".join(f"{e:.3g}" for e in p.get("errors", []))
+            lines.append(f"  precision: target {p.get('target'):g} {'met' if p.get('met') else 'NOT met'} (measured {errs}); nodes per dtype {counts}; low-precision FLOP share {self.low_precision_share:.1%}; {p.get('casts', 0)} casts")
+            for q in self.promotions:
+                lines.append(f"    {q['kind']} %{q['value']} {q['op']}: {q['from_dtype']} -> {q['to_dtype']} ({q['reason']})")
         if self.times:
             lines.append("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.times.items()))
         lines += [f"  warning: {w}" for w in self.warnings]

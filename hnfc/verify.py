@@ -60,6 +60,28 @@ def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]]) -> d
     return out
 
 
+_CONTRACTING = {"mm": -1, "bmm": -1, "matmul": -1, "addmm": -1, "linear": -1, "scaled_dot_product_attention": -1}
+
+
+def reference_cost(program: Program) -> int:
+    """Rough count of mpmath operations one reference evaluation of `program` takes."""
+    total = 0
+    for n in program.nodes:
+        t = n.type
+        if not isinstance(t, TensorType) or t.is_symbolic:
+            continue
+        work = t.numel
+        if n.op in _CONTRACTING:
+            a = program.nodes[n.args[1] if n.op == "addmm" else n.args[0]].type
+            work *= a.shape[-1] if a.rank else 1
+            if n.op == "scaled_dot_product_attention":
+                work *= 3 * program.nodes[n.args[1]].type.shape[-2]
+        elif n.opdef.kind in ("reduction", "nn") and n.args and n.args[0] is not None:
+            work = max(work, program.nodes[n.args[0]].type.numel)
+        total += work
+    return total
+
+
 @dataclass(frozen=True)
 class OutputCheck:
     index: int
@@ -113,3 +135,174 @@ def measure(original: Program, candidate: Program, input_sets, config: Config) -
         ok = after.mean() <= before.mean() + config.tolerance_mean_bits and after.max() <= before.max() + config.tolerance_max_bits
         out.append(OutputCheck(k, float(before.mean()), float(before.max()), float(after.mean()), float(after.max()), bool(ok)))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Local verification: each rewrite on its own neighbourhood (DESIGN.md, "Verification is local").
+
+
+@dataclass(frozen=True)
+class LocalCheck:
+    region: int  # index of the region result
+    key: tuple  # the region's optimization key (shared by identical regions)
+    cls: int  # the e-class rewritten
+    values: tuple[int, ...]  # the original program's values it replaces
+    before_mean: float
+    before_max: float
+    after_mean: float
+    after_max: float
+    accepted: bool
+    reason: str = ""
+
+
+@dataclass
+class _Site:
+    region: int
+    cls: int
+    values: tuple[int, ...]
+    old: Program  # frontier values -> the user's expression
+    new: Program  # frontier values -> the rewritten expression
+    frontier: list[int]  # original program values feeding both, in input order
+
+
+LEAF_OPS = ("input", "param", "const")
+MAX_SITE_NODES = 256
+
+
+def _sites(program: Program, k: int, r) -> tuple[list[_Site], list[tuple[int, str]]]:
+    """The rewrite sites of one region, as pairs of small programs over shared frontier values."""
+    sat, ex, sub = r.saturated, r.extraction, r.program
+    class_of_new = {v: c for c, v in ex.value_of.items()}
+    by_class: dict[int, list[int]] = {}
+    for v, c in sat.class_of.items():
+        by_class.setdefault(c, []).append(v)
+    param_name = {r.source.nodes[i].attr["name"]: n.attr["name"] for i, n in enumerate(sub.nodes) if n.op == "param"}
+    sites, skipped = [], []
+    var_classes_at: dict[int, set[int]] = {}
+    for a in sat.applied:
+        var_classes_at.setdefault(a.root, set()).update(a.var_classes)
+    for c in sorted(ex.new_classes):
+        olds = [v for v in by_class.get(c, ()) if sub.nodes[v].op not in LEAF_OPS]
+        if not olds or c not in ex.value_of:
+            continue
+        # A rewrite is an identity in its rules' variables: feed both sides there. Collect the
+        # variables of every rule applied inside this rewritten expression.
+        stop: set[int] = set()
+        seen, stack = set(), [ex.value_of[c]]
+        while stack:
+            u = stack.pop()
+            cu = class_of_new.get(u)
+            if u in seen or (u != ex.value_of[c] and cu not in ex.new_classes):
+                continue
+            seen.add(u)
+            stop |= var_classes_at.get(cu, set())
+            stack.extend(a for a in ex.program.nodes[u].args if a is not None)
+        stop = {k for k in stop if k != c and k in by_class}  # only values the original computes can be fed
+        frontier_classes: list[int] = []
+
+        def walk(prog: Program, root: int, class_of) -> set[int]:
+            inner, stack = set(), [root]
+            while stack and len(inner) <= MAX_SITE_NODES:
+                u = stack.pop()
+                node, cu = prog.nodes[u], class_of(u)
+                if u in inner or (u != root and node.op in ("param", "const")):
+                    continue  # constants and parameters are copied where used
+                if u != root and (cu in stop or node.op == "input"):
+                    if cu not in frontier_classes:
+                        frontier_classes.append(cu)
+                    continue
+                inner.add(u)
+                stack.extend(a for a in node.args if a is not None)
+            return inner
+
+        old_root = olds[-1]
+        for _ in range(4):
+            # Frontier values are fed independently, so none may be computed from another
+            # (x + 1 and x, each rounded, are no longer one apart): walk through such values.
+            frontier_classes.clear()
+            new_nodes = walk(ex.program, ex.value_of[c], class_of_new.get)
+            old_nodes = walk(sub, old_root, sat.class_of.get)
+            dependent = {k for k in frontier_classes if _depends_on(sub, by_class[k][0], {v for j in frontier_classes if j != k for v in by_class[j]})}
+            if not dependent:
+                break
+            stop -= dependent
+        if len(old_nodes) > MAX_SITE_NODES or len(new_nodes) > MAX_SITE_NODES:
+            skipped.append((c, "neighbourhood too large to verify"))
+            continue
+        frontier_values = [next(v for v in by_class[fc] if v in sat.class_of) for fc in frontier_classes]
+        old = _site_program(sub, old_root, old_nodes, sat.class_of.get, frontier_classes, sat.types, {})
+        new = _site_program(ex.program, ex.value_of[c], new_nodes, class_of_new.get, frontier_classes, sat.types, param_name)
+        values = tuple(r.value_map[v] for v in olds)
+        sites.append(_Site(k, c, values, old, new, [r.value_map[v] for v in frontier_values]))
+    return sites, skipped
+
+
+def _depends_on(prog: Program, value: int, others: set[int]) -> bool:
+    """Whether `value` is computed (transitively) from any of `others`."""
+    seen, stack = set(), list(prog.nodes[value].args)
+    while stack:
+        a = stack.pop()
+        if a is None or a in seen:
+            continue
+        if a in others:
+            return True
+        seen.add(a)
+        stack.extend(prog.nodes[a].args)
+    return False
+
+
+def _site_program(prog: Program, root: int, inner: set[int], class_of, frontier_classes: list[int], types, rename: dict[str, str]) -> Program:
+    """Frontier values (one input each, in order; a side may not use all) -> one side's expression."""
+    from hnfc.ir.program import Builder
+
+    b = Builder()
+    inputs = {fc: b.input(f"f{k}", types[fc]) for k, fc in enumerate(frontier_classes)}
+    env: dict[int, int] = {}
+
+    def leaf(a: int) -> int:  # a parameter or constant, copied (parameters under this region's names)
+        n = prog.nodes[a]
+        attrs = dict(n.attr)
+        if n.op == "param":
+            attrs["name"] = rename.get(attrs["name"], attrs["name"])
+        return b.add(n.op, (), attrs, n.type)
+
+    for v in sorted(inner):  # node order is topological
+        n = prog.nodes[v]
+        if n.op in ("param", "const"):
+            env[v] = leaf(v)
+            continue
+        args = []
+        for a in n.args:
+            if a is None:
+                args.append(None)
+            elif a in env:
+                args.append(env[a])
+            elif class_of(a) in inputs:
+                args.append(inputs[class_of(a)])
+            else:
+                env[a] = leaf(a)
+                args.append(env[a])
+        env[v] = b.add(n.op, args, n.attr, n.type)
+    return b.build([env[root]], prog.params)
+
+
+def local_checks(program: Program, regions, input_sets, config: Config) -> list[LocalCheck]:
+    """Measure every rewrite on its neighbourhood, fed with the original program's values."""
+    sites: list[_Site] = []
+    checks: list[LocalCheck] = []
+    for k, r in enumerate(regions):
+        found, skipped = _sites(program, k, r)
+        sites += found
+        for c, reason in skipped:
+            checks.append(LocalCheck(k, r.key, c, (), 0.0, 0.0, 0.0, 0.0, False, reason))
+    needed = sorted({v for s in sites for v in s.frontier})
+    captured = [dict(zip(needed, run(flat(program, needed), inputs))) if needed else {} for inputs in input_sets]
+    for s in sites:
+        r = regions[s.region]
+        if reference_cost(s.old) * len(input_sets) > config.max_reference_ops:
+            checks.append(LocalCheck(s.region, r.key, s.cls, s.values, 0.0, 0.0, 0.0, 0.0, False, "too large for the reference"))
+            continue
+        sets = [[cap[v] for v in s.frontier] for cap in captured]
+        (m,) = measure(s.old, s.new, sets, config)
+        checks.append(LocalCheck(s.region, r.key, s.cls, s.values, m.before_mean, m.before_max, m.after_mean, m.after_max, m.accepted, "" if m.accepted else "measured worse"))
+    return checks

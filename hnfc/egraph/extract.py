@@ -37,8 +37,9 @@ class Extraction:
 
 
 class _Extractor:
-    def __init__(self, sat: Saturated) -> None:
+    def __init__(self, sat: Saturated, keep: frozenset[int] = frozenset()) -> None:
         self.sat = sat
+        self.keep = keep  # classes that must keep the input program's e-node (refused rewrites)
         self.classes = sat.snapshot.classes()
         self.none_classes = sat.none_classes
         self.original = {(sat.class_of[i], n.op, tuple(self._kid(a) for a in n.args)) for i, n in enumerate(sat.program.nodes)}
@@ -58,6 +59,8 @@ class _Extractor:
         return (n.cls, n.op, n.children) in self.original
 
     def valid(self, n: ENode) -> bool:
+        if n.cls in self.keep and not self.is_original(n):
+            return False
         if n.op in ("$num", "none") or n.op in IDENTITY_OPS:
             return True
         want = self.sat.types.get(n.cls)
@@ -102,8 +105,9 @@ class _Extractor:
         return best
 
 
-def extract(sat: Saturated) -> Extraction:
-    ex = _Extractor(sat)
+def extract(sat: Saturated, keep: frozenset[int] = frozenset()) -> Extraction:
+    """The cheapest program; classes in `keep` must use the input program's e-node."""
+    ex = _Extractor(sat, frozenset(keep))
     best = ex.run()
     program = sat.program
     roots = [sat.class_of[o] for o in program.outputs]

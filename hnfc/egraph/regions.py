@@ -11,6 +11,7 @@ the repeated blocks of a transformer are optimized once.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -40,6 +41,7 @@ class RegionResult:
     reused: bool  # the optimization of an identical earlier region was reused
     value_map: dict[int, int]  # region program value id -> original value id
     source: Program  # the region program the extraction was made for (differs when reused)
+    key: tuple = ()  # structure and rounded ranges: regions with one key share one optimization
 
 
 def partition(program: Program, max_nodes: int) -> list[Region]:
@@ -146,8 +148,22 @@ def optimize_regions(program: Program, ranges: Sequence[Interval | None], rules:
             sat = saturate(sub, sub_ranges, rules, limits)
             cache[key] = (sat, extract(sat), sub)
         sat, ex, source = cache[key]
-        results.append(RegionResult(region, sub, sat, ex, reused, back, source))
+        results.append(RegionResult(region, sub, sat, ex, reused, back, source, key))
     return _stitch(program, results), results
+
+
+def refuse(program: Program, results: list[RegionResult], refused: dict[tuple, set[int]]) -> tuple[Program, list[RegionResult]]:
+    """Re-extract the regions whose rewrites at the given e-classes were refused (by key, so
+    every region sharing an optimization keeps its original nodes there), and stitch again."""
+    redone: dict[tuple, Extraction] = {}
+    out = []
+    for r in results:
+        if r.key in refused:
+            if r.key not in redone:
+                redone[r.key] = extract(r.saturated, frozenset(refused[r.key]))
+            r = dataclasses.replace(r, extraction=redone[r.key])
+        out.append(r)
+    return _stitch(program, out), out
 
 
 def _stitch(program: Program, results: list[RegionResult]) -> Program:

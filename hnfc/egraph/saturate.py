@@ -44,6 +44,8 @@ class Applied:
     rule: str
     root: int  # e-class the rule rewrote (canonical at the end)
     values: tuple[int, ...]  # original SSA values in that class
+    var_classes: tuple[int, ...] = ()  # e-classes the rule's variables matched: the rewrite is an
+    # identity in these, so they are where local verification feeds both sides
 
 
 @dataclass
@@ -263,22 +265,23 @@ class _Driver:
     def process_candidates(self, snap: Snapshot, types, intervals, seen_applied: set) -> tuple[list[str], list[Applied]]:
         unions: list[str] = []
         applied: list[Applied] = []
-        rules = [(r.relation, r.rule.name, r.rule.when, r.guard_vars) for r in self.rules] + [("Cand_fold", "const-fold", (), ())]
-        for relation, name, guards, guard_vars in rules:
+        rules = [(r.relation, r.rule.name, r.rule.when, r.var_names) for r in self.rules] + [("Cand_fold", "const-fold", (), ())]
+        for relation, name, guards, var_names in rules:
             for row in snap.rows.get(relation, ()):
                 root, rhs, *bound = row
                 if root == rhs or (name, root, rhs) in seen_applied:
                     continue
                 if not _types_agree(types.get(root), types.get(rhs)):
                     continue
-                env = dict(zip(guard_vars, bound))
+                env = dict(zip(var_names, bound))
                 if not all(g.holds(intervals.get(env[g.var])) for g in guards):
                     continue
-                if root not in self.handle_of or rhs not in self.handle_of:
+                if root not in self.handle_of or rhs not in self.handle_of or any(v not in self.handle_of for v in bound):
                     continue
                 seen_applied.add((name, root, rhs))
                 unions.append(f"(union (Id {self.handle_of[root]}) (Id {self.handle_of[rhs]}))")
-                applied.append(Applied(name, root, ()))
+                # by handle: class ids change as classes merge, handles do not
+                applied.append(Applied(name, self.handle_of[root], (), tuple(self.handle_of[v] for v in bound)))
         return unions, applied
 
 
@@ -395,8 +398,8 @@ def saturate(program: Program, ranges: Sequence[Interval | None], rules: Sequenc
         values_in.setdefault(c, []).append(i)
     final_applied = []
     for a in applied:
-        c = _find_class(snap, a.root, d.handle_of)
-        final_applied.append(Applied(a.rule, c, tuple(values_in.get(c, ()))))
+        c = snap.handles[a.root]
+        final_applied.append(Applied(a.rule, c, tuple(values_in.get(c, ())), tuple(snap.handles[h] for h in a.var_classes)))
     return Saturated(
         program=program,
         snapshot=snap,
@@ -412,8 +415,3 @@ def saturate(program: Program, ranges: Sequence[Interval | None], rules: Sequenc
         seconds=time.perf_counter() - d.start,
         none_classes=d.none_classes,
     )
-
-
-def _find_class(snap: Snapshot, old_class: int, handle_of: dict[int, int]) -> int:
-    h = handle_of.get(old_class)
-    return snap.handles.get(h, old_class) if h is not None else old_class

@@ -25,8 +25,10 @@ Formulas (per op; "mag"/"mig" = max/min |x| over an interval, out = the output i
     exp x        mag x          log x   1/min|log x|      log1p x  |x/((1+x) log1p x)| at lo
     expm1 x      |x eˣ/expm1 x|, increasing: at hi       sqrt, rsqrt ½      xᵖ |p|
     sin, cos     |x cot x|, |x tan x|: endpoints (valley-shaped between poles), inf across a pole
+    sinh, cosh   |x coth x|, |x tanh x|: increasing in |x|, at mag x     hypot  1 (x²/h² + y²/h²)
     tanh         2m/sinh 2m at m = mig x      erf  2m e^(-m²)/(√π erf m) at mig    sigmoid |x|σ(-x)
-    softplus     |t σ(t)/softplus t|, t = βx  logsigmoid |x σ(-x)/log σ(x)|   gelu |1 + xφ(x)/Φ(x)|
+    softplus     |t σ(t)/softplus t|, t = βx  logsigmoid |x σ(-x)/log σ(x)|   gelu |1 + xφ(x)/Φ(x)|;
+                 approximate='tanh' also e^(2|z|) at the lowest z: torch's kernel cancels in 1 + tanh z
     sum, mean    1 for sign-definite x, else n·mag x/mig out (mean: mag x/mig out)
     var          2·rms(x)/σ (Cauchy–Schwarz) ≤ 2 mag x/√(lo(out)·(n-c)/n)
     logsumexp    Σpᵢ|xᵢ|/|lse| ≤ mag x/mig out
@@ -527,8 +529,56 @@ def _cond_erf(a, at, out, t, ts, wrt=None):
     return 2 * m * math.exp(-m * m) / (math.sqrt(math.pi) * math.erf(m))
 
 
+def _cond_sinh(a, at, out, t, ts, wrt=None):
+    # |x cosh x / sinh x| = |x coth x|: even, increasing in |x|, 1 at 0
+    m = a[0].mag
+    if m == 0:
+        return 1.0
+    if m > 350:
+        return m
+    return m / math.tanh(m)
+
+
+def _cond_cosh(a, at, out, t, ts, wrt=None):
+    # |x sinh x / cosh x| = |x tanh x|: even, increasing in |x|, 0 at 0
+    m = a[0].mag
+    return m if m > 350 else m * math.tanh(m)
+
+
+def _sinh(x: float) -> float:
+    try:
+        return math.sinh(x)
+    except OverflowError:
+        return math.copysign(INF, x)
+
+
+def _cosh(x: float) -> float:
+    try:
+        return math.cosh(x)
+    except OverflowError:
+        return INF
+
+
+def _iv_cosh(a, at, t, ts):
+    x = a[0]
+    return _iv(_cosh(x.mig), _cosh(x.mag), clip=(1.0, INF))
+
+
+def _iv_hypot(a, at, t, ts):
+    x, y = abs(a[0]), abs(a[1])
+    return _iv(math.hypot(x.lo, y.lo), math.hypot(x.hi, y.hi), clip=(0.0, INF))
+
+
+def _cond_hypot(a, at, out, t, ts, wrt=None):
+    # Σ|uᵢ ∂h/∂uᵢ|/h = (x² + y²)/h² = 1; one argument alone: x²/h² ≤ 1
+    return 1.0
+
+
 TANH = _bundle(lambda a, at, t, ts: _inc(math.tanh, a[0], clip=(-1.0, 1.0), zero_at=0.0), _cond_tanh)
 SIGMOID = _bundle(lambda a, at, t, ts: _inc(_sigmoid, a[0], ulps=COMPOUND_ULPS, clip=(0.0, 1.0)), _cond_sigmoid)
+SINH = _bundle(lambda a, at, t, ts: _inc(_sinh, a[0], zero_at=0.0), _cond_sinh)
+COSH = _bundle(_iv_cosh, _cond_cosh)
+HYPOT = _bundle(_iv_hypot, _cond_hypot)
 ERF = _bundle(lambda a, at, t, ts: _inc(math.erf, a[0], clip=(-1.0, 1.0), zero_at=0.0), _cond_erf)
 
 
@@ -698,6 +748,14 @@ def _cond_gelu(a, at, out, t, ts, wrt=None):
     vals = [0.0]
     if x.lo < 0:
         vals += [_gelu_cond_at(x.lo), _gelu_cond_at(min(x.hi, 0.0))]
+        if at.get("approximate") == "tanh":
+            # torch's kernel computes x/2 (1 + tanh z): the add cancels for z < 0, amplifying
+            # tanh's rounding by (1 - t)/(1 + t) = e^(2|z|) at the lowest z (z increases with x)
+            try:
+                z = _GELU_K * (x.lo + 0.044715 * x.lo**3)
+            except OverflowError:
+                z = -INF
+            vals.append(_exp(-2 * z))
     if x.hi > 0:
         vals.append(GELU_COND_POS)
     return max(vals)

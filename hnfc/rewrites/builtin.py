@@ -7,9 +7,10 @@ matter in patterns (the compiler matches both orders).
 
 from __future__ import annotations
 
-from hnfc.rewrites.builders import amax, exp, expm1, log, log1p, log_softmax, logsigmoid, logsumexp, reciprocal, sigmoid, softmax, softplus
+from hnfc.rewrites.builders import amax, cos, cosh, exp, expm1, hypot, log, log1p, log_softmax, logsigmoid, logsumexp, mean, reciprocal
+from hnfc.rewrites.builders import sigmoid, sin, sinh, softmax, softplus, sqrt, square, tanh, var
 from hnfc.rewrites.builders import sum as rsum
-from hnfc.rewrites.dsl import attr_vars, check_unique, pos, rule, vars
+from hnfc.rewrites.dsl import attr_vars, check_unique, nonneg, nonzero, pos, rule, vars
 
 x, y, z = vars("x y z")
 d, D, k = attr_vars("d D k")
@@ -17,6 +18,12 @@ d, D, k = attr_vars("d D k")
 LOG_EXP = ("log-exp",)
 SOFTMAX = ("softmax",)
 ALGEBRA = ("algebra",)
+CANCEL = ("cancellation",)
+STATS = ("statistics",)
+LOSSES = ("losses",)
+
+# The ways a square is written: x * x, x ** 2 (pow), torch.square.
+SQUARES = {"mul": lambda t: t * t, "pow": lambda t: t**2, "square": square}
 
 RULES = check_unique(
     [
@@ -47,6 +54,65 @@ RULES = check_unique(
             logsumexp(x, dim=D, keepdim=True),
             tags=SOFTMAX,
         ),
+        # cancellation: rewrite a difference of nearly equal values into a form without it
+        rule("sqrt-diff", sqrt(x) - sqrt(y), (x - y) / (sqrt(x) + sqrt(y)), when=[pos(x), nonneg(y)], tags=CANCEL),
+        rule("sqrt-diff-rev", sqrt(x) - sqrt(y), (x - y) / (sqrt(x) + sqrt(y)), when=[nonneg(x), pos(y)], tags=CANCEL),
+        # the same with the shared term cancelled exactly (x + y - x = y keeps y's shape: a
+        # scalar y cannot replace a tensor-valued difference, so this is its own rule)
+        rule("sqrt-add-diff", sqrt(x + y) - sqrt(x), y / (sqrt(x + y) + sqrt(x)), when=[nonneg(x), pos(y)], tags=CANCEL),
+        rule("sqrt-sub-diff", sqrt(x) - sqrt(x - y), y / (sqrt(x) + sqrt(x - y)), when=[pos(x), nonneg(y)], tags=CANCEL),
+        rule("recip-add-diff", reciprocal(x + y) - reciprocal(x), -y / ((x + y) * x), when=[pos(x), nonneg(y)], tags=CANCEL),
+        rule("one-over-add-diff", 1 / (x + y) - 1 / x, -y / ((x + y) * x), when=[pos(x), nonneg(y)], tags=CANCEL),
+        *(rule(f"sq-diff-{n}", sq(x) - sq(y), (x - y) * (x + y), tags=CANCEL) for n, sq in SQUARES.items()),
+        rule("recip-diff", reciprocal(x) - reciprocal(y), (y - x) / (x * y), when=[nonzero(x), nonzero(y)], tags=CANCEL),
+        rule("one-over-diff", 1 / x - 1 / y, (y - x) / (x * y), when=[nonzero(x), nonzero(y)], tags=CANCEL),
+        rule("add-sub-cancel", (x + y) - x, y, tags=CANCEL),
+        rule("sub-add-cancel", x - (x + y), -y, tags=CANCEL),
+        rule("one-minus-cos", 1 - cos(x), square(sin(x / 2)) * 2, tags=CANCEL),
+        rule("exp-diff-sinh", exp(x) - exp(-x), sinh(x) * 2, tags=CANCEL),
+        rule("exp-sum-cosh", exp(x) + exp(-x), cosh(x) * 2, tags=CANCEL),
+        rule("sinh-intro", (exp(x) - exp(-x)) / 2, sinh(x), tags=CANCEL),
+        rule("sinh-intro-half", (exp(x) - exp(-x)) * 0.5, sinh(x), tags=CANCEL),
+        rule("cosh-intro", (exp(x) + exp(-x)) / 2, cosh(x), tags=CANCEL),
+        rule("cosh-intro-half", (exp(x) + exp(-x)) * 0.5, cosh(x), tags=CANCEL),
+        rule("tanh-intro", (exp(x) - exp(-x)) / (exp(x) + exp(-x)), tanh(x), tags=CANCEL),
+        rule("tanh-intro-exp2", (exp(2 * x) - 1) / (exp(2 * x) + 1), tanh(x), tags=CANCEL),
+        rule("tanh-intro-exp-neg2", (1 - exp(-2 * x)) / (1 + exp(-2 * x)), tanh(x), tags=CANCEL),
+        rule("tanh-sinh-cosh", sinh(x) / cosh(x), tanh(x), tags=CANCEL),
+        rule("one-plus-tanh", 1 + tanh(x), sigmoid(x * 2) * 2, tags=CANCEL),
+        rule("one-minus-tanh", 1 - tanh(x), sigmoid(x * -2) * 2, tags=CANCEL),
+        *(rule(f"hypot-intro-{n}", sqrt(sq(x) + sq(y)), hypot(x, y), tags=CANCEL) for n, sq in SQUARES.items()),
+        *(rule(f"hypot-one-intro-{n}", sqrt(sq(x) + 1), hypot(x, 1), tags=CANCEL) for n, sq in SQUARES.items()),
+        rule("div-cancel-factor", (x * y) / x, y, when=[nonzero(x)], tags=CANCEL),
+        rule("div-common-factor", (x * y) / (x * z), y / z, when=[nonzero(x)], tags=CANCEL),
+        rule("div-sub-combine", x / z - y / z, (x - y) / z, when=[nonzero(z)], tags=CANCEL),
+        rule("div-add-combine", x / z + y / z, (x + y) / z, when=[nonzero(z)], tags=CANCEL),
+        rule("one-minus-fraction", 1 - x / (x + y), y / (x + y), tags=CANCEL),
+        rule("fraction-minus-one", x / (x + y) - 1, -y / (x + y), tags=CANCEL),
+        # statistics: E[x²] - E[x]² cancels when |mean| >> std; the variance kernel does not
+        *(
+            rule(
+                f"var-intro-{na}-{nb}",
+                mean(sa(x), dim=D, keepdim=k) - sb(mean(x, dim=D, keepdim=k)),
+                var(x, dim=D, correction=0, keepdim=k),
+                tags=STATS,
+            )
+            for na, sa in SQUARES.items()
+            for nb, sb in SQUARES.items()
+        ),
+        *(
+            rule(
+                f"var-centered-intro-{n}",
+                mean(sq(x - mean(x, dim=D, keepdim=True)), dim=D, keepdim=k),
+                var(x, dim=D, correction=0, keepdim=k),
+                tags=STATS,
+            )
+            for n, sq in SQUARES.items()
+        ),
+        # losses: BCE on probabilities, written through sigmoid
+        rule("one-minus-sigmoid", 1 - sigmoid(x), sigmoid(-x), tags=LOSSES),
+        rule("log-one-minus-sigmoid", log(1 - sigmoid(x)), logsigmoid(-x), tags=LOSSES),
+        rule("log1p-neg-sigmoid", log1p(-sigmoid(x)), logsigmoid(-x), tags=LOSSES),
         # algebra that connects the families (one bounded pass between stability phases)
         rule("add-assoc-left", (x + y) + z, x + (y + z), tags=ALGEBRA),
         rule("add-assoc-right", x + (y + z), (x + y) + z, tags=ALGEBRA),

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from hnfc import ops
 from hnfc.ir.text import format_value
-from hnfc.rewrites.dsl import AttrVar, Const, Op, Pattern, Rule, RuleError, Var
+from hnfc.rewrites.dsl import AttrVar, Const, Op, Pattern, Rule, RuleError, Var, pattern_vars
 
 COMMUTATIVE = frozenset({"add", "mul", "maximum", "minimum"})
 MAX_FIXED_ARITY = 4
@@ -118,7 +118,7 @@ class Variant:
 class CompiledRule:
     rule: Rule
     index: int
-    guard_vars: tuple[str, ...]  # pattern variables recorded in the candidate after root, rhs
+    var_names: tuple[str, ...]  # the left side's variables, recorded in the candidate after root, rhs
     variants: tuple[Variant, ...]
     literal_attrs: tuple[tuple[str, str], ...]  # (op, attr string) fixed on the right side
 
@@ -128,7 +128,7 @@ class CompiledRule:
 
     @property
     def declarations(self) -> str:
-        decl = [f"(relation {self.relation} ({' '.join(['Term'] * (2 + len(self.guard_vars)))}))"]
+        decl = [f"(relation {self.relation} ({' '.join(['Term'] * (2 + len(self.var_names)))}))"]
         for v in self.variants:
             if v.attr_relation:
                 decl.append(f"(relation {v.attr_relation} ({' '.join(['String'] * (len(v.lhs_slots) + len(v.rhs_slots)))}))")
@@ -213,7 +213,7 @@ def _has_attr_var(v) -> bool:
 
 
 def compile_rule(rule: Rule, index: int) -> CompiledRule:
-    guard_vars = tuple(sorted({g.var for g in rule.when}))
+    var_names = tuple(sorted(pattern_vars(rule.lhs)))
     variants = []
     literal: list[tuple[str, str]] = []
     for k, lhs_pattern in enumerate(_variants(rule.lhs)):
@@ -227,10 +227,10 @@ def compile_rule(rule: Rule, index: int) -> CompiledRule:
             attr_relation = f"Attr_{index}_{k}"
             cols = [f"?a{i + 1}" for i in range(len(em.lhs_slots))] + [f"?o{i + 1}" for i in range(len(em.rhs_slots))]
             query.append(f"({attr_relation} {' '.join(cols)})")
-        cand = " ".join(["?root", rhs] + [f"?v_{v}" for v in guard_vars])
+        cand = " ".join(["?root", rhs] + [f"?v_{v}" for v in var_names])
         text = f"(rule ({' '.join(query)}) ((Cand_{index} {cand})) :ruleset {rule.phase} :name {quote(f'{rule.name}#{k}')})"
         variants.append(Variant(attr_relation, tuple(em.lhs_slots), tuple(em.rhs_slots), text))
-    return CompiledRule(rule, index, guard_vars, tuple(variants), tuple(literal))
+    return CompiledRule(rule, index, var_names, tuple(variants), tuple(literal))
 
 
 def compile_rules(rules: Iterable[Rule]) -> tuple[CompiledRule, ...]:

@@ -257,10 +257,19 @@ class Rule:
 
 
 def rule(name: str, lhs: Pattern, rhs, *, when: Iterable[Guard] = (), tags: Iterable[str] = (), doc: str = "") -> Rule:
-    """Define a rewrite `lhs -> rhs`, valid over the reals wherever the guards hold."""
+    """Define a rewrite `lhs -> rhs`, valid over the reals wherever the guards hold.
+
+    `lhs` and `rhs` may also be zero-argument functions returning the patterns
+    (`rule("r", lambda: log(x, y), ...)`): a builder error (unknown op, arity, attribute) is then
+    raised naming the rule; built eagerly, it names the op only."""
     if not isinstance(name, str) or not name or name != name.strip() or " " in name:
         raise RuleError(f"rule name {name!r} must be a non-empty kebab-case string")
-    rhs = lift(rhs)
+    try:
+        lhs = lhs() if callable(lhs) and not isinstance(lhs, Pattern) else lhs
+        rhs = rhs() if callable(rhs) and not isinstance(rhs, Pattern) else rhs
+        rhs = lift(rhs)
+    except RuleError as e:
+        raise RuleError(f"rule {name}: {e}") from None
     if not isinstance(lhs, Op):
         raise RuleError(f"rule {name}: the left side must be an op pattern, not {lhs!r}")
     when = tuple(when)
@@ -284,7 +293,7 @@ def check_unique(rules: Iterable[Rule]) -> tuple[Rule, ...]:
     seen: dict[str, Rule] = {}
     for r in rules:
         if r.name in seen:
-            raise RuleError(f"duplicate rule name {r.name!r}")
+            raise RuleError(f"duplicate rule name {r.name!r} (rule {r.name}: {r.lhs} -> {r.rhs} and {seen[r.name].lhs} -> {seen[r.name].rhs})")
         seen[r.name] = r
     return rules
 

@@ -1,0 +1,160 @@
+"""Compile time and steady-state runtime: torch.compile backend "hnf" vs plain inductor vs eager.
+
+For each corpus model (tests/corpus.py, eval mode, no_grad inference, CPU), side by side in one
+run, each backend measured in its own fresh process (after a throw-away compile that pays the
+one-time start-up): eager runtime; inductor's compile time (first call) and runtime; hnf's (backend="hnf",
+which rewrites then hands the graph to inductor) compile time and runtime. Inductor's caches are
+disabled so each compile is cold for both. Runtime is the median of timed calls after warm-up.
+Ratios: compile hnf / inductor (goal <= 1.3), runtime inductor / hnf as speed (goal >= 0.95).
+
+    .venv/bin/python bench/compile.py [--quick] [--models mlp,gpt2_sdpa] [--threads N]
+
+Writes bench/results/compile.json and compile.md (--quick: bench/results/compile_quick.*).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from tests.corpus import CASES  # noqa: E402
+
+FULL = ["mlp", "cnn", "transformer_encoder_layer", "gpt2_sdpa", "bert", "llama"]
+QUICK = ["mlp", "transformer_encoder_layer"]
+
+
+def _steady(fn, inputs, *, warmup: int, repeat: int) -> float:
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn(*inputs)
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            fn(*inputs)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _compile(model, inputs, backend: str):
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=backend, fullgraph=False)
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t = time.perf_counter()
+        out = compiled(*inputs)
+        seconds = time.perf_counter() - t
+    fallbacks = [str(w.message) for w in caught if w.category.__name__ == "HnfcWarning"]
+    return compiled, out, seconds, fallbacks
+
+
+def _one(name: str, backend: str, warmup: int, repeat: int) -> dict:
+    """Measure one backend on one model in this (fresh) process."""
+    for b in ("inductor", "hnf"):  # one-time start-up (imports, worker pool) is not compile time
+        _compile(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Tanh()), (torch.randn(2, 3),), b)
+    model, inputs = CASES[name].build()
+    if backend == "eager":
+        return {"run": _steady(model, inputs, warmup=warmup, repeat=repeat)}
+    fn, out, seconds, fallbacks = _compile(model, inputs, backend)
+    leaves = [t.detach().double().sum().item() for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    return {"compile": seconds, "run": _steady(fn, inputs, warmup=warmup, repeat=repeat), "fallbacks": fallbacks, "checksum": leaves}
+
+
+def _isolated(name: str, backend: str, warmup: int, repeat: int, threads: int) -> dict:
+    import subprocess
+
+    cmd = [sys.executable, __file__, "--one", name, backend, "--threads", str(threads), "--warmup", str(warmup), "--repeat", str(repeat)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        raise RuntimeError(f"{name}/{backend} failed: {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def bench_model(name: str, *, warmup: int, repeat: int, threads: int = 1) -> dict:
+    """Each backend in its own fresh process (no state or in-memory kernel cache shared), in turn."""
+    e = _isolated(name, "eager", warmup, repeat, threads)
+    i = _isolated(name, "inductor", warmup, repeat, threads)
+    h = _isolated(name, "hnf", warmup, repeat, threads)
+    eager, ind_compile, ind_run, hnf_compile, hnf_run = e["run"], i["compile"], i["run"], h["compile"], h["run"]
+    fallbacks = h["fallbacks"]
+    diff = max((abs(a - b) for a, b in zip(h["checksum"], i["checksum"])), default=0.0)
+    return {
+        "model": name,
+        "eager_ms": eager * 1e3,
+        "inductor_compile_s": ind_compile,
+        "inductor_ms": ind_run * 1e3,
+        "hnf_compile_s": hnf_compile,
+        "hnf_ms": hnf_run * 1e3,
+        "compile_ratio": hnf_compile / ind_compile,  # hnf / inductor, goal <= 1.3
+        "speed_ratio": ind_run / hnf_run,  # inductor time / hnf time, goal >= 0.95
+        "speed_vs_eager": eager / hnf_run,
+        "output_checksum_diff_hnf_vs_inductor": diff,
+        "hnf_fallbacks": fallbacks,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=f"models {QUICK}, fewer repeats")
+    ap.add_argument("--models", default=None, help="comma-separated corpus names")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--one", nargs=2, metavar=("MODEL", "BACKEND"), help=argparse.SUPPRESS)
+    ap.add_argument("--warmup", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--repeat", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch._inductor.config.force_disable_caches = True  # cold compiles for both backends
+    warmup, repeat = (3, 20) if args.quick else (10, 100)
+    warmup, repeat = args.warmup or warmup, args.repeat or repeat
+    if args.one:
+        print(json.dumps(_one(args.one[0], args.one[1], warmup, repeat)))
+        return
+    names = args.models.split(",") if args.models else (QUICK if args.quick else FULL)
+    rows = []
+    for name in names:
+        row = bench_model(name, warmup=warmup, repeat=repeat, threads=args.threads)
+        rows.append(row)
+        print(f"{name:28s} compile hnf/inductor {row['compile_ratio']:.2f}x ({row['hnf_compile_s']:.1f}s / {row['inductor_compile_s']:.1f}s)  "
+              f"runtime inductor/hnf {row['speed_ratio']:.2f}  ({row['hnf_ms']:.3f} / {row['inductor_ms']:.3f} ms, eager {row['eager_ms']:.3f} ms)", flush=True)
+    geo = lambda xs: float(torch.tensor(xs).log().mean().exp())  # noqa: E731
+    summary = {
+        "compile_ratio_geomean": geo([r["compile_ratio"] for r in rows]),
+        "speed_ratio_geomean": geo([r["speed_ratio"] for r in rows]),
+        "goal": {"compile_ratio_max": 1.3, "speed_ratio_min": 0.95},
+    }
+    meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(), "threads": args.threads,
+            "quick": args.quick, "warmup": warmup, "repeat": repeat, "note": "inference under no_grad, CPU, inductor caches disabled, each backend in a fresh process"}
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "compile_quick" if args.quick else "compile"
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "summary": summary, "models": rows}, indent=2))
+    lines = [
+        "# torch.compile: hnf vs inductor vs eager",
+        "",
+        f"torch {meta['torch']}, {meta['machine']}, {args.threads} thread(s), no_grad inference, inductor caches off; "
+        f"runtime = median of {repeat} calls after {warmup} warm-up calls.",
+        "compile ratio = hnf compile / inductor compile (goal <= 1.3); speed = inductor time / hnf time (goal >= 0.95).",
+        "",
+        "| model | eager ms | inductor compile s | hnf compile s | compile ratio | inductor ms | hnf ms | speed | hnf fell back |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['eager_ms']:.3f} | {r['inductor_compile_s']:.2f} | {r['hnf_compile_s']:.2f} | {r['compile_ratio']:.2f} | "
+                     f"{r['inductor_ms']:.3f} | {r['hnf_ms']:.3f} | {r['speed_ratio']:.2f} | {'yes' if r['hnf_fallbacks'] else 'no'} |")
+    lines += ["", f"geometric means: compile ratio {summary['compile_ratio_geomean']:.2f}, speed {summary['speed_ratio_geomean']:.2f}"]
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[-1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,624 @@
+"""Precision assignment: a dtype per node from its precision requirement, validated by measurement.
+
+In: an IR `Program`, its value ranges (hnfc.analysis.ranges), a `Config` with `target` (the
+normwise relative error every output must meet) and `dtypes` (the menu). Out: the per-node dtype
+choice (`assign`), a new program with `to` casts (`with_dtypes`), and, from `select`, the program
+that meets the target on the verification inputs with what was promoted and why.
+
+Error measure. For an output y with true value t (hnfc.reference, mpmath): the normwise relative
+error ‖y − t‖∞ / ‖t‖∞ (max over the verification input sets). It is what `target` bounds.
+
+The requirement (DESIGN.md, "Precision assignment"; the HNF bound p ≥ log2(c·κ·D²/ε) in bits).
+A node run in dtype d rounds its float arguments and its result to d: a relative error of
+u_d = 2^-p_d (p_d: significand bits incl. the implicit one, 8 for bf16, 11 f16, 24 f32, 53 f64).
+The node amplifies its arguments' error by its condition number (`own` bits), and every node
+between it and an output amplifies it again (`down` bits). So the node needs
+
+    need = log2(1/target) + own + down + margin           bits of significand, p_d ≥ need
+    own  = clip(log2 cond, 0, W)                           cond from hnfc.analysis.node_cost
+    down = max over users u of (own(u) + down(u))         0 at outputs; shape ops, casts pass it on
+
+cond is the op table's relative condition number over the node's input box (the number that
+also drives extraction), with three normwise corrections, because `target` is normwise:
+(1) hazards (overflow, domain edges) do not count as bits here: they are range facts, checked
+below; (2) for the linear family (add, sub, sum, mean, mm, bmm, matmul, addmm, linear) an
+unbounded elementwise cond (a result range that reaches 0: every residual add and matmul) is
+replaced by the normwise one, Σ|terms| over |result| from interval magnitudes, with √k for a
+k-term contraction (rounding errors of independent terms add like a random walk; Higham & Mary's
+probabilistic bound): √k·‖a‖·‖b‖/‖c‖ for a product, (‖a‖+‖b‖)/‖a±b‖ for a sum;
+(3) softmax and log_softmax ignore masked entries (inputs below −1e30, an additive attention mask,
+whose probabilities are exact zeros): the cond is taken over the unmasked part of the range.
+
+The dtype: the cheapest menu dtype (by storage width, then significand) with p_d ≥ need whose
+finite range holds the node's result interval and its float arguments' intervals (fp16's max is
+65504; values so small that the dtype's subnormal spacing exceeds target·‖result‖ also refuse it).
+A dtype at least as wide as the node's own one always fits (the program already computes there).
+Downstream amplification only keeps a node at its original dtype, it never raises it above: a
+long chain of interval conds compounds pessimistically, and above-original precision is the
+validation loop's call (and the node's own cond's, when own alone needs it: log(1 + x), x ≈ 1e-8).
+Only float compute nodes (pointwise, reductions, nn, linalg ops) are assigned; shape ops follow
+their argument, inputs, parameters, constants, casts and opaque ops keep their dtype.
+
+Lowering a node to d casts its float arguments to d (`to` nodes, hash-consed, so neighbours of one
+dtype share their casts) and, where a user or an output wants another dtype, casts the result back.
+
+Validation (`select`): run the mixed program on the verification inputs; while some output misses
+the target (at most `max_promotions` rounds) promote the nodes with the largest predicted error
+contribution u_d·2^(own+down) upstream of the failing outputs one step up the menu, and measure
+again. If the target cannot be met, the most precise assignment tried is kept when it measures no
+worse than the original dtypes, else the original, with a warning.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from hnfc.analysis.curvature import node_cost
+from hnfc.analysis.intervals import Interval
+from hnfc.dtypes import DTYPES, FLOAT_ORDER, from_torch
+from hnfc.ir.program import Builder, Program
+from hnfc.ops.core import full_attrs
+from hnfc.types import TensorType
+
+COMPUTE_KINDS = frozenset({"pointwise", "reduction", "nn", "linalg"})
+LINEAR_FAMILY = frozenset({"add", "sub", "sum", "mean", "mm", "bmm", "matmul", "addmm", "linear"})
+PRODUCTS = frozenset({"mm", "bmm", "matmul", "addmm", "linear"})
+LOW_PRECISION = frozenset({"bf16", "f16"})
+MASK = 1e30  # additive attention masks use finfo.min or -inf; logits are never this large
+MENUS = {"cpu": ("bf16", "f32", "f64"), "cuda": ("f16", "bf16", "f32", "f64")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Menu
+
+
+def dtype_name(d: Any) -> str:
+    """torch.bfloat16, "bfloat16" or "bf16" -> "bf16" (float dtypes only)."""
+    if isinstance(d, str):
+        name = d.removeprefix("torch.")
+        if name in DTYPES:
+            out = name
+        else:
+            out = next((x.name for x in DTYPES.values() if x.torch_name == name), None)
+            if out is None:
+                raise ValueError(f"unknown dtype {d!r}; use a torch float dtype or one of {', '.join(FLOAT_ORDER)}")
+    else:
+        out = from_torch(d)
+    if not DTYPES[out].is_float:
+        raise ValueError(f"dtype menu entries must be float dtypes, got {d!r}")
+    return out
+
+
+def cost_key(name: str) -> tuple[int, int]:
+    d = DTYPES[name]
+    return (d.bits, d.mantissa)
+
+
+def menu(config, device: Any = "cpu") -> tuple[str, ...]:
+    """The configured menu, or the device's default, cheapest first."""
+    names = config.dtypes if getattr(config, "dtypes", None) else MENUS.get(getattr(device, "type", str(device)).split(":")[0], MENUS["cpu"])
+    return tuple(sorted({dtype_name(n) for n in names}, key=cost_key))
+
+
+# ---------------------------------------------------------------------------------------------
+# Nodes and FLOPs
+
+
+def _float_tensor(t: Any) -> bool:
+    return isinstance(t, TensorType) and DTYPES[t.dtype].is_float
+
+
+def is_compute(program: Program, i: int) -> bool:
+    """A float node that computes (and so can be run in another float dtype)."""
+    n = program.nodes[i]
+    if n.opdef.kind not in COMPUTE_KINDS or not _float_tensor(n.type):
+        return False
+    return any(a is not None and _float_tensor(program.nodes[a].type) and program.nodes[a].op != "const" for a in n.args)
+
+
+def _numel(t: Any) -> int:
+    try:
+        return t.numel if isinstance(t, TensorType) else 0
+    except ValueError:  # symbolic shape
+        return 0
+
+
+def _contraction(program: Program, i: int) -> int:
+    """k: the number of terms each result element sums (1 for elementwise ops)."""
+    n = program.nodes[i]
+    ts = [None if a is None else program.nodes[a].type for a in n.args]
+    try:
+        if n.op in ("mm", "bmm", "matmul", "linear"):
+            k = ts[0].shape[-1]
+        elif n.op == "addmm":
+            k = ts[1].shape[-1]
+        elif n.op in ("sum", "mean", "logsumexp"):
+            k = max(1, _numel(ts[0]) // max(1, _numel(n.type)))
+        elif n.op == "scaled_dot_product_attention":
+            k = ts[0].shape[-1]
+        else:
+            k = 1
+    except (AttributeError, IndexError):
+        k = 1
+    return int(k) if isinstance(k, int) else 1
+
+
+def node_flops(program: Program, i: int) -> float:
+    """Matrix products 2·m·n·k, attention 4·b·h·s·t·d, reductions and nn ops the input's numel,
+    pointwise ops the result's numel; shape ops, casts and leaves 0."""
+    n = program.nodes[i]
+    kind = n.opdef.kind
+    if kind in ("leaf", "shape") or n.op in ("to", "detach", "getitem", "opaque"):
+        return 0.0
+    if n.op in PRODUCTS:
+        return 2.0 * _numel(n.type) * _contraction(program, i)
+    if n.op == "scaled_dot_product_attention":
+        q, k = (program.nodes[a].type for a in n.args[:2])
+        try:
+            return 4.0 * _numel(q) * k.shape[-2]
+        except (AttributeError, IndexError, TypeError):
+            return 0.0
+    if kind in ("reduction", "nn"):
+        return float(max((_numel(program.nodes[a].type) for a in n.args if a is not None), default=0))
+    return float(_numel(n.type))
+
+
+def flop_share(program: Program, dtypes: Mapping[int, str] | None = None, low: frozenset = LOW_PRECISION) -> tuple[float, float]:
+    """(share of FLOPs run in a low-precision dtype, total FLOPs). `dtypes` maps value ids to the
+    dtype each node runs in (default: its type's dtype, i.e. a program with casts)."""
+    total = low_flops = 0.0
+    for i, n in enumerate(program.nodes):
+        f = node_flops(program, i)
+        if not f:
+            continue
+        d = (dtypes or {}).get(i, n.type.dtype if isinstance(n.type, TensorType) else "")
+        total += f
+        if d in low:
+            low_flops += f
+    return (low_flops / total if total else 0.0), total
+
+
+# ---------------------------------------------------------------------------------------------
+# Requirements
+
+
+@dataclass(frozen=True)
+class Need:
+    value: int  # value id in the program assigned
+    op: str
+    original: str  # the node's own dtype
+    own: float  # bits the node itself amplifies its arguments' rounding by
+    down: float  # bits the nodes between it and an output amplify its error by
+    bits: float  # required significand bits
+    dtype: str  # chosen
+    reason: str
+
+
+def _unmasked(program: Program, ranges: Sequence[Interval], v: int) -> Interval:
+    iv = ranges[v]
+    if iv.lo > -MASK:
+        return iv
+    n = program.nodes[v]
+    if n.op in ("add", "sub") and len(n.args) == 2:
+        a, b = (ranges[x] if x is not None else None for x in n.args)
+        if a is not None and b is not None:
+            if a.lo <= -MASK and a.hi <= 0 and b.lo > -MASK:
+                return b
+            if b.lo <= -MASK and b.hi <= 0 and a.lo > -MASK:
+                return a
+    return Interval(max(iv.lo, iv.hi - 104.0), iv.hi)  # below that, exp underflows in every format
+
+
+def _normwise_cond(program: Program, ranges: Sequence[Interval], i: int, wrt: int | None = None) -> float | None:
+    """Normwise relative cond of a linear-family node from interval magnitudes (module doc), for
+    all arguments' errors together (`wrt` None) or for argument `wrt`'s alone."""
+    n = program.nodes[i]
+    out = ranges[i].mag
+    if not math.isfinite(out) or out == 0:
+        return None
+    args = [None if a is None else ranges[a].mag for a in n.args]
+    if any(a is not None and not math.isfinite(a) for a in args):
+        return None
+    k = _contraction(program, i)
+    sel = set(range(len(args))) if wrt is None else {wrt}
+    if n.op in ("add", "sub"):
+        return sum(args[j] for j in sel) / out
+    if n.op == "sum":
+        return math.sqrt(k) * args[0] / out
+    if n.op == "mean":
+        return args[0] / (math.sqrt(k) * out)
+    prod = None
+    if n.op in ("mm", "bmm", "matmul"):
+        prod = math.sqrt(k) * args[0] * args[1]
+        return prod / out
+    if n.op == "addmm":
+        bias, prod = abs(n.attr["beta"]) * args[0], abs(n.attr["alpha"]) * math.sqrt(k) * args[1] * args[2]
+        return ((bias if 0 in sel else 0.0) + (prod if sel & {1, 2} else 0.0)) / out
+    if n.op == "linear":
+        bias, prod = (args[2] or 0.0), math.sqrt(k) * args[0] * args[1]
+        return ((bias if 2 in sel else 0.0) + (prod if sel & {0, 1} else 0.0)) / out
+    return None
+
+
+def _cond(program: Program, ranges: Sequence[Interval], i: int, wrt: int | None = None) -> tuple[float, str, str | None]:
+    """(cond, how, hazard) of node i for all its arguments' errors or for argument `wrt`'s."""
+    n = program.nodes[i]
+    arg_ivs = [None if a is None else ranges[a] for a in n.args]
+    ts = [None if a is None else program.nodes[a].type for a in n.args]
+    out_iv = ranges[i]
+    if n.op in ("softmax", "log_softmax") and n.args[0] is not None and ranges[n.args[0]].lo <= -MASK:
+        arg_ivs = [_unmasked(program, ranges, n.args[0])]
+        out_iv = None
+    cost = node_cost(n.opdef, arg_ivs, n.attr, out_iv, n.type, ts)
+    cond, how = cost.cond, "cond"
+    if wrt is not None and n.opdef.cond is not None and n.opdef.kind == "pointwise" and len(n.args) > 1:
+        try:
+            from hnfc.analysis.propagate import _args
+
+            at = full_attrs(n.opdef, n.attr)
+            cond = float(n.opdef.cond(_args(n.opdef, arg_ivs), at, out_iv or ranges[i], n.type, ts, {wrt}))
+        except Exception:
+            pass
+    if n.op in LINEAR_FAMILY and (cond != cond or cond > 1):
+        nw = _normwise_cond(program, ranges, i, wrt)
+        if nw is not None and not nw >= cond:
+            cond, how = nw, "normwise cond"
+    if cond != cond:
+        cond = math.inf
+    return cond, how, cost.hazard
+
+
+def _log2(c: float, width: int, floor: float) -> float:
+    if math.isinf(c):
+        return float(width)
+    return min(max(math.log2(c) if c > 0 else floor, floor), float(width))
+
+
+def own_bits(program: Program, ranges: Sequence[Interval], i: int) -> tuple[float, str]:
+    """Bits node i amplifies its arguments' relative rounding error by (normwise; module doc)."""
+    n = program.nodes[i]
+    cond, how, hazard = _cond(program, ranges, i)
+    bits = _log2(cond, DTYPES[n.type.dtype].bits, 0.0)
+    reason = f"{how} {cond:.3g}" if bits > 0 else ""
+    if hazard:
+        reason = (reason + "; " if reason else "") + f"hazard left to the range check: {hazard}"
+    return bits, reason
+
+
+def edge_bits(program: Program, ranges: Sequence[Interval], u: int, k: int) -> float:
+    """Bits node u amplifies (negative: attenuates) the normwise relative error of its argument k
+    by. Shape ops, casts and opaque ops pass it on unchanged."""
+    n = program.nodes[u]
+    if not is_compute(program, u):
+        return 0.0
+    cond, _, _ = _cond(program, ranges, u, k)
+    return _log2(cond, DTYPES[n.type.dtype].bits, -16.0)
+
+
+def _fits(iv: Interval | None, d: str, own_dtype: str, target: float) -> bool:
+    dd, od = DTYPES[d], DTYPES[own_dtype]
+    if iv is None or dd.max >= od.max and dd.tiny <= od.tiny:
+        return True  # at least the node's own dtype's range
+    if not iv.mag < dd.max:
+        return False
+    spacing = dd.tiny * 2.0 ** (1 - dd.mantissa)  # of subnormals
+    return iv.mag == 0 or spacing <= target * iv.mag
+
+
+def requirements(program: Program, ranges: Sequence[Interval], config, dtype_menu: Sequence[str] | None = None) -> dict[int, Need]:
+    """The requirement and the chosen dtype of every float compute node (a pure function)."""
+    target = float(config.target)
+    margin = float(getattr(config, "precision_margin", 0.0))
+    dtype_menu = tuple(sorted(dtype_menu or menu(config, program.meta.get("device", "cpu")), key=cost_key))
+    users = program.users()
+    compute = [i for i in range(len(program.nodes)) if is_compute(program, i)]
+    own: dict[int, tuple[float, str]] = {i: own_bits(program, ranges, i) for i in compute}
+    down = [0.0] * len(program.nodes)
+    is_out = set(program.outputs)
+    for i in range(len(program.nodes) - 1, -1, -1):
+        best = 0.0 if i in is_out else -math.inf
+        for u in set(users[i]):
+            if not _float_tensor(program.nodes[u].type):
+                continue  # an integer or bool result (a comparison) carries no rounding error on
+            for k, a in enumerate(program.nodes[u].args):
+                if a == i:
+                    best = max(best, edge_bits(program, ranges, u, k) + down[u])
+        down[i] = best if best > -math.inf else 0.0
+    target_bits = math.log2(1.0 / target)
+    out: dict[int, Need] = {}
+    for i in compute:
+        n = program.nodes[i]
+        o = n.type.dtype
+        ob, why = own[i]
+        need = target_bits + ob + down[i] + margin
+        ivs = [ranges[i]] + [ranges[a] for a in n.args if a is not None and _float_tensor(program.nodes[a].type) and program.nodes[a].op != "const"]
+        fitting = [d for d in dtype_menu if all(_fits(iv, d, o, target) for iv in ivs)]
+        enough = [d for d in fitting if DTYPES[d].mantissa >= need]
+        if enough and (cost_key(enough[0]) <= cost_key(o) or target_bits + ob + margin > DTYPES[o].mantissa):
+            choice = enough[0]
+        elif not enough and fitting and target_bits + ob + margin > DTYPES[o].mantissa:
+            choice = fitting[-1]  # the node itself needs more than any dtype has: the most we have
+        else:
+            choice = o
+        refused = [d for d in dtype_menu if d not in fitting and cost_key(d) < cost_key(choice)]
+        reason = why + (f"; range refuses {', '.join(refused)}" if refused else "")
+        out[i] = Need(i, n.op, o, ob, down[i], need, choice, reason)
+    return out
+
+
+def assign(program: Program, ranges: Sequence[Interval], config, dtype_menu: Sequence[str] | None = None) -> dict[int, str]:
+    """Value id -> dtype for every float compute node."""
+    return {i: r.dtype for i, r in requirements(program, ranges, config, dtype_menu).items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The transformation
+
+
+def with_dtypes(program: Program, dtypes: Mapping[int, str]) -> tuple[Program, dict[int, int]]:
+    """The program with node i computed in `dtypes[i]` (float compute nodes; others ignored).
+
+    Float arguments are cast to the node's dtype and results cast back where a user or an output
+    wants the original; shape ops follow their argument. Returns (new program, old id -> new id).
+    """
+    b = Builder()
+    new: dict[int, int] = {}
+
+    def cast(v: int, d: str) -> int:
+        t = b.nodes[v].type
+        if not _float_tensor(t) or t.dtype == d:
+            return v
+        return b.add("to", [v], {"dtype": d})
+
+    for i, n in enumerate(program.nodes):
+        orig_args = [None if a is None else new[a] for a in n.args]
+        if n.opdef.kind == "leaf":
+            new[i] = b.add(n.op, orig_args, n.attr, n.type)
+            continue
+        d = dtypes.get(i)
+        if d is not None and d != n.type.dtype and is_compute(program, i):
+            args = [None if a is None else a if program.nodes[n.args[k]].op == "const" else cast(a, d) for k, a in enumerate(orig_args)]
+            try:
+                v = b.add(n.op, args, n.attr)
+            except Exception:
+                v = None
+            if v is not None and b.nodes[v].type == n.type.with_dtype(d):
+                new[i] = v
+                continue
+        if n.opdef.kind == "shape" and n.op != "cat" and _float_tensor(n.type):
+            v = b.add(n.op, orig_args, n.attr)  # follows its argument's dtype
+            if b.nodes[v].type.shape == n.type.shape:
+                new[i] = v
+                continue
+        args = [None if a is None else cast(a, program.nodes[n.args[k]].type.dtype) if _float_tensor(program.nodes[n.args[k]].type) else a for k, a in enumerate(orig_args)]
+        new[i] = b.add(n.op, args, n.attr, n.type)
+    outs = [cast(new[o], program.nodes[o].type.dtype) if _float_tensor(program.nodes[o].type) else new[o] for o in program.outputs]
+    return b.build(outs, program.params, program.meta), new
+
+
+def dtype_map(program: Program, dtypes: Mapping[int, str], needs: Mapping[int, Need] | None = None) -> dict[str, dict]:
+    """JSON-ready: "%id" -> {"op", "dtype", and the requirement when known}, over the program
+    that was assigned (value ids of the program before casts were inserted)."""
+    out = {}
+    for i, d in sorted(dtypes.items()):
+        entry: dict[str, Any] = {"op": program.nodes[i].op, "dtype": d}
+        if needs and i in needs:
+            r = needs[i]
+            entry.update(original=r.original, need_bits=round(r.bits, 2), own_bits=round(r.own, 2), down_bits=round(r.down, 2))
+        out[f"%{i}"] = entry
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurement and the validation loop
+
+
+def normwise_error(result: Any, truth: np.ndarray) -> float:
+    """‖result − truth‖∞ / ‖truth‖∞ over the finite entries of truth (inf where the result is not
+    finite there; 0 for an all-zero truth matched exactly)."""
+    y = np.asarray(result.detach().double().cpu().numpy() if hasattr(result, "detach") else result, dtype=np.float64)
+    t = np.asarray(truth, dtype=np.float64)
+    ok = np.isfinite(t)
+    if not ok.any():
+        return 0.0
+    y, t = y[ok], t[ok]
+    if not np.isfinite(y).all():
+        return math.inf
+    scale = float(np.abs(t).max())
+    diff = float(np.abs(y - t).max())
+    return diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf)
+
+
+def truths(program: Program, input_sets: Sequence[Sequence[Any]]) -> list[list[np.ndarray]]:
+    from hnfc.reference import reference
+    from hnfc.verify import flat
+
+    return [reference(flat(program), inputs).outputs for inputs in input_sets]
+
+
+def measure(program: Program, input_sets, truth_sets) -> list[float]:
+    """Normwise relative error per float output (max over input sets; 0 for integer outputs)."""
+    from hnfc.verify import run
+
+    errs = [0.0] * len(program.outputs)
+    for inputs, truth in zip(input_sets, truth_sets):
+        for k, (y, t) in enumerate(zip(run(program, inputs), truth)):
+            if getattr(y, "is_floating_point", lambda: False)():
+                errs[k] = max(errs[k], normwise_error(y, t))
+    return errs
+
+
+@dataclass(frozen=True)
+class Promotion:
+    round: int
+    value: int  # value id in the assigned program
+    op: str
+    from_dtype: str
+    to_dtype: str
+    reason: str
+
+
+@dataclass
+class PrecisionResult:
+    program: Program  # with casts
+    dtypes: dict[int, str]  # value id (program before casts) -> dtype
+    needs: dict[int, Need]
+    errors: list[float]  # per output, normwise relative, measured on the verification inputs
+    met: bool
+    share: float  # of FLOPs in a low-precision dtype
+    promotions: list[Promotion] = field(default_factory=list)
+    rounds: int = 0
+    warnings: list[str] = field(default_factory=list)
+    demotions: list[Promotion] = field(default_factory=list)  # lowered by measurement after the target was met
+
+    def summary(self, target: float, dtype_menu: Sequence[str], source: Program) -> dict:
+        return {
+            "target": target,
+            "menu": list(dtype_menu),
+            "met": self.met,
+            "errors": self.errors,
+            "rounds": self.rounds,
+            "low_precision_flop_share": self.share,
+            "casts": sum(1 for n in self.program.nodes if n.op == "to") - sum(1 for n in source.nodes if n.op == "to"),
+        }
+
+
+def _ancestors(program: Program, outputs: Sequence[int]) -> set[int]:
+    seen = set(outputs)
+    for i in range(len(program.nodes) - 1, -1, -1):
+        if i in seen:
+            seen.update(a for a in program.nodes[i].args if a is not None)
+    return seen
+
+
+def _range_ivs(program: Program, ranges, i: int) -> list[Interval]:
+    n = program.nodes[i]
+    return [ranges[i]] + [ranges[a] for a in n.args if a is not None and _float_tensor(program.nodes[a].type) and program.nodes[a].op != "const"]
+
+
+def _next_up(d: str, dtype_menu: Sequence[str], need: Need, ranges, program: Program, target: float) -> str | None:
+    ivs = _range_ivs(program, ranges, need.value)
+    for c in dtype_menu:
+        if cost_key(c) > cost_key(d) and all(_fits(iv, c, need.original, target) for iv in ivs):
+            return c
+    return None
+
+
+def select(program: Program, ranges: Sequence[Interval], input_sets, config, truth_sets=None) -> PrecisionResult:
+    """Assign, measure, promote until every output meets `config.target` (module doc)."""
+    target = float(config.target)
+    dtype_menu = menu(config, program.meta.get("device", "cpu"))
+    needs = requirements(program, ranges, config, dtype_menu)
+    dtypes = {i: r.dtype for i, r in needs.items()}
+    truth_sets = truth_sets if truth_sets is not None else truths(program, input_sets)
+    promotions: list[Promotion] = []
+    warnings: list[str] = []
+    best = None
+    rounds = 0
+    while True:
+        mixed, _ = with_dtypes(program, dtypes)
+        errors = measure(mixed, input_sets, truth_sets)
+        worst = max(errors, default=0.0)
+        if best is None or worst < best[0] or worst <= target:
+            best = (worst, dict(dtypes), mixed, errors)
+        failing = [program.outputs[k] for k, e in enumerate(errors) if not e <= target]
+        if not failing or rounds >= config.max_promotions:
+            break
+        rounds += 1
+        up = _ancestors(program, failing)
+        scored = []
+        for i, d in dtypes.items():
+            nxt = _next_up(d, dtype_menu, needs[i], ranges, program, target) if i in up else None
+            if nxt is not None:
+                r = needs[i]
+                scored.append((2.0 ** (r.own + r.down - DTYPES[d].mantissa), i, d, nxt))
+        if not scored:
+            break
+        top = max(s[0] for s in scored)
+        for score, i, d, nxt in sorted(scored, reverse=True):
+            if score >= top / 4:
+                dtypes[i] = nxt
+                promotions.append(
+                    Promotion(rounds, i, program.nodes[i].op, d, nxt, f"output error {worst:.3g} > target {target:g}; predicted contribution 2^{math.log2(score):.1f} (own {needs[i].own:.1f} + down {needs[i].down:.1f} bits at p={DTYPES[d].mantissa})")
+                )
+    worst, dtypes_best, mixed, errors = best
+    met = worst <= target
+    demotions: list[Promotion] = []
+    if met and getattr(config, "demote", True):
+        dtypes_best = dict(dtypes_best)
+        flops = {i: node_flops(program, i) for i in dtypes_best}
+        for i in sorted(dtypes_best, key=lambda i: (-flops[i], needs[i].bits)):
+            d = dtypes_best[i]
+            lower = [c for c in dtype_menu if cost_key(c) < cost_key(d) and all(_fits(iv, c, needs[i].original, target) for iv in _range_ivs(program, ranges, i))]
+            if not lower or not flops[i]:
+                continue
+            trial = {**dtypes_best, i: lower[-1]}
+            m, _ = with_dtypes(program, trial)
+            e = measure(m, input_sets, truth_sets)
+            if max(e, default=0.0) <= target / 2:  # keep headroom for inputs not sampled
+                demotions.append(Promotion(0, i, program.nodes[i].op, d, lower[-1], f"measured {max(e, default=0.0):.3g} <= target/2 with it lowered (predicted need {needs[i].bits:.1f} bits)"))
+                dtypes_best, mixed, errors = trial, m, e
+    if not met:
+        original = {i: r.original for i, r in needs.items()}
+        orig_errors = measure(program, input_sets, truth_sets)
+        if max(orig_errors, default=0.0) < worst:
+            warnings.append(f"precision target {target:g} not met (best mixed assignment measured {worst:.3g}); original dtypes kept ({max(orig_errors, default=0.0):.3g})")
+            dtypes_best, mixed, errors = original, program, orig_errors
+        else:
+            warnings.append(f"precision target {target:g} not met after {rounds} promotion round(s): measured {worst:.3g}")
+    share, _ = flop_share(mixed)
+    return PrecisionResult(mixed, dtypes_best, needs, errors, met, share, promotions, rounds, warnings, demotions)
+
+
+__all__ = [
+    "MENUS",
+    "Need",
+    "PrecisionResult",
+    "Promotion",
+    "assign",
+    "dtype_map",
+    "dtype_name",
+    "flop_share",
+    "is_compute",
+    "measure",
+    "menu",
+    "node_flops",
+    "normwise_error",
+    "own_bits",
+    "requirements",
+    "run_stage",
+    "select",
+    "truths",
+    "with_dtypes",
+]
+
+
+def run_stage(program: Program, ranges: Sequence[Interval], input_sets, config, report) -> Program:
+    """The pipeline's precision stage: `select`, with its results written into `report`
+    (dtypes, low_precision_share, promotions, precision). Off when `config.target` is None. A
+    failure inside the stage keeps `program` as it is, with a warning: it never breaks the model."""
+    if getattr(config, "target", None) is None:
+        return program
+    import time
+    import warnings as _warnings
+
+    start = time.perf_counter()
+    try:
+        res = select(program, ranges, input_sets, config)
+    except Exception as e:  # never break the user's model
+        msg = f"precision stage failed ({type(e).__name__}: {e}); dtypes unchanged"
+        _warnings.warn(msg, stacklevel=3)
+        report.warnings.append(msg)
+        return program
+    dtype_menu = menu(config, program.meta.get("device", "cpu"))
+    report.dtypes = dtype_map(program, res.dtypes, res.needs)
+    report.low_precision_share = res.share
+    report.promotions = [{"kind": "promote", **asdict(p)} for p in res.promotions] + [{"kind": "demote", **asdict(p)} for p in res.demotions]
+    report.precision = res.summary(float(config.target), dtype_menu, program)
+    report.warnings.extend(res.warnings)
+    report.times["precision"] = report.times.get("precision", 0.0) + time.perf_counter() - start
+    return res.program

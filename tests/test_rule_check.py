@@ -1,0 +1,95 @@
+"""Soundness check of rules (hnfc.check_rules): every library rule passes, unsound rules are
+refused with a counterexample, and the CLI entry point reports both."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+import hnfc
+from hnfc.rewrites import attr_vars, in_range, library, nonneg, nonzero, pos, rule, vars
+from hnfc.rewrites.builders import amax, exp, log, log1p, logsumexp, relu, sigmoid, softplus, sqrt, tanh
+from hnfc.rewrites.builders import sum as rsum
+from hnfc.rewrites.check import RuleCheck, check_pack_cli, check_rule
+
+x, y, z = vars("x y z")
+(d,) = attr_vars("d")
+
+
+@pytest.mark.parametrize("r", library(), ids=lambda r: r.name)
+def test_library_rule_is_sound(r):
+    # 1000 points per pointwise rule; rules with reductions: 1000 values as 250 rows of 4
+    res = check_rule(r, samples=1000)
+    assert res.status in ("proven", "tested"), f"{r}: {res.detail} {res.counterexample}"
+    assert res.counterexample is None and res.points > 0
+
+
+UNSOUND = [
+    rule("sqrt-square", sqrt(x * x), x),
+    rule("log-mul-unguarded", log(x * y), log(x) + log(y)),
+    rule("exp-add", exp(x + y), exp(x) + exp(y)),
+    rule("div-distribute-wrong", (x + y) / z, x / z + y),
+    rule("sqrt-mul-weak-guard", sqrt(x * y), sqrt(x) * sqrt(y), when=[nonneg(x)]),  # needs nonneg(y) too
+    rule("sqrt-square-weak-guard", sqrt(x * x), x, when=[nonzero(x)]),  # needs pos(x)
+    rule("log-square-weak-guard", log(x * x), 2 * log(x), when=[nonzero(x)]),  # needs pos(x)
+    rule("log1p-linear", log1p(x), x),
+    rule("softplus-relu", softplus(x), relu(x)),
+    rule("sigmoid-neg-wrong", sigmoid(-x), 1 + sigmoid(x)),
+    rule("tanh-small-approx", tanh(x), x, when=[in_range(x, -1e-3, 1e-3)]),  # approximate, not exact
+    rule("softmax-no-denominator", exp(x) / rsum(exp(x), dim=(d,), keepdim=True), exp(x - amax(x, dim=(d,), keepdim=True))),
+    rule("logsumexp-is-max", logsumexp(x, dim=(d,), keepdim=True), amax(x, dim=(d,), keepdim=True)),
+]
+
+
+@pytest.mark.parametrize("r", UNSOUND, ids=lambda r: r.name)
+def test_unsound_rule_is_refused(r):
+    res = check_rule(r, samples=1000)
+    assert res.status == "refused", res.detail
+    cex = res.counterexample
+    assert cex is not None and set(cex) >= {"inputs", "lhs", "rhs", "domain"}
+    assert set(cex["inputs"]) == set(sorted(v for v in "xyz" if v in str(r.lhs)))
+    assert "at " in res.detail and r.name in str(res)
+
+
+def test_counterexample_respects_the_guard_domain():
+    res = check_rule(rule("w", sqrt(x * y), sqrt(x) * sqrt(y), when=[nonneg(x)]))
+    cex = res.counterexample
+    assert cex["inputs"]["x"] == 0.0 and cex["inputs"]["y"] < 0  # the only refuting points
+    assert cex["domain"] == {"x": "nonneg(x)", "y": "any real"}
+    assert cex["lhs"] == 0.0 and cex["rhs"] != cex["rhs"]  # finite -> NaN: refused
+
+
+def test_points_where_the_left_side_is_undefined_are_skipped():
+    # documented policy: a rule may turn NaN/inf into numbers, never numbers into NaN/inf
+    assert check_rule(rule("exp-log-any", exp(log(x)), x)).ok  # log(x < 0) is NaN: skipped
+    assert check_rule(rule("div-self", x / x, 1 + 0 * x)).ok  # 0/0 is NaN: skipped
+    assert check_rule(rule("one-to-nan", x * 0, log(x - x - 1))).status == "refused"
+
+
+def test_sympy_proves_and_guards_become_assumptions():
+    assert check_rule(rule("lm", log(x * y), log(x) + log(y), when=[pos(x), pos(y)])).status == "proven"
+    # a reduction: sampled only
+    assert check_rule(rule("lse", log(rsum(exp(x), dim=(d,), keepdim=True)), logsumexp(x, dim=(d,), keepdim=True))).status == "tested"
+
+
+def test_contradictory_guards_are_refused():
+    res = check_rule(rule("never", log(x), log(x), when=[pos(x), in_range(x, -2.0, -1.0)]))
+    assert res.status == "refused" and "contradictory" in res.detail
+
+
+def test_check_rules_is_public_and_takes_any_pack():
+    out = hnfc.check_rules("hnfc.examples.user_pack", samples=200)
+    assert [type(r) for r in out] == [RuleCheck] and out[0].status == "proven"
+
+
+def test_check_pack_cli_exit_codes(monkeypatch, capsys):
+    bad = types.ModuleType("bad_pack_for_test")
+    bad.RULES = [rule("softplus-relu", softplus(x), relu(x)), rule("ok-one", log(exp(x)), x)]
+    monkeypatch.setitem(sys.modules, "bad_pack_for_test", bad)
+    assert check_pack_cli("bad_pack_for_test", samples=200) == 1
+    out = capsys.readouterr().out
+    assert "refused" in out and "softplus-relu" in out and "ok-one" in out
+    assert check_pack_cli("hnfc.examples.user_pack", samples=200) == 0
+    assert check_pack_cli("no_such_pack_xyz") == 2
