@@ -38,7 +38,7 @@ def spearman(a, b) -> float:
 
 def predicted_bits(program, input_sets, lo, hi) -> float:
     ranges = analysis.ranges(program, {0: (lo, hi)}, observed=observe(program, input_sets))
-    return analysis.program_bits(program, ranges)[0]
+    return analysis.predicted_bits(program, ranges)
 
 
 def run(quick: bool) -> dict:

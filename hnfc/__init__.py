@@ -25,6 +25,7 @@ _LAZY = {
     "sample_inputs": "hnfc.metric",
     "check_rules": "hnfc.rewrites.check",
     "save": "hnfc.export",
+    "report_html": "hnfc.htmlreport",
 }
 
 __all__ = sorted([*_LAZY, "reference"])

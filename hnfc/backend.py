@@ -40,7 +40,6 @@ import re
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
-import torch
 import torch.fx as fx
 from torch.utils import _pytree as pytree
 

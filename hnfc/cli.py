@@ -279,7 +279,7 @@ def optimize(
                                      help=f"one per model input, e.g. 4x16 or 4x16:float32 (standard normal) or 2x8:int64 (uniform in [0, {INT_HIGH})); default: the module's example_inputs()"),
     ranges: list[str] = typer.Option([], "--range", "-r", metavar="NAME=LO:HI", help="declared input domain, by input name or position"),
     output: _Path = typer.Option(..., "--output", "-o", help="the .pt2 file to write (torch.export)"),
-    report_path: _Path = typer.Option(None, "--report", help="also write the report as JSON"),
+    report_path: _Path = typer.Option(None, "--report", help="also write the report: a self-contained HTML page when the name ends in .html, else JSON"),
     options: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="an hnfc option (hnfc.config.Config field)"),
     seed: int = typer.Option(0, help="seed of the random example inputs"),
 ) -> None:
@@ -314,7 +314,11 @@ def optimize(
         for w in caught:
             if str(w.message) not in report["warnings"]:
                 report["warnings"].append(str(w.message))
-        if report_path is not None:
+        if report_path is not None and report_path.suffix.lower() in (".html", ".htm"):
+            from hnfc.htmlreport import report_html
+
+            report_html(report, report_path, program=getattr(optimized, "program", None), example_inputs=example, input_ranges=declared)
+        elif report_path is not None:
             report_path.write_text(_json.dumps(report, indent=2, default=str))
     except UserError as e:
         _fail(e)

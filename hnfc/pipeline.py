@@ -103,7 +103,7 @@ def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *
     # extremes included: observe on the verification inputs, not on the examples alone.
     input_sets = verification_inputs(program, example_inputs, ranges_in, config)
     ranges = analysis.ranges(program, ranges_in, observed=observe(program, input_sets), margin=config.margin)
-    report.predicted_bits_before = analysis.program_bits(program, ranges)[0]
+    report.predicted_bits_before = analysis.predicted_bits(program, ranges)
     lap("ranges")
     compiled = compile_rules(select_rules(rules, config))
     limits = Limits(max_nodes=config.max_nodes, max_iterations=config.max_iterations, time_limit=config.time_limit)
@@ -139,14 +139,14 @@ def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *
         if reference_cost(program) * len(input_sets) <= config.max_reference_ops:
             # affordable: measure whole outputs too (for the report, and as a second judge)
             out_checks = measure(program, candidate, input_sets, config)
-            report.outputs = [OutputError(c.index, c.before_mean, c.before_max, c.after_mean, c.after_max, c.accepted) for c in out_checks]
+            report.outputs = [OutputError(c.index, c.before_mean, c.before_max, c.after_mean, c.after_max, c.accepted, c.histogram_before, c.histogram_after) for c in out_checks]
             if not all(c.accepted for c in out_checks):
                 candidate = merge_outputs(program, candidate, [c.accepted for c in out_checks])
         else:
             report.warnings.append("outputs not measured whole (too large for the reference); every rewrite was verified locally")
         lap("verify")
     final_ranges = analysis.ranges(candidate, ranges_in, observed=observe(candidate, input_sets), margin=config.margin)
-    report.predicted_bits_after = analysis.program_bits(candidate, final_ranges)[0]
+    report.predicted_bits_after = analysis.predicted_bits(candidate, final_ranges)
     report.rewrites = rewrites if candidate is not program else []
     report.nodes_after = len(candidate.nodes)
     return precision.run_stage(candidate, final_ranges, input_sets, config, report), report  # precision stage (off unless config.target)

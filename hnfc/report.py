@@ -32,6 +32,9 @@ class OutputError:
     after_mean: float
     after_max: float
     accepted: bool
+    # elements per whole bit of error (buckets 0..64), from verification (hnfc.verify.bit_histogram)
+    histogram_before: tuple[int, ...] | None = None
+    histogram_after: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -55,6 +58,12 @@ class Report:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def to_html(self, **options) -> str:
+        """One self-contained HTML page (hnfc.htmlreport.render; options: program, example_inputs, title)."""
+        from hnfc.htmlreport import render
+
+        return render(self, **options)
 
     def __str__(self) -> str:
         lines = [f"hnfc report: {len(self.rewrites)} rewrite(s), {self.nodes_before} -> {self.nodes_after} nodes"]

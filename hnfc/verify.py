@@ -90,6 +90,19 @@ class OutputCheck:
     after_mean: float
     after_max: float
     accepted: bool
+    # counts of elements per whole bit of error, buckets 0..64 (for the HTML report's histograms)
+    histogram_before: tuple[int, ...] | None = None
+    histogram_after: tuple[int, ...] | None = None
+
+
+HISTOGRAM_BUCKETS = 65  # bits of error 0..64 (float64 at most), floored to whole bits
+
+
+def bit_histogram(bits: np.ndarray) -> tuple[int, ...]:
+    """Counts of elements per whole bit of error (bucket k holds k <= bits < k + 1; NaN counts as 64)."""
+    b = np.nan_to_num(np.asarray(bits, dtype=float), nan=HISTOGRAM_BUCKETS - 1)
+    k = np.clip(np.floor(b), 0, HISTOGRAM_BUCKETS - 1).astype(np.int64)
+    return tuple(int(c) for c in np.bincount(k, minlength=HISTOGRAM_BUCKETS))
 
 
 def input_domains(program: Program, example_inputs: Sequence[torch.Tensor], input_ranges: dict[int, tuple[float, float]]) -> list:
@@ -133,7 +146,7 @@ def measure(original: Program, candidate: Program, input_sets, config: Config) -
             continue
         before, after = np.concatenate(errs_before[k]), np.concatenate(errs_after[k])
         ok = after.mean() <= before.mean() + config.tolerance_mean_bits and after.max() <= before.max() + config.tolerance_max_bits
-        out.append(OutputCheck(k, float(before.mean()), float(before.max()), float(after.mean()), float(after.max()), bool(ok)))
+        out.append(OutputCheck(k, float(before.mean()), float(before.max()), float(after.mean()), float(after.max()), bool(ok), bit_histogram(before), bit_histogram(after)))
     return out
 
 

@@ -25,6 +25,7 @@ _LAZY = {
     "node_cost": "hnfc.analysis.curvature",
     "node_bits": "hnfc.analysis.curvature",
     "program_bits": "hnfc.analysis.curvature",
+    "predicted_bits": "hnfc.analysis.curvature",
     "explain": "hnfc.analysis.curvature",
     "exact_values": "hnfc.analysis.curvature",
     "is_exact_node": "hnfc.analysis.curvature",

@@ -265,3 +265,14 @@ def explain(program, ranges: Sequence[Interval] | None = None, *, exact: bool = 
 
 
 __all__ = ["EXACT_OPS", "HAZARD_BITS", "ONE_ROUNDING", "NodeCost", "exact_values", "explain", "is_exact_node", "node_bits", "node_cost", "program_bits"]
+
+
+def predicted_bits(program, ranges=None) -> float:
+    """Predicted bits lost by the program's outputs: the summed node costs, capped at the widest
+    output format's width, as the bits-of-error metric caps (no output can lose more)."""
+    from hnfc.dtypes import DTYPES
+    from hnfc.types import TensorType
+
+    total = program_bits(program, ranges)[0]
+    widths = [DTYPES[program.nodes[o].type.dtype].bits for o in program.outputs if isinstance(program.nodes[o].type, TensorType)]
+    return min(total, max(widths)) if widths else total

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hnfc import ops
-from hnfc.analysis import node_bits
+from hnfc.analysis import is_exact_node, node_bits
 from hnfc.dtypes import DTYPES
 from hnfc.egraph.saturate import IDENTITY_OPS, WEAK_SCALAR, Saturated
 from hnfc.egraph.session import ENode
@@ -47,6 +47,37 @@ class _Extractor:
         for i, c in sat.class_of.items():
             self.values_in.setdefault(c, []).append(i)
         self.own: dict[tuple, float] = {}
+        self.exact = self._exact_classes()
+
+    def _exact_classes(self) -> set[int]:
+        """Classes whose value some e-node computes exactly (inputs, parameters, representable
+        constants, exact ops of those): their consumers round once, amplifying no error."""
+        program, exact = self.sat.program, set(self.none_classes)
+        changed = True
+        while changed:
+            changed = False
+            for c, nodes in self.classes.items():
+                if c in exact:
+                    continue
+                for n in nodes:
+                    if n.op in ("input", "param"):
+                        ok = True
+                    elif n.op == "const":
+                        orig = program.nodes[int(n.attrs)]
+                        ok = is_exact_node("const", orig.attr, [])
+                    elif n.op == "$num":
+                        t = self.sat.types.get(c)
+                        ok = is_exact_node("const", {"value": n.value, "dtype": t.dtype if isinstance(t, TensorType) else "f64"}, [])
+                    elif n.op in IDENTITY_OPS or n.op == "none" or not all(k in exact for k in n.children):
+                        ok = False
+                    else:
+                        args, arg_types = self.sat.child_facts(n)
+                        ok = is_exact_node(n.op, self.sat.attrs[n.attrs], [True] * len(n.children), self.sat.types.get(c), arg_types)
+                    if ok:
+                        exact.add(c)
+                        changed = True
+                        break
+        return exact
 
     def _kid(self, a):
         if a is None:
@@ -77,7 +108,8 @@ class _Extractor:
                 bits = 0.0
             else:
                 args, arg_types = self.sat.child_facts(n)
-                bits = node_bits(n.op, args, self.sat.attrs[n.attrs], self.sat.intervals.get(n.cls), self.sat.types.get(n.cls), arg_types)
+                exact_args = [k in self.exact for k in n.children]
+                bits = node_bits(n.op, args, self.sat.attrs[n.attrs], self.sat.intervals.get(n.cls), self.sat.types.get(n.cls), arg_types, exact_args)
                 bits += NODE_BITS + (0.0 if self.is_original(n) else NEW_NODE_BITS)
             self.own[key] = bits
         return self.own[key]
