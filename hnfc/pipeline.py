@@ -23,7 +23,7 @@ from hnfc.frontend import FrontendError, trace
 from hnfc.ir.program import Builder, Program, live_subprogram
 from hnfc.lowering import lower
 from hnfc.ir.expr import format_expr
-from hnfc.report import OutputError, Report, Rewrite
+from hnfc.report import Report, Rewrite
 from hnfc.rewrites.compile import compile_rules
 from hnfc.rewrites.dsl import Rule, check_unique
 from hnfc.verify import local_checks, measure, observe, reference_cost, verification_inputs
@@ -139,7 +139,7 @@ def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *
         if reference_cost(program) * len(input_sets) <= config.max_reference_ops:
             # affordable: measure whole outputs too (for the report, and as a second judge)
             out_checks = measure(program, candidate, input_sets, config)
-            report.outputs = [OutputError(c.index, c.before_mean, c.before_max, c.after_mean, c.after_max, c.accepted, c.histogram_before, c.histogram_after) for c in out_checks]
+            report.outputs = out_checks
             if not all(c.accepted for c in out_checks):
                 candidate = merge_outputs(program, candidate, [c.accepted for c in out_checks])
         else:

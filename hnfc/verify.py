@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from hnfc.config import Config
+from hnfc.report import OutputError
 from hnfc.dtypes import DTYPES
 from hnfc.ir.program import Program
 from hnfc.lowering import lower
@@ -82,19 +83,6 @@ def reference_cost(program: Program) -> int:
     return total
 
 
-@dataclass(frozen=True)
-class OutputCheck:
-    index: int
-    before_mean: float
-    before_max: float
-    after_mean: float
-    after_max: float
-    accepted: bool
-    # counts of elements per whole bit of error, buckets 0..64 (for the HTML report's histograms)
-    histogram_before: tuple[int, ...] | None = None
-    histogram_after: tuple[int, ...] | None = None
-
-
 HISTOGRAM_BUCKETS = 65  # bits of error 0..64 (float64 at most), floored to whole bits
 
 
@@ -129,7 +117,7 @@ def verification_inputs(program: Program, example_inputs, input_ranges, config: 
     return [list(s) for s in sets]
 
 
-def measure(original: Program, candidate: Program, input_sets, config: Config) -> list[OutputCheck]:
+def measure(original: Program, candidate: Program, input_sets, config: Config) -> list[OutputError]:
     """Bits of error of both programs' outputs against the reference of the original."""
     errs_before: list[list[np.ndarray]] = [[] for _ in original.outputs]
     errs_after: list[list[np.ndarray]] = [[] for _ in original.outputs]
@@ -142,11 +130,11 @@ def measure(original: Program, candidate: Program, input_sets, config: Config) -
     out = []
     for k in range(len(original.outputs)):
         if not errs_before[k]:
-            out.append(OutputCheck(k, 0.0, 0.0, 0.0, 0.0, True))
+            out.append(OutputError(k, 0.0, 0.0, 0.0, 0.0, True))
             continue
         before, after = np.concatenate(errs_before[k]), np.concatenate(errs_after[k])
         ok = after.mean() <= before.mean() + config.tolerance_mean_bits and after.max() <= before.max() + config.tolerance_max_bits
-        out.append(OutputCheck(k, float(before.mean()), float(before.max()), float(after.mean()), float(after.max()), bool(ok), bit_histogram(before), bit_histogram(after)))
+        out.append(OutputError(k, float(before.mean()), float(before.max()), float(after.mean()), float(after.max()), bool(ok), bit_histogram(before), bit_histogram(after)))
     return out
 
 

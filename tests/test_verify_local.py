@@ -47,7 +47,7 @@ def test_large_programs_are_verified_locally():
 
 def test_a_refused_rewrite_keeps_the_users_computation(monkeypatch):
     def worse(old, new, sets, config):
-        return [verify.OutputCheck(0, 0.0, 0.0, 9.0, 9.0, False)]
+        return [verify.OutputError(0, 0.0, 0.0, 9.0, 9.0, False)]
 
     monkeypatch.setattr(verify, "measure", worse)
     c = case("log-1-plus-x")

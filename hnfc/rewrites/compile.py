@@ -165,13 +165,21 @@ class _Emitter:
             return f"(App{len(children)} {quote(op)} {attr}{''.join(' ' + c for c in children)})"
         return f"(AppN {quote(op)} {attr} (vec-of {' '.join(children)}))"
 
-    def lhs(self, p: Pattern | None) -> str:
+    @staticmethod
+    def leaf(p: Pattern | None) -> str | None:
+        """An omitted argument, a variable or a constant (the same on both sides), else None."""
         if p is None:
             return '(App0 "none" "")'
         if isinstance(p, Var):
             return f"?v_{p.name}"
         if isinstance(p, Const):
             return f"(Num {num_literal(p.value)})"
+        return None
+
+    def lhs(self, p: Pattern | None) -> str:
+        leaf = self.leaf(p)
+        if leaf is not None:
+            return leaf
         assert isinstance(p, Op)
         opdef = ops.OPS[p.op]
         if opdef.arity < 0 or opdef.arity > MAX_FIXED_ARITY:
@@ -187,12 +195,9 @@ class _Emitter:
         return self.app(p.op, attr, [self.lhs(a) for a in p.args])
 
     def rhs(self, p: Pattern | None) -> str:
-        if p is None:
-            return '(App0 "none" "")'
-        if isinstance(p, Var):
-            return f"?v_{p.name}"
-        if isinstance(p, Const):
-            return f"(Num {num_literal(p.value)})"
+        leaf = self.leaf(p)
+        if leaf is not None:
+            return leaf
         assert isinstance(p, Op)
         if any(isinstance(v, (AttrVar, tuple)) and _has_attr_var(v) for _, v in p.attrs):
             self.rhs_slots.append((p.op, p.attrs))
