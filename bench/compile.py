@@ -7,7 +7,7 @@ which rewrites then hands the graph to inductor) compile time and runtime. Induc
 disabled so each compile is cold for both. Runtime is the median of timed calls after warm-up.
 Ratios: compile hnf / inductor (goal <= 1.3), runtime inductor / hnf as speed (goal >= 0.95).
 
-    .venv/bin/python bench/compile.py [--quick] [--models mlp,gpt2_sdpa] [--threads N]
+    .venv/bin/python bench/compile.py [--quick] [--models mlp,gpt2_sdpa] [--threads N] [--out bench/results]
 
 Writes bench/results/compile.json and compile.md (--quick: bench/results/compile_quick.*).
 """
@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help=f"models {QUICK}, fewer repeats")
     ap.add_argument("--models", default=None, help="comma-separated corpus names")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="directory for compile.json/.md (compile_quick.* with --quick)")
     ap.add_argument("--one", nargs=2, metavar=("MODEL", "BACKEND"), help=argparse.SUPPRESS)
     ap.add_argument("--warmup", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--repeat", type=int, default=None, help=argparse.SUPPRESS)
@@ -134,7 +135,7 @@ def main() -> None:
     }
     meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(), "threads": args.threads,
             "quick": args.quick, "warmup": warmup, "repeat": repeat, "note": "inference under no_grad, CPU, inductor caches disabled, each backend in a fresh process"}
-    out = ROOT / "bench" / "results"
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "compile_quick" if args.quick else "compile"
     (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "summary": summary, "models": rows}, indent=2))
