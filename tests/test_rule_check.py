@@ -61,10 +61,15 @@ def test_counterexample_respects_the_guard_domain():
     assert cex["lhs"] == 0.0 and cex["rhs"] != cex["rhs"]  # finite -> NaN: refused
 
 
-def test_points_where_the_left_side_is_undefined_are_skipped():
-    # documented policy: a rule may turn NaN/inf into numbers, never numbers into NaN/inf
-    assert check_rule(rule("exp-log-any", exp(log(x)), x)).ok  # log(x < 0) is NaN: skipped
-    assert check_rule(rule("div-self", x / x, 1 + 0 * x)).ok  # 0/0 is NaN: skipped
+def test_undefined_left_sides_need_a_guard_infinite_ones_are_skipped():
+    # documented policy: a rule may remove an overflow or a pole, never give a value where the
+    # real function is undefined (NaN), and never turn a number into NaN or inf
+    for unguarded in (rule("exp-log-any", exp(log(x)), x), rule("div-self", x / x, 1 + 0 * x)):
+        res = check_rule(unguarded)
+        assert res.status == "refused" and res.counterexample["lhs"] != res.counterexample["lhs"]  # NaN
+    assert check_rule(rule("exp-log-pos", exp(log(x)), x, when=[pos(x)])).ok
+    assert check_rule(rule("div-self-nonzero", x / x, 1 + 0 * x, when=[nonzero(x)])).ok
+    assert check_rule(rule("pole", 1 / x, 1 / x + 0 * x)).ok  # 1/0 = inf: skipped
     assert check_rule(rule("one-to-nan", x * 0, log(x - x - 1))).status == "refused"
 
 

@@ -20,8 +20,11 @@ point of the guarded domain where the left side is defined. Two methods, in this
    default and a few others), and so do `dim`/`keepdim` the left side leaves unconstrained.
 
 Comparison, point by point, at 256 bits:
-- the left side is NaN, infinite (or beyond 2^4096 in magnitude, which counts as overflow):
-  the point is skipped (a rule may only remove inf/NaN, never add them);
+- the left side is infinite (or beyond 2^4096 in magnitude, which counts as overflow): the
+  point is skipped (a rule may remove an overflow or a pole, never add one);
+- the left side is undefined (NaN over the reals: 0/0, log or sqrt of a negative) and the right
+  side is not: a counterexample. A rule that gives a value where the real function has none
+  needs a guard that excludes those points (x/x -> 1 needs nonzero(x));
 - the left side is finite and the right side is NaN or infinite, or
   |lhs - rhs| > 2^-40 * max(|lhs|, |rhs|) + 2^-1074: a candidate. Candidates are re-evaluated
   at 1024, 4096 and 8192 bits and pass as soon as the sides agree. A candidate is a
@@ -299,7 +302,7 @@ def _sanitize(v):
 _SANITIZE = np.frompyfunc(_sanitize, 1, 1)
 
 
-def _evaluate(p: Pattern | None, env: dict[str, np.ndarray], binding: dict, free: dict, cache: dict):
+def _evaluate(p: Pattern | None, env: dict[str, np.ndarray], binding: dict, free: dict, cache: dict, cap: bool = True):
     if p is None:
         return None
     if isinstance(p, Var):
@@ -312,7 +315,7 @@ def _evaluate(p: Pattern | None, env: dict[str, np.ndarray], binding: dict, free
     opdef = ops.OPS[p.op]
     if opdef.ref is None:
         raise _Unevaluable(f"op {p.op} has no exact meaning (ref)")
-    args = [_evaluate(a, env, binding, free, cache) for a in p.args]
+    args = [_evaluate(a, env, binding, free, cache, cap) for a in p.args]
     attrs = {k: _concrete(v, binding) for k, v in p.attrs}
     for k in free.get(p, {}):
         attrs[k] = binding[f"{p}.{k}"]
@@ -329,17 +332,18 @@ def _evaluate(p: Pattern | None, env: dict[str, np.ndarray], binding: dict, free
         value = obj(opdef.ref(args, attrs, out_type))
     except Exception as e:
         raise _Unevaluable(f"{p.op}: {type(e).__name__}: {e}") from None
-    value = obj(_SANITIZE(value))
+    value = obj(_SANITIZE(value)) if cap else value
     cache[key] = value
     return value
 
 
-def _both_sides(rule: Rule, env, binding, free, prec: int):
+def _both_sides(rule: Rule, env, binding, free, prec: int, cap: bool = True):
+    """Both sides at `prec` bits; with `cap`, magnitudes beyond 2^4096 count as overflow (inf)."""
     with mpmath.workprec(prec):
         env_mp = {k: obj(np.frompyfunc(mpmath.mpf, 1, 1)(v)) for k, v in env.items()}
         cache: dict = {}
-        lhs = _evaluate(rule.lhs, env_mp, binding, free, cache)
-        rhs = _evaluate(rule.rhs, env_mp, binding, free, cache)
+        lhs = _evaluate(rule.lhs, env_mp, binding, free, cache, cap)
+        rhs = _evaluate(rule.rhs, env_mp, binding, free, cache, cap)
         return lhs, rhs
 
 
@@ -353,12 +357,19 @@ def _close(a, b, rel=REL_TOL) -> bool:
     return abs(a - b) <= rel * max(abs(a), abs(b)) + ABS_TOL  # at mpmath's ambient precision
 
 
+def _isnan(v) -> bool:
+    return isinstance(v, (mpmath.mpf, float)) and mpmath.isnan(v)
+
+
 def _point_verdict(lhs_vals, rhs_vals) -> str:
-    """'skip' (left side undefined somewhere), 'ok' or 'bad' for one point (all its elements)."""
-    if any(not _finite(v) for v in lhs_vals):
+    """'skip' (left side infinite somewhere), 'ok' or 'bad' for one point (all its elements)."""
+    if any(not _finite(v) and not _isnan(v) for v in lhs_vals):
         return "skip"
     for a, b in zip(lhs_vals, rhs_vals):
-        if not _finite(b) or not _close(a, b):
+        if _isnan(a):
+            if _finite(b):
+                return "bad"  # a value where the real function is undefined: needs a guard
+        elif not _finite(b) or not _close(a, b):
             return "bad"
     return "ok"
 
@@ -603,7 +614,13 @@ def _confirm(rule, point_env, combo, free):
         lhs, rhs = np.broadcast_arrays(np.asarray(lhs, dtype=object).ravel(), np.asarray(rhs, dtype=object).ravel())
         verdict = _point_verdict(lhs, rhs)
         if verdict != "bad":
-            return "ok"  # agreement (or an undefined left side) once precision suffices
+            return "ok"  # agreement (or an infinite left side) once precision suffices
+        if any(_isnan(a) and _finite(b) for a, b in zip(lhs, rhs)):
+            # undefined, or inf - inf from the overflow cap? mpmath's exponents do not overflow
+            raw, _ = _both_sides(rule, env, combo, free, p, cap=False)
+            raw = np.broadcast_to(np.asarray(raw, dtype=object).ravel(), lhs.shape)
+            if not any(_isnan(a) for a in raw):
+                return "ok"
         vals.append((lhs, rhs))
     (l1, r1), (l2, r2) = vals[-2:]
     if not all(_close(a, b, 2.0**-60) for a, b in zip(l1, l2)):
