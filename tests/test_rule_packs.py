@@ -3,8 +3,6 @@ user's pack changing what hnfc.optimize finds, and a property test of the optimi
 
 from __future__ import annotations
 
-import sys
-import types
 
 import numpy as np
 import pytest

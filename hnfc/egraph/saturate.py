@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from hnfc import ops
 from hnfc.analysis import Interval, interval_of_node
+from hnfc.dtypes import DTYPES
 from hnfc.egraph.session import ENode, Session, Snapshot
 from hnfc.ir.program import Program
 from hnfc.rewrites.compile import FOLD_RULES, PRELUDE, CompiledRule, canonical_attrs, quote
@@ -85,8 +86,6 @@ def _normalize_attrs(op: str, attrs: Mapping[str, Any], arg_types: Sequence) -> 
 
 
 def _is_float_const(node) -> bool:
-    from hnfc.dtypes import DTYPES
-
     return node.op == "const" and DTYPES[node.attr["dtype"]].is_float and isinstance(node.attr["value"], (int, float)) and not isinstance(node.attr["value"], bool)
 
 
@@ -242,13 +241,13 @@ class _Driver:
         iv: dict[int, Interval] = {}
         for h, c in snap.handles.items():
             if h < len(self.program.nodes) and self.value_interval.get(h) is not None:
-                iv[c] = self.value_interval[h] if c not in iv else iv[c].intersect(self.value_interval[h])
+                iv[c] = self.value_interval[h] if c not in iv else _meet(iv[c], self.value_interval[h])
         for _ in range(3):  # a few sweeps: new classes get ranges, merged classes tighten
             for c, nodes in classes.items():
                 for n in nodes:
                     got = self._node_interval(n, iv, types.get(c))
                     if got is not None:
-                        iv[c] = got if c not in iv else _safe_intersect(iv[c], got)
+                        iv[c] = got if c not in iv else _meet(iv[c], got)
         return iv
 
     def _node_interval(self, n: ENode, iv, out_type):
@@ -299,11 +298,9 @@ def child_facts(n: ENode, none_classes: set[int], intervals: Mapping[int, Interv
     return args, arg_types
 
 
-def _safe_intersect(a: Interval, b: Interval) -> Interval:
-    try:
-        return a.intersect(b)
-    except Exception:
-        return a
+def _meet(a: Interval, b: Interval) -> Interval:
+    """Both are ranges of one value; disjoint only when an observed range was unsound: keep `a`."""
+    return a.intersect(b) or a
 
 
 def _types_agree(root, rhs) -> bool:
