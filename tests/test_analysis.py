@@ -120,7 +120,7 @@ def test_interval_encloses_samples(op, ex):
 
 # Ops whose cond may be unbounded on their test domains: the result can be 0 while the inputs
 # are not (cancellation: a sum of mixed signs, log near 1, cos near π/2, a variance that can be 0).
-CAN_BE_UNBOUNDED = {"add", "sub", "log", "log2", "cos", "sum", "mean", "var", "logsumexp", "mm", "bmm", "matmul", "addmm", "linear", "scaled_dot_product_attention"}
+CAN_BE_UNBOUNDED = {"add", "sub", "log", "log2", "cos", "sum", "mean", "var", "logsumexp", "logaddexp", "mm", "bmm", "matmul", "addmm", "linear", "scaled_dot_product_attention"}
 
 # Ops whose cond is a heuristic (documented in hnfc/ops/bounds.py), not a sup bound.
 COND_HEURISTIC = {"layer_norm", "batch_norm", "scaled_dot_product_attention"}

@@ -90,6 +90,9 @@ CASES: tuple[Case, ...] = (
     Case("tanh-from-exp", tanh_from_exp, -20.0, 20.0, "cancellation"),
     Case("gelu-tanh-naive", gelu_tanh_naive, -5.0, 5.0, "cancellation"),
     Case("masked-attention-row-1e9", masked_attention_row, -100.0, 100.0, "softmax"),
+    Case("logaddexp-naive", lambda x: torch.log(torch.exp(x[0]) + torch.exp(x[1])), -100.0, 100.0, "log-exp"),
+    Case("log-1-minus-exp", lambda x: torch.log(1 - torch.exp(-x)), 1e-6, 1e-2, "cancellation"),
+    Case("softmax-two-way", lambda x: torch.exp(x[0]) / (torch.exp(x[0]) + torch.exp(x[1])), -100.0, 100.0, "log-exp"),
 )
 
 

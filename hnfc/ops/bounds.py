@@ -579,6 +579,27 @@ SIGMOID = _bundle(lambda a, at, t, ts: _inc(_sigmoid, a[0], ulps=COMPOUND_ULPS, 
 SINH = _bundle(lambda a, at, t, ts: _inc(_sinh, a[0], zero_at=0.0), _cond_sinh)
 COSH = _bundle(_iv_cosh, _cond_cosh)
 HYPOT = _bundle(_iv_hypot, _cond_hypot)
+
+
+def _logaddexp(u: float, v: float) -> float:
+    m = max(u, v)
+    if m == -INF or m == INF:
+        return m
+    return m + math.log1p(math.exp(-abs(u - v)))
+
+
+def _iv_logaddexp(a, at, t, ts):
+    x, y = a  # increasing in both arguments
+    return _iv(_logaddexp(x.lo, y.lo), _logaddexp(x.hi, y.hi))
+
+
+def _cond_logaddexp(a, at, out, t, ts, wrt=None):
+    # (p|u| + q|v|)/|log(e^u + e^v)| with p + q = 1, as logsumexp over two values
+    out = out or _iv_logaddexp(a, at, t, ts)
+    return _ratio(max(a[0].mag, a[1].mag), out.mig)
+
+
+LOGADDEXP = _bundle(_iv_logaddexp, _cond_logaddexp)
 ERF = _bundle(lambda a, at, t, ts: _inc(math.erf, a[0], clip=(-1.0, 1.0), zero_at=0.0), _cond_erf)
 
 

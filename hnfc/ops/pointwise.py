@@ -286,6 +286,18 @@ OPS = [
         **bounds.HYPOT,
     ),
     OpDef(
+        name="logaddexp",
+        arity=2,
+        infer=float_pointwise_type,
+        emit=_minmax_emit("aten.logaddexp.default"),
+        ref=pointwise_ref(lambda a, b: r_log(mpmath.exp(a) + mpmath.exp(b)), 2),
+        aliases=(Alias("aten.logaddexp.default", lambda a: ([a["self"], a["other"]], {})),),
+        domain=(-50.0, 50.0),
+        examples=(Example(shapes=((3, 5), (3, 5))), Example(shapes=((2, 3, 5), (5,)))),
+        doc="log(e^a + e^b) without overflow",
+        **bounds.LOGADDEXP,
+    ),
+    OpDef(
         name="where",
         arity=3,
         infer=_where_type,

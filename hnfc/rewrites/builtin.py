@@ -7,7 +7,7 @@ matter in patterns (the compiler matches both orders).
 
 from __future__ import annotations
 
-from hnfc.rewrites.builders import amax, cos, cosh, exp, expm1, hypot, log, log1p, log_softmax, logsigmoid, logsumexp, mean, reciprocal
+from hnfc.rewrites.builders import amax, cos, cosh, exp, expm1, hypot, log, log1p, log_softmax, logaddexp, logsigmoid, logsumexp, mean, reciprocal
 from hnfc.rewrites.builders import sigmoid, sin, sinh, softmax, softplus, sqrt, square, tanh, var
 from hnfc.rewrites.builders import sum as rsum
 from hnfc.rewrites.dsl import attr_vars, check_unique, nonneg, nonzero, pos, rule, vars
@@ -38,6 +38,8 @@ RULES = check_unique(
         rule("sigmoid-intro", 1 / (1 + exp(-x)), sigmoid(x), tags=LOG_EXP),
         rule("sigmoid-intro-reciprocal", reciprocal(1 + exp(-x)), sigmoid(x), tags=LOG_EXP),
         rule("sigmoid-exp-ratio", exp(x) / (1 + exp(x)), sigmoid(x), tags=LOG_EXP),
+        rule("sigmoid-of-difference", exp(x) / (exp(x) + exp(y)), sigmoid(x - y), tags=LOG_EXP),
+        rule("logaddexp-intro", log(exp(x) + exp(y)), logaddexp(x, y), tags=LOG_EXP),
         rule("log-mul", log(x * y), log(x) + log(y), when=[pos(x), pos(y)], tags=LOG_EXP),
         rule("log-div", log(x / y), log(x) - log(y), when=[pos(x), pos(y)], tags=LOG_EXP),
         rule("log-reciprocal", log(1 / x), -log(x), when=[pos(x)], tags=LOG_EXP),
@@ -69,6 +71,7 @@ RULES = check_unique(
         rule("add-sub-cancel", (x + y) - x, y, tags=CANCEL),
         rule("sub-add-cancel", x - (x + y), -y, tags=CANCEL),
         rule("one-minus-cos", 1 - cos(x), square(sin(x / 2)) * 2, tags=CANCEL),
+        rule("one-minus-exp", 1 - exp(x), -expm1(x), tags=CANCEL),
         rule("exp-diff-sinh", exp(x) - exp(-x), sinh(x) * 2, tags=CANCEL),
         rule("exp-sum-cosh", exp(x) + exp(-x), cosh(x) * 2, tags=CANCEL),
         rule("sinh-intro", (exp(x) - exp(-x)) / 2, sinh(x), tags=CANCEL),
