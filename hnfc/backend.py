@@ -114,6 +114,8 @@ def _with_placeholders(lowered: fx.GraphModule, gm: fx.GraphModule, program) -> 
     """The lowered module, called like `gm`: one placeholder per gm placeholder, in order (the
     parameters dynamo lifted become placeholders again instead of attributes), and gm's output
     structure."""
+    from hnfc.lowering import identifier
+
     roles = program.meta["graph_inputs"]
     graph = lowered.graph
     inputs = [n for n in graph.nodes if n.op == "placeholder"]
@@ -129,7 +131,7 @@ def _with_placeholders(lowered: fx.GraphModule, gm: fx.GraphModule, program) -> 
                 node = inputs[k]
                 k += 1
             else:
-                node = graph.placeholder(_fresh(name, taken))
+                node = graph.placeholder(identifier(name, taken, prefix="p"))
             new.append(node)
     if k != len(inputs):
         raise RuntimeError(f"internal: lowered module has {len(inputs)} inputs, the graph {k}")
@@ -158,17 +160,6 @@ def _with_placeholders(lowered: fx.GraphModule, gm: fx.GraphModule, program) -> 
     graph.lint()
     result = fx.GraphModule(lowered, graph, class_name="HnfGraph")
     return result
-
-
-def _fresh(name: str, taken: set[str]) -> str:
-    base = "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "p"
-    if base[0].isdigit():
-        base = "p_" + base
-    out, k = base, 1
-    while out in taken:
-        out, k = f"{base}_{k}", k + 1
-    taken.add(out)
-    return out
 
 
 def _param_name_of(target: str, param_nodes: Mapping[str, fx.Node], program) -> str | None:

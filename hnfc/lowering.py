@@ -114,10 +114,11 @@ def _tensors_where_tensors_go(target, args, kwargs: dict, scalar_tensor):
     return args, kwargs
 
 
-def _placeholder_name(name: str, taken: set[str]) -> str:
-    base = "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "x"
+def identifier(name: str, taken: set[str], prefix: str = "x") -> str:
+    """`name` as a Python identifier not in `taken` (which it joins): fx placeholder names."""
+    base = "".join(c if c.isalnum() or c == "_" else "_" for c in name) or prefix
     if base[0].isdigit():
-        base = "x_" + base
+        base = f"{prefix}_{base}"
     out, k = base, 1
     while out in taken:
         out, k = f"{base}_{k}", k + 1
@@ -197,7 +198,7 @@ def lower(program: Program, *, dtypes: dict[int, str] | None = None) -> fx.Graph
 
     for i, node in enumerate(program.nodes):
         if node.op == "input":
-            env[i] = graph.placeholder(_placeholder_name(node.attr["name"], taken))
+            env[i] = graph.placeholder(identifier(node.attr["name"], taken))
             continue
         if node.op == "param":
             name = node.attr["name"]
