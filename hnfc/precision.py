@@ -442,11 +442,12 @@ def truths(program: Program, input_sets: Sequence[Sequence[Any]]) -> list[list[n
 
 def measure(program: Program, input_sets, truth_sets) -> list[float]:
     """Normwise relative error per float output (max over input sets; 0 for integer outputs)."""
-    from hnfc.verify import run
+    from hnfc.verify import runner
 
+    run = runner(program)
     errs = [0.0] * len(program.outputs)
     for inputs, truth in zip(input_sets, truth_sets):
-        for k, (y, t) in enumerate(zip(run(program, inputs), truth)):
+        for k, (y, t) in enumerate(zip(run(inputs), truth)):
             if getattr(y, "is_floating_point", lambda: False)():
                 errs[k] = max(errs[k], normwise_error(y, t))
     return errs

@@ -37,9 +37,15 @@ def flat(program: Program, outputs: Sequence[int] | None = None) -> Program:
     )
 
 
-def run(program: Program, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    with torch.no_grad():
-        return list(lower(flat(program))(*inputs))
+def runner(program: Program):
+    """The program lowered once, as a function of flat inputs returning a list (no autograd)."""
+    lowered = lower(flat(program))
+
+    def run(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return list(lowered(*inputs))
+
+    return run
 
 
 def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]]) -> dict[int, tuple[float, float]]:
@@ -48,11 +54,9 @@ def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]]) -> d
     out: dict[int, tuple[float, float]] = {}
     if not ids:
         return out
-    lowered = lower(flat(program, ids))
+    run = runner(flat(program, ids))
     for inputs in input_sets:
-        with torch.no_grad():
-            values = lowered(*inputs)
-        for i, v in zip(ids, values):
+        for i, v in zip(ids, run(inputs)):
             v = v.detach().double()
             v = v[~torch.isnan(v)]
             if v.numel():
@@ -121,9 +125,10 @@ def measure(original: Program, candidate: Program, input_sets, config: Config) -
     """Bits of error of both programs' outputs against the reference of the original."""
     errs_before: list[list[np.ndarray]] = [[] for _ in original.outputs]
     errs_after: list[list[np.ndarray]] = [[] for _ in original.outputs]
+    run_original, run_candidate = runner(original), runner(candidate)
     for inputs in input_sets:
         truth = reference(flat(original), inputs).outputs
-        for k, (a, b, t) in enumerate(zip(run(original, inputs), run(candidate, inputs), truth)):
+        for k, (a, b, t) in enumerate(zip(run_original(inputs), run_candidate(inputs), truth)):
             if a.is_floating_point():
                 errs_before[k].append(bits_error(a, t).ravel())
                 errs_after[k].append(bits_error(b, t).ravel())
@@ -297,7 +302,8 @@ def local_checks(program: Program, regions, input_sets, config: Config) -> list[
         for c, reason in skipped:
             checks.append(LocalCheck(k, r.key, c, (), 0.0, 0.0, 0.0, 0.0, False, reason))
     needed = sorted({v for s in sites for v in s.frontier})
-    captured = [dict(zip(needed, run(flat(program, needed), inputs))) if needed else {} for inputs in input_sets]
+    capture = runner(flat(program, needed)) if needed else None
+    captured = [dict(zip(needed, capture(inputs))) if needed else {} for inputs in input_sets]
     for s in sites:
         r = regions[s.region]
         if reference_cost(s.old) * len(input_sets) > config.max_reference_ops:
