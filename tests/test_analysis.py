@@ -426,7 +426,7 @@ def test_egraph_style_calls_with_unknown_children():
     t = TensorType((3, 8), "f32")
     # None at a required position is unknown; at an optional position it means omitted
     assert interval_of_node("log", [None], {}, t).is_whole
-    ln = interval_of_node("layer_norm", [Interval(-1.0, 1.0), None, None], {"normalized_shape": (8,), "eps": 1e-5}, t, [t, None, None])
+    ln = interval_of_node("layer_norm", [Interval(-1.0, 1.0), None, None], {"normalized_ndim": 1, "eps": 1e-5}, t, [t, None, None])
     assert ln.hi <= math.sqrt(7) * (1 + 1e-12)
     assert analysis.node_bits("log", [None], {}, None, t) < HAZARD_BITS  # unknown is not a hazard
 

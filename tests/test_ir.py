@@ -34,8 +34,8 @@ return %0, %1, %2, %3, %4, %5, %6, %7, %8
     "attrs_and_optional_args": """\
 %0 = input(name="x") : f32[2,3,8]
 %1 = param(name="ln.weight") : f32[8]
-%2 = layer_norm(%0, %1, _, normalized_shape=(8,)) : f32[2,3,8]
-%3 = layer_norm(%0, _, _, normalized_shape=(3, 8), eps=1e-06) : f32[2,3,8]
+%2 = layer_norm(%0, %1, _) : f32[2,3,8]
+%3 = layer_norm(%0, _, _, normalized_ndim=2, eps=1e-06) : f32[2,3,8]
 %4 = sum(%2, dim=(0, -1), keepdim=True) : f32[1,3,1]
 %5 = clamp(%3, min=-1.5, max=inf) : f32[2,3,8]
 %6 = gelu(%5, approximate="tanh") : f32[2,3,8]

@@ -337,7 +337,7 @@ def tiny_transformer(width=32, seq=8, heads=4, layers=2, seed=0):
         return b.param(name, TensorType(tuple(shape), "f32"))
 
     def ln(v, name):
-        return b.add("layer_norm", [v, param(name + ".w", (width,), 1.0), param(name + ".b", (width,), 0.1)], {"normalized_shape": (width,)})
+        return b.add("layer_norm", [v, param(name + ".w", (width,), 1.0), param(name + ".b", (width,), 0.1)], {"normalized_ndim": 1})
 
     def lin(v, name, i, o):
         return b.add("linear", [v, param(name + ".w", (o, i), i**-0.5), param(name + ".b", (o,), 0.1)])

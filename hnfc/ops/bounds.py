@@ -978,7 +978,7 @@ def _affine(y: Interval, w: Interval | None, b: Interval | None) -> Interval:
 
 def _iv_layer_norm(a, at, t, ts):
     x, w, b = a
-    n = _prod(at["normalized_shape"])
+    n = _prod(ts[0].shape[len(ts[0].shape) - at["normalized_ndim"] :]) if ts and ts[0] is not None else None
     eps = float(at["eps"])
     if x.width == 0:
         y = Interval(0.0, 0.0)
@@ -1007,7 +1007,7 @@ def _rms_eps(at, t) -> float:
 
 def _iv_rms_norm(a, at, t, ts):
     x, w = a
-    n = _prod(at["normalized_shape"])
+    n = _prod(ts[0].shape[len(ts[0].shape) - at["normalized_ndim"] :]) if ts and ts[0] is not None else None
     eps = _rms_eps(at, t)
     # xᵢ² ≤ Σx² = n·ms, so |ŷᵢ| = |xᵢ|/√(ms+eps) < √n; also ≤ mag/√eps
     bound = INF if n is None else math.sqrt(n)

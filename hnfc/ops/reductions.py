@@ -139,7 +139,7 @@ def _affine(y, w, b):
 
 def _layer_norm_ref(xs, at, out):
     x, w, b = xs
-    axes = tuple(range(x.ndim - len(at["normalized_shape"]), x.ndim))
+    axes = tuple(range(x.ndim - at["normalized_ndim"], x.ndim))
     return _affine(_normalize(x, axes, at["eps"], center=True), w, b)
 
 
@@ -152,8 +152,14 @@ def _rms_eps(at, out: TensorType) -> float:
 
 def _rms_norm_ref(xs, at, out):
     x, w = xs
-    axes = tuple(range(x.ndim - len(at["normalized_shape"]), x.ndim))
+    axes = tuple(range(x.ndim - at["normalized_ndim"], x.ndim))
     return _affine(_normalize(x, axes, _rms_eps(at, out), center=False), w, None)
+
+
+def _trailing(out: TensorType, at) -> list:
+    """torch's `normalized_shape`: the trailing `normalized_ndim` sizes (the IR keeps only the
+    count, so a rule can introduce the op without knowing shapes)."""
+    return list(out.shape[len(out.shape) - at["normalized_ndim"] :])
 
 
 def _batch_norm_ref(xs, at, out):
@@ -272,52 +278,52 @@ OPS = [
     OpDef(
         name="layer_norm",
         arity=3,
-        attrs={"normalized_shape": (), "eps": 1e-5},
+        attrs={"normalized_ndim": 1, "eps": 1e-5},
         optional=frozenset({1, 2}),
         infer=same_type,
-        emit=lambda a, at, out: Call("aten.layer_norm.default", (a[0], list(at["normalized_shape"]), a[1], a[2], at["eps"])),
+        emit=lambda a, at, out: Call("aten.layer_norm.default", (a[0], _trailing(out, at), a[1], a[2], at["eps"])),
         ref=_layer_norm_ref,
         aliases=(
             Alias(
                 "aten.native_layer_norm.default",
-                lambda a: ([a["input"], a["weight"], a["bias"]], {"normalized_shape": tuple(a["normalized_shape"]), "eps": a["eps"]}),
+                lambda a: ([a["input"], a["weight"], a["bias"]], {"normalized_ndim": len(a["normalized_shape"]), "eps": a["eps"]}),
                 output=0,
             ),
             Alias(
                 "aten.layer_norm.default",
-                lambda a: ([a["input"], a["weight"], a["bias"]], {"normalized_shape": tuple(a["normalized_shape"]), "eps": a["eps"]}),
+                lambda a: ([a["input"], a["weight"], a["bias"]], {"normalized_ndim": len(a["normalized_shape"]), "eps": a["eps"]}),
             ),
         ),
         examples=(
-            Example(shapes=((3, 8), (8,), (8,)), attrs={"normalized_shape": (8,), "eps": 1e-5}),
-            Example(shapes=((2, 3, 4), None, None), attrs={"normalized_shape": (3, 4), "eps": 1e-6}),
+            Example(shapes=((3, 8), (8,), (8,)), attrs={"normalized_ndim": 1, "eps": 1e-5}),
+            Example(shapes=((2, 3, 4), None, None), attrs={"normalized_ndim": 2, "eps": 1e-6}),
         ),
         kind="nn",
-        doc="(x - mean) / sqrt(var + eps) * w + b over the trailing `normalized_shape` (biased var)",
+        doc="(x - mean) / sqrt(var + eps) * w + b over the trailing `normalized_ndim` dims (biased var)",
         **bounds.LAYER_NORM,
     ),
     OpDef(
         name="rms_norm",
         arity=2,
-        attrs={"normalized_shape": (), "eps": None},
+        attrs={"normalized_ndim": 1, "eps": None},
         optional=frozenset({1}),
         infer=same_type,
-        emit=lambda a, at, out: Call("aten.rms_norm.default", (a[0], list(at["normalized_shape"]), a[1], at["eps"])),
+        emit=lambda a, at, out: Call("aten.rms_norm.default", (a[0], _trailing(out, at), a[1], at["eps"])),
         ref=_rms_norm_ref,
         aliases=tuple(
             Alias(
                 target,
-                lambda a: ([a["input"], a["weight"]], {"normalized_shape": tuple(a["normalized_shape"]), "eps": a["eps"]}),
+                lambda a: ([a["input"], a["weight"]], {"normalized_ndim": len(a["normalized_shape"]), "eps": a["eps"]}),
                 output=out,
             )
             for target, out in (("aten.rms_norm.default", None), ("aten._fused_rms_norm.default", 0))
         ),
         examples=(
-            Example(shapes=((3, 8), (8,)), attrs={"normalized_shape": (8,), "eps": 1e-6}),
-            Example(shapes=((2, 4), None), attrs={"normalized_shape": (4,), "eps": None}),
+            Example(shapes=((3, 8), (8,)), attrs={"normalized_ndim": 1, "eps": 1e-6}),
+            Example(shapes=((2, 4), None), attrs={"normalized_ndim": 1, "eps": None}),
         ),
         kind="nn",
-        doc="x / sqrt(mean(x^2) + eps) * w; eps=None is the compute dtype's machine epsilon",
+        doc="x / sqrt(mean(x^2) + eps) * w over the trailing `normalized_ndim` dims; eps=None is the compute dtype's machine epsilon",
         **bounds.RMS_NORM,
     ),
     OpDef(
