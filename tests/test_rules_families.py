@@ -13,7 +13,7 @@ import torch
 import hnfc
 from tests.test_egraph import assert_rewrites, optimize_expr
 
-M = "mean(x, dim=(0,), keepdim=True)"
+M = "mean(x, dim=(-1,), keepdim=True)"
 
 
 @pytest.mark.parametrize(
@@ -49,20 +49,20 @@ M = "mean(x, dim=(0,), keepdim=True)"
             (-40.0, 40.0),
         ),
         # statistics: E[x²] − E[x]² in every spelling of a square, keepdim and dims carried over
-        (f"mean(x * x, dim=(0,), keepdim=True) - {M} * {M}", "var(x, dim=(0,), correction=0, keepdim=True)", (10.0, 12.0)),
-        ("mean(x ** 2, dim=(0,)) - mean(x, dim=(0,)) ** 2", "var(x, dim=(0,), correction=0)", (10.0, 12.0)),
+        (f"mean(x * x, dim=(-1,), keepdim=True) - {M} * {M}", "var(x, dim=(-1,), correction=0, keepdim=True)", (10.0, 12.0)),
+        ("mean(x ** 2, dim=(-1,)) - mean(x, dim=(-1,)) ** 2", "var(x, dim=(-1,), correction=0)", (10.0, 12.0)),
         ("mean(square(x)) - square(mean(x))", "var(x, correction=0)", (10.0, 12.0)),
-        (f"mean(square(x - {M}), dim=(0,), keepdim=True)", "var(x, dim=(0,), correction=0, keepdim=True)", (10.0, 12.0)),
+        (f"mean(square(x - {M}), dim=(-1,), keepdim=True)", "var(x, dim=(-1,), correction=0, keepdim=True)", (10.0, 12.0)),
         # the hand-written layer norm keeps its shape; its variance becomes the kernel's
         (
-            f"(x - {M}) / sqrt(mean(x * x, dim=(0,), keepdim=True) - {M} * {M} + 1e-05)",
-            f"(x - {M}) / sqrt(var(x, dim=(0,), correction=0, keepdim=True) + 1e-05)",
+            f"(x - {M}) / sqrt(mean(x * x, dim=(-1,), keepdim=True) - {M} * {M} + 1e-05)",
+            f"(x - {M}) / sqrt(var(x, dim=(-1,), correction=0, keepdim=True) + 1e-05)",
             (10.0, 12.0),
         ),
         # attention logits scaled by a division still become a softmax
         (
-            "exp(x / 4.0) / sum(exp(x / 4.0), dim=(0,), keepdim=True)",
-            "softmax(x / 4.0, dim=0)",
+            "exp(x / 4.0) / sum(exp(x / 4.0), dim=(-1,), keepdim=True)",
+            "softmax(x / 4.0, dim=-1)",
             (-400.0, 400.0),
         ),
     ],

@@ -29,6 +29,7 @@ from hnfc.types import TensorType
 LEAF_OPS = frozenset({"input", "param", "opaque", "getitem"})  # kept as they are, by identity
 IDENTITY_OPS = LEAF_OPS | {"const"}  # encoded with their value id as attribute string (never merged)
 DIM_KEYS = ("dim", "dims", "dim0", "dim1")
+FROM_END = frozenset({"dim", "dim0", "dim1"})
 WEAK_SCALAR = TensorType((), "f32")  # the type of a constant made by a rule: a Python scalar
 
 
@@ -70,18 +71,25 @@ class Saturated:
 
 
 def _normalize_attrs(op: str, attrs: Mapping[str, Any], arg_types: Sequence) -> dict:
-    """Non-negative dims, so `dim=-1` and `dim=1` on a rank-2 value are one e-node."""
+    """One spelling per axis, so `dim=-1` and `dim=1` on a rank-2 value are one e-node: `dim`,
+    `dim0`, `dim1` count from the end (a rule's `dim=(-1,)` then means "the last axis" at any
+    rank), `dims` (permute, squeeze) from the front; transpose's two dims in increasing order."""
     first = next((t for t in arg_types if isinstance(t, TensorType)), None)
     if first is None:
         return dict(attrs)
     rank = first.rank + (1 if op == "unsqueeze" else 0)
     out = dict(attrs)
+    if not rank:
+        return out
     for key in DIM_KEYS:
         v = out.get(key)
-        if rank and isinstance(v, int) and not isinstance(v, bool):
-            out[key] = v % rank
-        elif rank and isinstance(v, tuple) and all(isinstance(d, int) for d in v):
-            out[key] = tuple(d % rank for d in v)
+        base = -rank if key in FROM_END else 0
+        if isinstance(v, int) and not isinstance(v, bool):
+            out[key] = v % rank + base
+        elif isinstance(v, tuple) and all(isinstance(d, int) and not isinstance(d, bool) for d in v):
+            out[key] = tuple(d % rank + base for d in v)
+    if isinstance(out.get("dim0"), int) and isinstance(out.get("dim1"), int) and out["dim0"] > out["dim1"]:
+        out["dim0"], out["dim1"] = out["dim1"], out["dim0"]
     return out
 
 
