@@ -28,9 +28,24 @@ from hnfc.verify import flat, measure, observe, verification_inputs
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def ranks(a) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank (predictions tie at the output width, and
+    an order-dependent tie break would make the correlation depend on the case order)."""
+    a = np.asarray(a, dtype=float)
+    order = np.argsort(a, kind="stable")
+    r = np.empty(len(a))
+    i = 0
+    while i < len(a):
+        j = i
+        while j + 1 < len(a) and a[order[j + 1]] == a[order[i]]:
+            j += 1
+        r[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return r
+
+
 def spearman(a, b) -> float:
-    ra = np.argsort(np.argsort(a)).astype(float)
-    rb = np.argsort(np.argsort(b)).astype(float)
+    ra, rb = ranks(a), ranks(b)
     if ra.std() == 0 or rb.std() == 0:
         return float("nan")
     return float(np.corrcoef(ra, rb)[0, 1])

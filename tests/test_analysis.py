@@ -124,6 +124,9 @@ CAN_BE_UNBOUNDED = {"add", "sub", "log", "log2", "cos", "sum", "mean", "var", "l
 
 # Ops whose cond is a heuristic (documented in hnfc/ops/bounds.py), not a sup bound.
 COND_HEURISTIC = {"layer_norm", "batch_norm", "scaled_dot_product_attention"}
+# Ops whose cond is a typical-magnitude estimate, not a sup bound, when their result changes sign
+# inside the box (hnfc/ops/bounds.py, "Sign changes"): tested in test_sign_change_*.
+SIGN_CHANGE_TYPICAL = {"add", "sub", "sum", "mean", "mm", "bmm", "matmul", "addmm", "linear"}
 
 
 @pytest.mark.parametrize("op,ex", op_examples(need_ref=True))
@@ -184,6 +187,8 @@ def test_cond_bounds_pointwise_conditioning(op, ex):
     c = op.cond(ivs, at, out, out_type, types, None)
     if math.isinf(c):
         return
+    if op.name in SIGN_CHANGE_TYPICAL and out.lo < 0 < out.hi and out.is_finite:
+        return  # a typical-magnitude estimate there, not a bound
     float_args = [k for k, (s, t) in enumerate(zip(ex.shapes, types)) if s is not None and t.dtype != "bool"]
     rng = np.random.default_rng(1)
     with mpmath.workprec(160):
@@ -457,12 +462,14 @@ def test_hazards():
 
 def test_exact_arguments_cost_nothing_for_one_rounding():
     q = parse_program('%0 = input(name="x") : f32[4]\n%1 = input(name="y") : f32[4]\n%2 = sub(%0, %1) : f32[4]\nreturn %2\n')
-    r = ranges(q, {"x": (-1.0, 1.0), "y": (-1.0, 1.0)})
+    r = ranges(q, {"x": (1.0, 2.0), "y": (1.0, 2.0)})
     assert program_bits(q, r)[0] == 0.0  # one rounding of exact inputs
     assert program_bits(q, r, exact=False)[0] == 32.0  # cancellation with inexact inputs
-    # a reduction rounds many times: its conditioning counts even on exact inputs
+    # a reduction rounds many times: its conditioning counts even on exact inputs (a sum whose
+    # result reaches 0 from one side without a sign change, so the sup applies: unbounded)
     s = parse_program('%0 = input(name="x") : f32[8]\n%1 = sum(%0, dim=(0,)) : f32[]\nreturn %1\n')
-    assert program_bits(s, ranges(s, {"x": (-1.0, 1.0)}))[0] == 32.0
+    assert program_bits(s, ranges(s, {"x": (-1.0, 1.0)}, observed={1: (0.0, 2.0)}))[0] == 32.0
+    assert program_bits(s, ranges(s, {"x": (-1.0, 1.0)}))[0] > 0  # crossing 0: typical, yet counted
 
 
 def test_explain_rows():
@@ -539,3 +546,72 @@ def test_calibration_expm1():
 def test_analysis_and_op_table_import_without_torch():
     code = "import sys, hnfc.ops, hnfc.analysis; hnfc.analysis.ranges; hnfc.analysis.node_bits; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+
+
+# ---------------------------------------------------------------------------------------------
+# sign changes, float32 accumulation, the overflow threshold (hnfc/ops/bounds.py, curvature.py)
+
+
+def test_sign_change_sum_uses_typical_magnitude():
+    # Σ|xᵢ|/|Σxᵢ| over a result that changes sign is unbounded at the root, but only a thin set of
+    # inputs comes near it: the typical-magnitude cond (n·E|x| over exp E ln|out|, uniform) is
+    # finite: 8·0.5/(8/e) = e/2 for 8 values in [-1, 1]
+    t8, t = TensorType((8,), "f32"), TensorType((), "f32")
+    at = {"dim": (0,), "keepdim": False}
+    crossing = OPS["sum"].cond([Interval(-1.0, 1.0)], full_attrs(OPS["sum"], at), Interval(-8.0, 8.0), t, [t8], None)
+    assert crossing == pytest.approx(math.e / 2)
+    # the same sum whose result only reaches 0 from one side keeps the sup: unbounded
+    one_sided = OPS["sum"].cond([Interval(-1.0, 1.0)], full_attrs(OPS["sum"], at), Interval(0.0, 8.0), t, [t8], None)
+    assert math.isinf(one_sided)
+    # and an unknown (infinite) result is not typical: unbounded
+    assert math.isinf(OPS["sum"].cond([Interval(-1.0, 1.0)], full_attrs(OPS["sum"], at), Interval.whole(), t, [t8], None))
+
+
+def test_sign_change_subtraction_of_sign_definite_terms_keeps_the_sup():
+    # a - b with a, b > 0 crossing 0 is where the two terms coincide (exp(x) - exp(-x) at x = 0,
+    # E[x²] - E[x]²): every bit can be lost, and rewrites exist, so the sup stays
+    t = TensorType((4,), "f32")
+    c_def = node_cost("sub", [Interval(1.0, 2.0), Interval(1.0, 2.0)], {}, Interval(-1.0, 1.0), t)
+    assert math.isinf(c_def.cond) and c_def.bits == 32.0
+    # a sum of terms that change sign themselves crosses its root: typical magnitude, a few bits
+    c_mix = node_cost("add", [Interval(-1.0, 1.0), Interval(-1.0, 1.0)], {}, Interval(-2.0, 2.0), t)
+    assert 1 < c_mix.cond < 4 and c_mix.bits < 2.5
+
+
+def test_sign_change_matmul_logits_are_finite():
+    # q kᵀ of zero-crossing factors (attention logits): the sup is unbounded, the typical cond is
+    # 2·k·E|a|·E|b|/typ|out|: small, as measured (a few bits at most on the stability suite)
+    ta, tb, to = TensorType((4, 16), "f32"), TensorType((16, 4), "f32"), TensorType((4, 4), "f32")
+    out = Interval(-512.0, 848.0)
+    c = node_cost("mm", [Interval(-10.0, 10.0), Interval(-10.0, 10.0)], {}, out, to, [ta, tb])
+    assert math.isfinite(c.cond) and c.bits < 3
+    # sign-definite products: no cancellation, cond = 2 (one per factor)
+    assert node_cost("mm", [Interval(1.0, 10.0), Interval(1.0, 10.0)], {}, Interval(16.0, 1600.0), to, [ta, tb]).cond == 2.0
+
+
+def test_low_precision_reductions_accumulate_in_float32():
+    # torch computes softmax / sum / mm of bf16 data in float32 and rounds once: on exact
+    # arguments the kernel's own roundings are f32's, 2^16 below a bf16 ulp
+    tb, tf = TensorType((4, 16), "bf16"), TensorType((4, 16), "f32")
+    x = Interval(-100.0, 100.0)
+    at = {"dim": -1}
+    f32 = node_cost("softmax", [x], at, None, tf, [tf], exact_args=[True])
+    bf16_exact = node_cost("softmax", [x], at, None, tb, [tb], exact_args=[True])
+    bf16_inexact = node_cost("softmax", [x], at, None, tb, [tb], exact_args=[False])
+    assert f32.bits > 7  # cond 200: log2 200 ≈ 7.6 bits in f32 units
+    assert bf16_exact.bits < 0.01  # 200·2^-24 is below half a bf16 ulp
+    assert bf16_inexact.bits >= f32.bits  # the arguments' bf16 errors are amplified
+    # pointwise ops are not discounted (one rounding in their own dtype)
+    assert node_cost("sub", [Interval(1.0, 2.0), Interval(1.0, 2.0)], {}, Interval(1e-3, 1.0), TensorType((4,), "bf16"), exact_args=[False, False]).bits > 8
+
+
+def test_overflow_threshold_is_max_plus_half_an_ulp():
+    from hnfc.analysis.curvature import overflow_threshold
+    from hnfc.dtypes import DTYPES
+
+    assert overflow_threshold(DTYPES["f16"]) == 65520.0  # 65504 + 16: the first value that rounds to inf
+    f32max = DTYPES["f32"].max
+    t = TensorType((4,), "f32")
+    # an additive mask of -max plus a logit rounds to -max, not -inf: no hazard
+    assert node_cost("add", [Interval(-100.0, 100.0), Interval(-f32max, -f32max)], {}, None, t).hazard is None
+    assert node_cost("add", [Interval(0.0, f32max), Interval(0.0, f32max)], {}, None, t).hazard

@@ -8,6 +8,7 @@ Bits lost at a node (DESIGN.md, "Curvature: the extraction objective"):
 
     bits = min(first + second, W) + hazard
     first  = max(0, log2 cond)          cond: the op's relative condition number, sup over the box
+                                        (typical where the result changes sign: bounds.py)
     second = log2(1 + cond · u / 2)     the second-order term (below)
     hazard = HAZARD_BITS if the node can overflow, meet a domain edge, or underflow into one
 
@@ -31,8 +32,14 @@ Bits lost at a node (DESIGN.md, "Curvature: the extraction objective"):
   (`wrt`). The same holds for the few other ops in ONE_ROUNDING (amax, var, rms_norm, to).
   Sums, products, softmax-like ops and layer norm round many times internally, so their cond
   counts regardless. `node_bits` assumes every argument inexact unless told (`exact_args`).
-- hazard (HAZARD_BITS, large but finite so totals still compare): (a) the output interval leaves
-  the finite range of the node's dtype while every argument is inside its own (the node itself
+- Accumulation: torch computes reductions, softmax-like and normalization kernels and matrix
+  products of f16/bf16 data in float32 (opmath) and rounds once. On exact arguments such a
+  node's own roundings are f32's, so its cond applies to u_f32, not u_bf16: bits =
+  log2(cond · u_f32/u_d) (softmax of exact bf16 logits in [-100, 100]: cond 200, 0 bf16 bits,
+  as measured). Inexact arguments carry errors in their own dtype: no discount.
+- hazard (HAZARD_BITS, large but finite so totals still compare): (a) the output interval reaches
+  the dtype's overflow threshold (max + half an ulp: round to nearest sends anything below it to
+  max, so -max + a logit is finite) while every argument is inside its own range (the node itself
   overflows: exp of [-100, 100] in f32); (b) `OpDef.hazard`: log/log1p/log2 of a range reaching
   its domain edge, division or reciprocal or rsqrt or negative powers of a range holding 0, sqrt
   of negatives, variance over ≤ correction elements, batch norm's var + eps ≤ 0; (c) underflow
@@ -69,6 +76,11 @@ EXACT_OPS = frozenset({"neg", "abs", "relu", "maximum", "minimum", "clamp", "whe
 # are rounded inside the kernel.)
 ONE_ROUNDING = frozenset({"to", "amax", "amin", "var", "rms_norm"})
 
+# Kernels that accumulate f16/bf16 data in float32 (torch's opmath / acc_type: reductions,
+# softmax-like and normalization kernels, matrix products) and round once to the output dtype.
+ACCUMULATING_KINDS = frozenset({"reduction", "nn", "linalg"})
+ACCUMULATOR = DTYPES["f32"]
+
 
 @dataclass(frozen=True)
 class NodeCost:
@@ -76,6 +88,12 @@ class NodeCost:
     bits: float  # predicted bits lost at this node
     reason: str  # why it costs what it costs ("" when it costs nothing)
     hazard: str | None = None
+
+
+def overflow_threshold(d) -> float:
+    """The least magnitude a float dtype rounds to infinity: its max plus half an ulp there (round
+    to nearest sends [max, max + ulp/2) to max: an additive mask of -max plus a logit is finite)."""
+    return d.max + 2.0 ** (math.frexp(d.max)[1] - 1 - d.mantissa)
 
 
 def _dtype(t: Any):
@@ -114,7 +132,7 @@ def node_cost(
     if opdef.hazard is not None:
         held = [None if a is None else a.in_dtype(t.dtype if isinstance(t, TensorType) else d.name) for a, t in zip(args, ts)]
         hazard = opdef.hazard(held, at, out_type, ts)
-    if hazard is None and (out_interval.hi > d.max or out_interval.lo < -d.max):
+    if hazard is None and (out_interval.hi >= overflow_threshold(d) or out_interval.lo <= -overflow_threshold(d)):
         inside = all(a is None or a.mag <= (_dtype(t) or d).max or not (_dtype(t) or d).is_float for a, t in zip(args, ts))
         if inside:
             hazard = f"overflow: range {out_interval} exceeds the {d.name} maximum {d.max:.4g}"
@@ -130,12 +148,17 @@ def node_cost(
     if c_counted != c_counted:
         c_counted = math.inf
     cap = float(d.bits)
+    # the unit the node's own roundings are made in, relative to its dtype's (see "Accumulation")
+    unit = 1.0
+    if wrt is None and opdef.kind in ACCUMULATING_KINDS and exact_args is not None and all(e for a, e in zip(args, exact_args) if a is not None):
+        unit = min(1.0, ACCUMULATOR.eps / d.eps)
     if c_counted == 0:
         bits = 0.0
     elif math.isinf(c_counted):
         bits = cap
     else:
-        bits = min(max(0.0, math.log2(c_counted)) + math.log2(1 + c_counted * d.eps / 2), cap)
+        c_unit = c_counted * unit
+        bits = min(max(0.0, math.log2(c_unit)) + math.log2(1 + c_unit * d.eps / 2), cap)
     if wrt is not None and not wrt:
         if c > 2:
             reasons.append(f"cond {c:.3g} on exact arguments: one rounding")

@@ -29,7 +29,7 @@ Formulas (per op; "mag"/"mig" = max/min |x| over an interval, out = the output i
     tanh         2m/sinh 2m at m = mig x      erf  2m e^(-m²)/(√π erf m) at mig    sigmoid |x|σ(-x)
     softplus     |t σ(t)/softplus t|, t = βx  logsigmoid |x σ(-x)/log σ(x)|   gelu |1 + xφ(x)/Φ(x)|;
                  approximate='tanh' also e^(2|z|) at the lowest z: torch's kernel cancels in 1 + tanh z
-    sum, mean    1 for sign-definite x, else n·mag x/mig out (mean: mag x/mig out)
+    sum, mean    1 for sign-definite x, else n·mag x/mig out (mean: mag x/mig out); see "Sign changes"
     var          2·rms(x)/σ (Cauchy–Schwarz) ≤ 2 mag x/√(lo(out)·(n-c)/n)
     logsumexp    Σpᵢ|xᵢ|/|lse| ≤ mag x/mig out
     softmax      |xᵢ|(1-pᵢ) + Σⱼ≠ᵢ|xⱼ|pⱼ ≤ 2 mag x (1 - lo out)
@@ -44,6 +44,18 @@ Formulas (per op; "mag"/"mig" = max/min |x| over an interval, out = the output i
     sdpa         convex combination of v rows: (1 or mag v/mig out) + 2·L·width(v)/mig out,
                  L = |scale|·d·mag q·mag k bounds the logits
     shape ops, to, detach, where, max/min/clamp/relu/abs/neg: 1 (no new rounding: 0 bits)
+
+Sign changes. Where the result interval changes sign inside the box (lo < 0 < hi, finite) the sup
+of Σ|terms|/|result| is infinite at the root, but a root that is crossed (not approached from one
+side) is met only on a thin set of inputs, and no rewrite removes it: the relative error there is
+a property of the data (normwise error is the meaningful measure). So add/sub with a term that
+changes sign, sum, mean, matmul/addmm/linear and sdpa divide by the result's typical magnitude,
+exp E ln|v| for v uniform on the result interval (`_typical_mag`: mean bits lost are E log2 cond),
+and take each |term| at its mean E|v| (a sum of many |terms| concentrates at count × mean); layer
+norm's x - mean likewise. This is an estimate, not a bound. Kept at the sup: a ± b of two
+sign-definite terms of opposite signs (exp(x) - exp(-x), E[x²] - E[x]², sqrt(x+1) - sqrt(x): the
+terms coincide where they cancel, on whole neighbourhoods, and rewrites exist), results that reach
+0 from one side ([0, h]: 1 - σ(z)), unknown (infinite) ranges, and the log family.
 
 The cost model (hnfc.analysis.curvature) charges log2(cond) bits. Pointwise ops and the few in
 curvature.ONE_ROUNDING (to, amax, amin, var, rms_norm: kernels accurate on exact inputs) cost
@@ -171,6 +183,54 @@ def _ratio(num: float, den: float) -> float:
     return num / den
 
 
+def _typical_mag(x: Interval) -> float:
+    """exp(E ln|v|) for v uniform on a finite x: the geometric-mean magnitude (0 for [0, 0])."""
+    lo, hi = x.lo, x.hi
+    if hi <= lo:
+        return abs(lo)
+
+    def integral(v: float) -> float:  # ∫_0^v ln t dt, v ≥ 0
+        return 0.0 if v == 0 else v * (math.log(v) - 1.0)
+
+    if lo >= 0:
+        total = integral(hi) - integral(lo)
+    elif hi <= 0:
+        total = integral(-lo) - integral(-hi)
+    else:
+        total = integral(-lo) + integral(hi)
+    return math.exp(total / (hi - lo))
+
+
+def _mean_mag(x: Interval) -> float:
+    """E|v| for v uniform on a finite x (mag when x is infinite)."""
+    if not x.is_finite:
+        return x.mag
+    if x.lo < 0 < x.hi:
+        return (x.lo * x.lo + x.hi * x.hi) / (2 * (x.hi - x.lo))
+    return (abs(x.lo) + abs(x.hi)) / 2
+
+
+def _changes_sign(r: Interval | None) -> bool:
+    """Whether a finite r changes sign inside (the typical-magnitude case of _result_mag)."""
+    return r is not None and r.lo < 0 < r.hi and r.is_finite
+
+
+def _term_mag(x: Interval, typical: bool) -> float:
+    """|term| in the numerator Σ|terms|: its max, or, where the result's typical magnitude is the
+    denominator, its mean (a sum of many |terms| concentrates at the count times the mean)."""
+    return _mean_mag(x) if typical else x.mag
+
+
+def _result_mag(r: Interval) -> float:
+    """The |result| a relative condition number Σ|terms|/|result| divides by (see the module doc,
+    "Sign changes"): the least |value| (mig) of a sign-definite result; the typical |value| of a
+    finite result that changes sign inside the box, where only a thin set of inputs comes near
+    the root."""
+    if _changes_sign(r):
+        return _typical_mag(r)
+    return r.mig
+
+
 # -- interval helpers --------------------------------------------------------------------------
 
 
@@ -283,9 +343,16 @@ def _addsub_cond(x: Interval, y: Interval, out: Interval | None, wrt) -> float:
         return 0.0
     if (x.is_nonneg and y.is_nonneg) or (x.is_nonpos and y.is_nonpos):
         return 1.0  # no cancellation: |x|+|y| = |x+y|
-    m = (x + y).mig
+    r = x + y
     if out is not None:
-        m = max(m, out.mig)
+        r = r.intersect(out) or out
+    if (x.is_nonneg and y.is_nonpos) or (x.is_nonpos and y.is_nonneg):
+        m = r.mig  # two sign-definite terms of opposite signs: where they coincide, all is lost
+    else:
+        m = _result_mag(r)  # a term changes sign: the result's root is crossed, not approached
+        if _changes_sign(r):
+            mx = _mean_mag(x) if 0 in sel else 0.0
+            my = _mean_mag(y) if 1 in sel else 0.0
     bound = _ratio(mx + my, m)
     if (x.is_nonneg and y.is_nonpos) or (x.is_nonpos and y.is_nonneg):
         # opposite signs: |x| + |y| = 2 min(|x|,|y|) + |x+y|, and each |.| ≤ min + |x+y|
@@ -836,7 +903,7 @@ def _cond_sum(a, at, out, t, ts, wrt=None):
     n = _count(_ts(ts, 0), at.get("dim"))
     if out is None:
         out = _iv_sum(a, at, t, ts)
-    return _ratio(INF if n is None else n * x.mag, out.mig)
+    return _ratio(INF if n is None else n * _term_mag(x, _changes_sign(out)), _result_mag(out))
 
 
 def _cond_mean(a, at, out, t, ts, wrt=None):
@@ -845,7 +912,7 @@ def _cond_mean(a, at, out, t, ts, wrt=None):
         return 0.0
     if x.is_nonneg or x.is_nonpos:
         return 1.0
-    return _ratio(x.mag, (out or x).mig)
+    return _ratio(_term_mag(x, _changes_sign(out or x)), _result_mag(out or x))
 
 
 def _iv_var(a, at, t, ts):
@@ -995,7 +1062,8 @@ def _iv_layer_norm(a, at, t, ts):
 def _cond_layer_norm(a, at, out, t, ts, wrt=None):
     x, w, b = a
     spread = max(x.width / 2, math.sqrt(max(float(at["eps"]), 0.0)))
-    return 1.0 + _ratio(2 * x.mag, spread) + (1.0 if w is not None else 0.0)
+    # x - mean: (|x| + |mean|)/|x - mean|, typically so when x changes sign (as for sub)
+    return 1.0 + _ratio(2 * _term_mag(x, _changes_sign(x)), spread) + (1.0 if w is not None else 0.0)
 
 
 def _rms_eps(at, t) -> float:
@@ -1063,7 +1131,7 @@ def _cond_sdpa(a, at, out, t, ts, wrt=None):
         return INF
     scale = at["scale"] if at["scale"] is not None else 1 / math.sqrt(d)
     logits = abs(scale) * d * q.mag * k.mag
-    m = (out or v).mig
+    m = _result_mag(out or v)
     cv = 1.0 if (v.is_nonneg or v.is_nonpos) else _ratio(v.mag, m)
     return cv + _ratio(2 * logits * v.width, m)
 
@@ -1087,7 +1155,7 @@ def _products_cond(p: Interval, k: int | None, amag: float, bmag: float, out: In
         return nargs  # no cancellation among the products
     if out is None:
         return INF
-    return nargs * _ratio(INF if k is None else k * amag * bmag, out.mig)
+    return nargs * _ratio(INF if k is None else k * amag * bmag, _result_mag(out))
 
 
 def _iv_matmul(a, at, t, ts):
@@ -1096,7 +1164,8 @@ def _iv_matmul(a, at, t, ts):
 
 def _cond_matmul(a, at, out, t, ts, wrt=None):
     out = out or _iv_matmul(a, at, t, ts)
-    return _products_cond(a[0] * a[1], _contracted(ts, 0), a[0].mag, a[1].mag, out, 2.0)
+    typ = _changes_sign(out)
+    return _products_cond(a[0] * a[1], _contracted(ts, 0), _term_mag(a[0], typ), _term_mag(a[1], typ), out, 2.0)
 
 
 def _iv_addmm(a, at, t, ts):
@@ -1113,7 +1182,7 @@ def _cond_with_bias(prod: Interval, pmag: float, bias: Interval | None, out: Int
         terms = [prod, bias]
     if all(tm.is_nonneg for tm in terms) or all(tm.is_nonpos for tm in terms):
         return nf + (1.0 if bias is not None else 0.0)
-    return _ratio(nf * pmag + (bias.mag if bias is not None else 0.0), out.mig)
+    return _ratio(nf * pmag + (0.0 if bias is None else _term_mag(bias, _changes_sign(out))), _result_mag(out))
 
 
 def _cond_addmm(a, at, out, t, ts, wrt=None):
@@ -1121,9 +1190,10 @@ def _cond_addmm(a, at, out, t, ts, wrt=None):
     k = _contracted(ts, 1)
     alpha, beta = float(at["alpha"]), float(at["beta"])
     prod = _scale_count(k, x * y) * alpha
-    pmag = INF if k is None else k * x.mag * y.mag * abs(alpha)
     b = None if beta == 0 else bias * beta
     out = out or _iv_addmm(a, at, t, ts)
+    typ = _changes_sign(out)
+    pmag = INF if k is None else k * _term_mag(x, typ) * _term_mag(y, typ) * abs(alpha)
     return _cond_with_bias(prod, pmag, b, out, 2.0)
 
 
@@ -1137,8 +1207,9 @@ def _cond_linear(a, at, out, t, ts, wrt=None):
     x, w, b = a
     k = _contracted(ts, 0)
     prod = _scale_count(k, x * w)
-    pmag = INF if k is None else k * x.mag * w.mag
     out = out or _iv_linear(a, at, t, ts)
+    typ = _changes_sign(out)
+    pmag = INF if k is None else k * _term_mag(x, typ) * _term_mag(w, typ)
     return _cond_with_bias(prod, pmag, b, out, 2.0)
 
 
