@@ -34,6 +34,7 @@ class Config:
     precision_margin: float = 0.0  # bits added to every node's requirement
     demote: bool = True  # after the target is met, try lowering the nodes kept high, one at a time, by measurement
     # precision assignment -- end
+    legalize: bool = True  # finite constants that round to ±inf in their node's final dtype -> ±finfo.max (hnfc/legalize.py)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None = None, **kw) -> "Config":

@@ -21,6 +21,7 @@ from hnfc.egraph import Limits, optimize_regions
 from hnfc.egraph.regions import refuse
 from hnfc.frontend import FrontendError, trace
 from hnfc.ir.program import Builder, Program, live_subprogram
+from hnfc.legalize import legalize
 from hnfc.lowering import lower
 from hnfc.ir.expr import format_expr
 from hnfc.report import Report, Rewrite
@@ -117,7 +118,7 @@ def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *
     if not rewrites:
         report.nodes_after = len(program.nodes)
         report.predicted_bits_after = report.predicted_bits_before
-        return precision.run_stage(program, ranges, input_sets, config, report), report  # precision stage (off unless config.target)
+        return _legalized(precision.run_stage(program, ranges, input_sets, config, report), config, report), report  # precision stage (off unless config.target)
     if config.verify:
         # The judge, rewrite by rewrite: each on its neighbourhood, with the original's values.
         # Refusing one re-extracts its region, which may choose differently elsewhere: check again.
@@ -149,7 +150,25 @@ def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *
     report.predicted_bits_after = analysis.predicted_bits(candidate, final_ranges)
     report.rewrites = rewrites if candidate is not program else []
     report.nodes_after = len(candidate.nodes)
-    return precision.run_stage(candidate, final_ranges, input_sets, config, report), report  # precision stage (off unless config.target)
+    return _legalized(precision.run_stage(candidate, final_ranges, input_sets, config, report), config, report), report  # precision stage (off unless config.target)
+
+
+def _legalized(program: Program, config: Config, report: Report) -> Program:
+    """The last stage, once every node's dtype is final: constants that overflow it become
+    ±finfo.max (hnfc/legalize.py), listed with the rewrites. A failure keeps `program`, warned."""
+    if not config.legalize:
+        return program
+    start = time.perf_counter()
+    try:
+        out, notes = legalize(program)
+    except Exception as e:  # never break the user's model
+        msg = f"legalization failed ({type(e).__name__}: {e}); constants unchanged"
+        warnings.warn(msg, HnfcWarning, stacklevel=3)
+        report.warnings.append(msg)
+        return program
+    report.rewrites = report.rewrites + [n.as_rewrite() for n in notes]
+    report.times["legalize"] = time.perf_counter() - start
+    return out
 
 
 def _egraph_summary(regions) -> dict:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 @dataclass(frozen=True)
 class Rewrite:
     rules: tuple[str, ...]  # rules whose result the extraction kept here
-    values: tuple[int, ...]  # SSA values of the original program it replaces
+    values: tuple[int, ...]  # SSA values of the original program it replaces (legalize-constant: the node, in the optimized program)
     before: str
     after: str
     # bits of error of this neighbourhood against the reference (local verification)

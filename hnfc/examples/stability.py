@@ -71,6 +71,16 @@ def masked_attention_row(x):
     return e / e.sum(-1, keepdim=True)
 
 
+KEEP = (~MASK).float()  # the same mask as 1 = attend, 0 = masked (HF's attention_mask)
+
+
+def additive_mask_attention_row(x):
+    """One attention row, masked HF-style with (1 - m) * finfo(float32).min, softmax by hand.
+    In bfloat16 the constant is not representable (it rounds to -inf): hnfc/legalize.py."""
+    e = torch.exp(x + (1 - KEEP.to(x.dtype)) * torch.finfo(torch.float32).min)
+    return e / e.sum(-1, keepdim=True)
+
+
 CASES: tuple[Case, ...] = (
     Case("softmax-naive-scale1", naive_softmax, -1.0, 1.0, "softmax"),
     Case("softmax-naive-scale10", naive_softmax, -10.0, 10.0, "softmax"),
@@ -93,6 +103,7 @@ CASES: tuple[Case, ...] = (
     Case("logaddexp-naive", lambda x: torch.log(torch.exp(x[0]) + torch.exp(x[1])), -100.0, 100.0, "log-exp"),
     Case("log-1-minus-exp", lambda x: torch.log(1 - torch.exp(-x)), 1e-6, 1e-2, "cancellation"),
     Case("softmax-two-way", lambda x: torch.exp(x[0]) / (torch.exp(x[0]) + torch.exp(x[1])), -100.0, 100.0, "log-exp"),
+    Case("additive-mask-attention-row-f32-min", additive_mask_attention_row, -100.0, 100.0, "softmax"),
 )
 
 
