@@ -184,6 +184,17 @@ def test_bool_inputs_stay_bool():
     assert bits_error(expect, r.outputs[0]).max() <= 8
 
 
+def test_non_finite_floats_convert_to_integers_as_torch_does():
+    """inf/nan -> int64 is undefined in C; the reference takes torch's answer instead of failing
+    (T5 converts log(0) = -inf to an index on a branch it then discards)."""
+    b = Builder()
+    x = b.input("x", TensorType((4,), "f64"))
+    p = b.build([b.add("to", [x], {"dtype": "i64"})])
+    xs = torch.tensor([-math.inf, math.inf, math.nan, -3.7], dtype=torch.float64)
+    out = reference(p, [xs]).outputs[0]
+    assert [int(v) for v in out.tolist()] == xs.to(torch.int64).tolist()
+
+
 def test_float_leaves_take_their_declared_dtype():
     p = unary_program("exp", 2, "f32")
     r = reference(p, [np.array([0.1, 1.0])])  # float64 data for a float32 input

@@ -9,8 +9,8 @@ import types
 import pytest
 
 import hnfc
-from hnfc.rewrites import attr_vars, in_range, library, nonneg, nonzero, pos, rule, vars
-from hnfc.rewrites.builders import amax, exp, log, log1p, logsumexp, relu, sigmoid, softplus, sqrt, tanh
+from hnfc.rewrites import attr_vars, const_vars, in_range, library, negative, nonneg, nonzero, pos, rule, vars
+from hnfc.rewrites.builders import abs, amax, exp, log, log1p, logsumexp, mean, relu, rms_norm, sigmoid, softplus, sqrt, tanh
 from hnfc.rewrites.builders import sum as rsum
 from hnfc.rewrites.check import RuleCheck, check_pack_cli, check_rule
 
@@ -51,6 +51,19 @@ def test_unsound_rule_is_refused(r):
     assert cex is not None and set(cex) >= {"inputs", "lhs", "rhs", "domain"}
     assert set(cex["inputs"]) == set(sorted(v for v in "xyz" if v in str(r.lhs)))
     assert "at " in res.detail and r.name in str(res)
+
+
+def test_constant_variables_take_values_inside_their_guards():
+    (e,) = const_vars("e")
+    ok = check_rule(rule("rms", x / sqrt(mean(x * x, dim=(-1,), keepdim=True) + e), rms_norm(x, eps=e), when=[pos(e)]))
+    assert ok.status == "tested", ok.detail
+    # the kernel's eps is fixed while the pattern's varies: refuted at an eps other than 1e-6
+    bad = check_rule(rule("rms-fixed-eps", x / sqrt(mean(x * x, dim=(-1,), keepdim=True) + e), rms_norm(x, eps=1e-6), when=[pos(e)]))
+    assert bad.status == "refused" and bad.counterexample["attrs"]["e"] > 0
+    assert "e=" in bad.detail
+    # a guard on the constant is honoured: no value of e ≤ 0 is tried
+    neg = check_rule(rule("const-sign", x * e, -x * abs(e), when=[negative(e)]))
+    assert neg.status == "proven", neg.detail  # sympy, with e a negative symbol
 
 
 def test_counterexample_respects_the_guard_domain():

@@ -9,10 +9,12 @@ from hnfc.rewrites import BUILDERS, RuleError, attr_vars, in_range, library, pos
 from hnfc.rewrites import exp, log, log1p, softmax
 from hnfc.rewrites import sum as rsum
 from hnfc.rewrites.compile import canonical_attrs, compile_rule, compile_rules, unify
-from hnfc.rewrites.dsl import AttrVar, Const, P, check_unique
+from hnfc.rewrites import layer_norm, mean, rms_norm, sqrt
+from hnfc.rewrites.dsl import AttrVar, Const, P, check_unique, const_vars
 
 x, y = vars("x y")
 (d,) = attr_vars("d")
+(e,) = const_vars("e")
 
 
 @pytest.mark.parametrize("name", sorted(n for n, op in ops.OPS.items() if op.kind != "leaf" and n not in ("opaque", "getitem")))
@@ -43,6 +45,10 @@ def test_operators_build_op_patterns():
         (lambda: rule("unbound-attr", log(x), softmax(x, dim=d)), "attribute variables ['d'] not bound"),
         (lambda: in_range(x, 2, 1), "empty range"),
         (lambda: x + "one", "cannot use 'one'"),
+        (lambda: layer_norm(x, eps=e * 2), "attribute eps=mul(#e, 2) must be a literal, an attribute variable or a constant variable"),
+        (lambda: rule("const-in-lhs-attr", layer_norm(x, eps=e), x), "an attribute on the left side takes an attribute variable"),
+        (lambda: rule("clash", x * Const(2.0) + P("neg", const_vars("x")[0]), x), "names both a pattern variable and a constant variable"),
+        (lambda: rule("unbound-const", log(x), x * e), "right side uses ['e']"),
     ],
 )
 def test_definition_errors_name_the_problem(make, message):
@@ -88,3 +94,16 @@ def test_unify_binds_consistently():
     assert unify((AttrVar("d"), AttrVar("d")), (2, 2), b) and b == {"d": 2}
     assert not unify((AttrVar("d"), AttrVar("d")), (2, 3), {})
     assert not unify(True, 1, {})  # keepdim=True does not match an integer 1
+
+
+def test_constant_variables_bind_a_number_and_fill_attributes():
+    """`e` matches `(Num ?k_e)` only, and its value reaches the right side's `eps` through an f64
+    column of the attribute relation."""
+    c = compile_rule(rule("rms", x / sqrt(mean(x * x, dim=(-1,), keepdim=True) + e), rms_norm(x, eps=e), when=[pos(e)]), 5)
+    v = c.variants[0]
+    assert "(Num ?k_e)" in v.text and v.const_slots == ("e",)
+    assert "(relation Attr_5_0 (String f64 String))" in c.declarations
+    assert c.var_names == ("x", "e")  # guards on e see its class
+    mean_attrs = {"dim": (-1,), "keepdim": True}
+    assert v.rhs_attr_strings([mean_attrs], [1e-6]) == [canonical_attrs("rms_norm", {"eps": 1e-6})]
+    assert v.rhs_attr_strings([{"dim": (-2,), "keepdim": True}], [1e-6]) is None

@@ -53,12 +53,12 @@ M = "mean(x, dim=(-1,), keepdim=True)"
         ("mean(x ** 2, dim=(-1,)) - mean(x, dim=(-1,)) ** 2", "var(x, dim=(-1,), correction=0)", (10.0, 12.0)),
         ("mean(square(x)) - square(mean(x))", "var(x, correction=0)", (10.0, 12.0)),
         (f"mean(square(x - {M}), dim=(-1,), keepdim=True)", "var(x, dim=(-1,), correction=0, keepdim=True)", (10.0, 12.0)),
-        # the hand-written layer norm keeps its shape; its variance becomes the kernel's
-        (
-            f"(x - {M}) / sqrt(mean(x * x, dim=(-1,), keepdim=True) - {M} * {M} + 1e-05)",
-            f"(x - {M}) / sqrt(var(x, dim=(-1,), correction=0, keepdim=True) + 1e-05)",
-            (10.0, 12.0),
-        ),
+        # hand-written normalizations become the fused kernels, eps carried over from the constant
+        (f"(x - {M}) / sqrt(mean(x * x, dim=(-1,), keepdim=True) - {M} * {M} + 1e-05)", "layer_norm(x)", (10.0, 12.0)),
+        (f"(x - {M}) * rsqrt(var(x, dim=(-1,), correction=0, keepdim=True) + 1e-06)", "layer_norm(x, eps=1e-06)", (-3.0, 3.0)),
+        (f"(x - {M}) / (mean(square(x - {M}), dim=(-1,), keepdim=True) + 0.001) ** 0.5", "layer_norm(x, eps=0.001)", (-3.0, 3.0)),
+        ("x * rsqrt(mean(x ** 2, dim=(-1,), keepdim=True) + 1e-06)", "rms_norm(x, eps=1e-06)", (-3.0, 3.0)),
+        ("x / sqrt(mean(x * x, dim=(-1,), keepdim=True) + 1e-05)", "rms_norm(x, eps=1e-05)", (-3.0, 3.0)),
         # attention logits scaled by a division still become a softmax
         (
             "exp(x / 4.0) / sum(exp(x / 4.0), dim=(-1,), keepdim=True)",
@@ -82,6 +82,41 @@ def test_family_rewrites(before, after, x):
 )
 def test_two_input_rewrites(before, after, ranges):
     assert_rewrites(before, after, **ranges)
+
+
+def test_normalization_fusion_needs_the_trailing_dims_and_a_positive_eps():
+    """Only a normalization over the last axis is torch's layer_norm; eps ≤ 0 is not its eps."""
+    first_axis = "(x - mean(x, dim=(0,), keepdim=True)) / sqrt(var(x, dim=(0,), correction=0, keepdim=True) + 1e-05)"
+    program, _, ex = optimize_expr(first_axis, {"x": (-3.0, 3.0)}, shape=(4, 16))
+    assert "layer_norm" not in {n.op for n in ex.program.nodes}
+    program, _, ex = optimize_expr(first_axis.replace("(0,)", "(-1,)"), {"x": (-3.0, 3.0)}, shape=(4, 16))
+    assert "layer_norm" in {n.op for n in ex.program.nodes}
+    _, sat, _ = optimize_expr("x / sqrt(mean(x * x, dim=(-1,), keepdim=True) + -1e-05)", {"x": (1.0, 3.0)})
+    assert not any(a.rule.startswith("rms-norm") for a in sat.applied)
+    # eps must be a constant: a tensor added to the mean square is not torch's eps
+    _, sat, _ = optimize_expr("x / sqrt(mean(x * x, dim=(-1,), keepdim=True) + y)", {"x": (1.0, 3.0), "y": (1e-5, 1e-3)})
+    assert not any(a.rule.startswith("rms-norm") for a in sat.applied)
+
+
+def test_layer_norm_over_two_trailing_dims():
+    m2 = "mean(x, dim=(-2, -1), keepdim=True)"
+    text = f"(x - {m2}) / sqrt(var(x, dim=(-2, -1), correction=0, keepdim=True) + 1e-05)"
+    _, _, ex = optimize_expr(text, {"x": (-3.0, 3.0)}, shape=(2, 4, 8))
+    (ln,) = [n for n in ex.program.nodes if n.op == "layer_norm"]
+    assert ln.attr["normalized_ndim"] == 2
+
+
+def test_fused_layer_norm_matches_torch_on_a_module():
+    """Through hnfc.optimize: the hand-written norm runs as torch's layer_norm kernel."""
+
+    def norm(x):
+        mu = x.mean(-1, keepdim=True)
+        return (x - mu) / torch.sqrt(((x - mu) ** 2).mean(-1, keepdim=True) + 1e-5)
+
+    x = torch.randn(3, 5, 32) * 4 + 100
+    m = hnfc.optimize(norm, (x,))
+    assert [n.op for n in m.program.nodes if n.op not in ("input",)] == ["layer_norm"], m.program
+    torch.testing.assert_close(m(x), torch.nn.functional.layer_norm(x, (32,)), rtol=0, atol=0)
 
 
 def test_conjugate_of_two_inputs_is_found():

@@ -23,7 +23,8 @@ from hnfc.types import TensorType
 
 NODE_BITS = 0.01  # every node costs a little: prefer fewer nodes at equal accuracy
 # A node the user did not write must be predicted to gain this much: where the model sees no
-# difference, the user's code stays (a fused kernel is not always the more accurate one).
+# difference, the user's code stays (a fused kernel is not always the more accurate one). Fusion
+# rules are the exception: their kernel is the user's computation (Saturated.fused).
 NEW_NODE_BITS = 0.1
 
 
@@ -89,6 +90,10 @@ class _Extractor:
             return any(self.sat.program.nodes[i].op == "const" for i in self.values_in.get(n.cls, ()))
         return (n.cls, n.op, n.children) in self.original
 
+    def is_users(self, n: ENode) -> bool:
+        """The user's node, or the user's computation fused into one kernel (a fusion rule)."""
+        return self.is_original(n) or (n.cls, n.op) in self.sat.fused
+
     def valid(self, n: ENode) -> bool:
         if n.cls in self.keep and not self.is_original(n):
             return False
@@ -110,7 +115,7 @@ class _Extractor:
                 args, arg_types = self.sat.child_facts(n)
                 exact_args = [k in self.exact for k in n.children]
                 bits = node_bits(n.op, args, self.sat.attrs[n.attrs], self.sat.intervals.get(n.cls), self.sat.types.get(n.cls), arg_types, exact_args)
-                bits += NODE_BITS + (0.0 if self.is_original(n) else NEW_NODE_BITS)
+                bits += NODE_BITS + (0.0 if self.is_users(n) else NEW_NODE_BITS)
             self.own[key] = bits
         return self.own[key]
 

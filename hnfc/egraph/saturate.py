@@ -14,6 +14,7 @@ iterations (egglog has none of its own, and a failed allocation in egglog aborts
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -24,6 +25,7 @@ from hnfc.dtypes import DTYPES
 from hnfc.egraph.session import ENode, Session, Snapshot
 from hnfc.ir.program import Program
 from hnfc.rewrites.compile import FOLD_RULES, PRELUDE, CompiledRule, canonical_attrs, quote
+from hnfc.rewrites.dsl import FUSION, Op
 from hnfc.types import TensorType
 
 LEAF_OPS = frozenset({"input", "param", "opaque", "getitem"})  # kept as they are, by identity
@@ -65,6 +67,8 @@ class Saturated:
     classes: int
     seconds: float
     none_classes: set[int] = field(default_factory=set)  # the class of omitted optional arguments
+    fused: set[tuple[int, str]] = field(default_factory=set)  # (class, op) a "fusion" rule put there:
+    # the user's own computation as one kernel, which extraction does not charge as a new node
 
     def child_facts(self, n: ENode) -> tuple[list, list]:
         return child_facts(n, self.none_classes, self.intervals, self.types)
@@ -157,17 +161,20 @@ class _Driver:
                 if v.attr_relation is None:
                     continue
                 choices = [sorted(self.attrs_by_op.get(op, ())) for op, _ in v.lhs_slots]
+                choices += [sorted(self.constants)] * len(v.const_slots)
                 for combo in itertools.product(*choices):
                     key = (v.attr_relation, combo)
                     if key in self.attr_rows_done:
                         continue
                     self.attr_rows_done.add(key)
-                    out = v.rhs_attr_strings([self.attrs[s] for s in combo])
+                    strings, consts = combo[: len(v.lhs_slots)], combo[len(v.lhs_slots) :]
+                    out = v.rhs_attr_strings([self.attrs[s] for s in strings], consts)
                     if out is None:
                         continue
                     for (op, _), text in zip(v.rhs_slots, out):
                         self._register(op, text, None)
-                    lines.append(f"({v.attr_relation} {' '.join(quote(s) for s in list(combo) + out)})")
+                    cols = [quote(s) for s in strings] + [repr(float(c)) for c in consts] + [quote(s) for s in out]
+                    lines.append(f"({v.attr_relation} {' '.join(cols)})")
         self.session.run_lines(lines)
 
     def refresh(self) -> tuple[Snapshot, dict[int, Any], dict[int, Interval], dict[int, list[ENode]]]:
@@ -182,6 +189,7 @@ class _Driver:
             if n.op not in ("$num", "none") and n.op not in IDENTITY_OPS and n.attrs not in self.attrs:
                 self._register(n.op, n.attrs, None)
         self.none_classes = {c for c, nodes in classes.items() if any(n.op == "none" for n in nodes)}
+        self.constants = {n.value for n in snap.enodes if n.op == "$num" and math.isfinite(n.value)}
         types = self._types(snap, classes)
         intervals = self._intervals(snap, classes, types)
         self.handle_of = handle_of
@@ -402,6 +410,8 @@ def saturate(program: Program, ranges: Sequence[Interval | None], rules: Sequenc
     for i, c in class_of.items():
         values_in.setdefault(c, []).append(i)
     final_applied = []
+    fusion = {r.rule.name: r.rule.rhs.op for r in rules if FUSION in r.rule.tags and isinstance(r.rule.rhs, Op)}
+    fused = {(snap.handles[a.root], fusion[a.rule]) for a in applied if a.rule in fusion}
     for a in applied:
         c = snap.handles[a.root]
         final_applied.append(Applied(a.rule, c, tuple(values_in.get(c, ())), tuple(snap.handles[h] for h in a.var_classes)))
@@ -419,4 +429,5 @@ def saturate(program: Program, ranges: Sequence[Interval | None], rules: Sequenc
         classes=len(classes),
         seconds=time.perf_counter() - d.start,
         none_classes=d.none_classes,
+        fused=fused,
     )

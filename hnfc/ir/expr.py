@@ -48,6 +48,9 @@ def parse_expr(text: str, inputs: Mapping[str, TensorType], *, const_dtype: str 
             if node.func.id not in ops.OPS:
                 raise IRError(f"{text!r}: unknown op {node.func.id!r}")
             args = [None if isinstance(a, ast.Name) and a.id == "_" else build(a) for a in node.args]
+            opdef = ops.OPS[node.func.id]
+            if all(i in opdef.optional for i in range(len(args), max(opdef.arity, 0))):
+                args += [None] * (opdef.arity - len(args))  # trailing optional arguments left out
             return b.add(node.func.id, args, {k.arg: _literal(k.value) for k in node.keywords})
         raise IRError(f"{text!r}: cannot read {ast.unparse(node)!r}")
 

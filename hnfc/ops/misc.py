@@ -9,7 +9,7 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 
-from hnfc.dtypes import DTYPES
+from hnfc.dtypes import DTYPES, to_torch
 from hnfc.ops import bounds
 from hnfc.ops.core import Alias, Call, DeviceArg, DeviceStr, DTypeArg, Example, OpDef, TorchAttr, obj, same_type
 from hnfc.types import TensorType
@@ -51,7 +51,18 @@ def _to_ref(xs, at, out):
         return xs[0]
     if kind == "bool":  # Python bools, as the reference keeps them (masks select, not add)
         return obj(np.frompyfunc(lambda v: bool(v != 0), 1, 1)(xs[0]))
-    return obj(np.frompyfunc(lambda v: mpmath.mpf(int(v)), 1, 1)(xs[0]))
+    return obj(np.frompyfunc(lambda v: _to_integer(v, at["dtype"]), 1, 1)(xs[0]))
+
+
+def _to_integer(v, dtype: str):
+    if mpmath.isfinite(v):
+        return mpmath.mpf(int(v))
+    # inf/nan to an integer is undefined in C; take what torch gives here, so the reference
+    # agrees with the program where such values are computed and then masked away (T5's
+    # relative-position buckets take log(0) = -inf on the branch `where` discards)
+    import torch
+
+    return mpmath.mpf(int(torch.tensor(float(v), dtype=torch.float64).to(to_torch(dtype))))
 
 
 def _to_alias(a):

@@ -10,8 +10,10 @@ from it. Nothing here imports egglog or torch; hnfc.rewrites.compile turns rules
 
 from hnfc.rewrites.dsl import (
     BUILDERS,
+    FUSION,
     AttrVar,
     Const,
+    ConstVar,
     Guard,
     Op,
     Pattern,
@@ -19,6 +21,7 @@ from hnfc.rewrites.dsl import (
     RuleError,
     Var,
     attr_vars,
+    const_vars,
     in_range,
     negative,
     nonneg,
@@ -39,8 +42,10 @@ def library() -> tuple[Rule, ...]:
 
 
 __all__ = [
+    "FUSION",
     "AttrVar",
     "Const",
+    "ConstVar",
     "Guard",
     "Op",
     "Pattern",
@@ -48,6 +53,7 @@ __all__ = [
     "RuleError",
     "Var",
     "attr_vars",
+    "const_vars",
     "in_range",
     "library",
     "negative",

@@ -7,23 +7,29 @@ matter in patterns (the compiler matches both orders).
 
 from __future__ import annotations
 
-from hnfc.rewrites.builders import amax, cos, cosh, exp, expm1, hypot, log, log1p, log_softmax, logaddexp, logsigmoid, logsumexp, mean, reciprocal
-from hnfc.rewrites.builders import sigmoid, sin, sinh, softmax, softplus, sqrt, square, tanh, var
+from hnfc.rewrites.builders import amax, cos, cosh, exp, expm1, hypot, layer_norm, log, log1p, log_softmax, logaddexp, logsigmoid, logsumexp, mean
+from hnfc.rewrites.builders import reciprocal, rms_norm, rsqrt, sigmoid, sin, sinh, softmax, softplus, sqrt, square, tanh, var
 from hnfc.rewrites.builders import sum as rsum
-from hnfc.rewrites.dsl import attr_vars, check_unique, nonneg, nonzero, pos, rule, vars
+from hnfc.rewrites.dsl import FUSION, attr_vars, check_unique, const_vars, nonneg, nonzero, pos, rule, vars
 
 x, y, z = vars("x y z")
 d, D, k = attr_vars("d D k")
+e, = const_vars("e")
 
 LOG_EXP = ("log-exp",)
 SOFTMAX = ("softmax",)
 ALGEBRA = ("algebra",)
 CANCEL = ("cancellation",)
 STATS = ("statistics",)
+STATS_FUSION = ("statistics", FUSION)
 LOSSES = ("losses",)
 
 # The ways a square is written: x * x, x ** 2 (pow), torch.square.
 SQUARES = {"mul": lambda t: t * t, "pow": lambda t: t**2, "square": square}
+# The ways a value is divided by a square root.
+OVER_SQRT = {"div-sqrt": lambda a, s: a / sqrt(s), "mul-rsqrt": lambda a, s: a * rsqrt(s)}
+# Trailing dims a normalization runs over (the e-graph counts dims from the end).
+TRAILING = {1: (-1,), 2: (-2, -1)}
 
 RULES = check_unique(
     [
@@ -112,6 +118,24 @@ RULES = check_unique(
             )
             for n, sq in SQUARES.items()
         ),
+        # statistics: hand-written normalizations -> the fused ops (one kernel, the same numbers)
+        *(
+            rule(
+                f"layer-norm-intro-{n}-{nd}d",
+                over(x - mean(x, dim=dims, keepdim=True), var(x, dim=dims, correction=0, keepdim=True) + e),
+                layer_norm(x, normalized_ndim=nd, eps=e),
+                when=[pos(e)],
+                tags=STATS_FUSION,
+            )
+            for n, over in OVER_SQRT.items()
+            for nd, dims in TRAILING.items()
+        ),
+        *(
+            rule(f"rms-norm-intro-{n}-{m}-{nd}d", over(x, mean(sq(x), dim=dims, keepdim=True) + e), rms_norm(x, normalized_ndim=nd, eps=e), when=[pos(e)], tags=STATS_FUSION)
+            for n, over in OVER_SQRT.items()
+            for m, sq in SQUARES.items()
+            for nd, dims in TRAILING.items()
+        ),
         # losses: BCE on probabilities, written through sigmoid
         rule("one-minus-sigmoid", 1 - sigmoid(x), sigmoid(-x), tags=LOSSES),
         rule("log-one-minus-sigmoid", log(1 - sigmoid(x)), logsigmoid(-x), tags=LOSSES),
@@ -128,5 +152,7 @@ RULES = check_unique(
         rule("add-zero", x + 0, x, tags=ALGEBRA),
         rule("sub-zero", x - 0, x, tags=ALGEBRA),
         rule("mul-neg-one", x * -1, -x, tags=ALGEBRA),
+        rule("pow-half-is-sqrt", x**0.5, sqrt(x), tags=ALGEBRA),
+        rule("pow-minus-half-is-rsqrt", x**-0.5, rsqrt(x), tags=ALGEBRA),
     ]
 )

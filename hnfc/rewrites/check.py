@@ -18,6 +18,8 @@ point of the guarded domain where the left side is defined. Two methods, in this
    bits. Rules with reductions or softmax run on rows of length 4 (samples / 4 rows); attribute
    variables take concrete values (dims: the last axis; keepdim: True and False; numbers: the
    default and a few others), and so do `dim`/`keepdim` the left side leaves unconstrained.
+   A constant variable takes a few values inside its guards' domain (a constant is one number
+   for the whole tensor, so it is an assignment like an attribute, not a sampled array).
 
 Comparison, point by point, at 256 bits:
 - the left side is infinite (or beyond 2^4096 in magnitude, which counts as overflow): the
@@ -48,7 +50,7 @@ import numpy as np
 
 from hnfc import ops
 from hnfc.ops.core import obj
-from hnfc.rewrites.dsl import AttrVar, Const, Guard, Op, Pattern, Rule, Var, pattern_vars
+from hnfc.rewrites.dsl import AttrVar, Const, ConstVar, Guard, Op, Pattern, Rule, Var, pattern_const_vars, pattern_vars
 
 PRECISIONS = (128, 256)
 ESCALATION = (1024, 4096, 8192)  # the last two confirm a counterexample
@@ -193,10 +195,19 @@ def _structured(rule: Rule) -> bool:
     return walk(rule.lhs) or walk(rule.rhs)
 
 
-def _attr_candidates(rule: Rule) -> tuple[list[dict[str, Any]], dict[Op, dict[str, list]]]:
-    """Assignments (at most 8) of the attribute variables and of the `dim`/`keepdim` the left
-    side leaves free (keyed "<node>.<attr>"), and the free attributes per left-side node."""
-    cands: dict[str, list] = {}
+CONST_VALUES = (1e-5, 0.5, 3.0, -0.5, -3.0, 1e-12, 100.0, -100.0, 0.0)
+
+
+def _const_candidates(dom: _Domain) -> list[float]:
+    inside = [v for v in CONST_VALUES if dom.contains(v)]
+    return inside[:3] or [sum(dom.value_bounds()) / 2]
+
+
+def _attr_candidates(rule: Rule, const_domains: dict[str, _Domain]) -> tuple[list[dict[str, Any]], dict[Op, dict[str, list]]]:
+    """Assignments (at most 8) of the attribute variables, of the constant variables and of the
+    `dim`/`keepdim` the left side leaves free (keyed "<node>.<attr>"), and the free attributes
+    per left-side node."""
+    cands: dict[str, list] = {n: _const_candidates(dom) for n, dom in const_domains.items()}
     axis = {}
 
     def number_cands(default):
@@ -260,7 +271,7 @@ def _attr_candidates(rule: Rule) -> tuple[list[dict[str, Any]], dict[Op, dict[st
 
 
 def _concrete(value, binding):
-    if isinstance(value, AttrVar):
+    if isinstance(value, (AttrVar, ConstVar)):
         return binding[value.name]
     if isinstance(value, tuple):
         return tuple(_concrete(v, binding) for v in value)
@@ -309,6 +320,8 @@ def _evaluate(p: Pattern | None, env: dict[str, np.ndarray], binding: dict, free
         return env[p.name]
     if isinstance(p, Const):
         return obj(mpmath.mpf(p.value))
+    if isinstance(p, ConstVar):
+        return obj(mpmath.mpf(binding[p.name]))
     key = id(p)
     if key in cache:
         return cache[key]
@@ -395,7 +408,7 @@ def _listify(arr):
 
 
 def _sympy_of(p, sym, sp):
-    if isinstance(p, Var):
+    if isinstance(p, (Var, ConstVar)):
         return sym[p.name]
     if isinstance(p, Const):
         v = p.value
@@ -403,7 +416,7 @@ def _sympy_of(p, sym, sp):
     if not isinstance(p, Op):
         raise _Unevaluable("no sympy meaning")
     attrs = dict(p.attrs)
-    if any(isinstance(v, AttrVar) for v in attrs.values()):
+    if any(isinstance(v, (AttrVar, ConstVar)) for v in attrs.values()):
         raise _Unevaluable("attribute variable")
     a = [_sympy_of(x, sym, sp) for x in p.args]
     table = {
@@ -504,7 +517,7 @@ def _prove(rule: Rule, domains: dict[str, _Domain]) -> str | None:
 def check_rule(rule: Rule, *, samples: int = 1000, seed: int = 0) -> RuleCheck:
     """Check one rule (see the module doc)."""
     names = sorted(pattern_vars(rule.lhs))
-    domains = {n: _Domain() for n in names}
+    domains = {n: _Domain() for n in names + sorted(pattern_const_vars(rule.lhs))}
     for g in rule.when:
         domains[g.var].add(g)
     for n, dom in domains.items():
@@ -512,7 +525,7 @@ def check_rule(rule: Rule, *, samples: int = 1000, seed: int = 0) -> RuleCheck:
         if lo > hi or (lo == hi == 0.0 and dom.nonzero):
             return RuleCheck(rule, "refused", None, f"the guards on {n} are contradictory ({dom}): the rule can never apply")
     proof = _prove(rule, domains)
-    combos, free = _attr_candidates(rule)
+    combos, free = _attr_candidates(rule, {n: d for n, d in domains.items() if n not in names})
     structured = _structured(rule)
     batched = _literal_dims_ok(rule.lhs) and _literal_dims_ok(rule.rhs)
     rng = np.random.default_rng(seed)
@@ -568,7 +581,8 @@ def check_rule(rule: Rule, *, samples: int = 1000, seed: int = 0) -> RuleCheck:
                 "domain": {n: str(d) for n, d in domains.items()},
                 "precision": prec,
             }
-            shown = ", ".join(f"{n}={_fmt(v)}" for n, v in cex["inputs"].items())
+            consts = {n: v for n, v in combo.items() if n in domains and n not in names}
+            shown = ", ".join(f"{n}={_fmt(v)}" for n, v in {**cex["inputs"], **consts}.items())
             note = " (sympy claimed a proof)" if proof else ""
             return RuleCheck(
                 rule, "refused", cex, f"at {shown}: lhs = {_fmt(cex['lhs'])}, rhs = {_fmt(cex['rhs'])}{note}", compared, proof

@@ -3,12 +3,15 @@
 Encoding (shared with hnfc.egraph): one sort `Term` with generic constructors
 `(AppK op attrs child...)` for K <= 4 children, `(AppN op attrs (vec-of ...))` beyond, and
 `(Num f64)` for float scalar constants. `attrs` is the canonical attribute string of the node.
+A constant variable is `(Num ?k_name)`: egglog binds its f64 value.
 
 A rule never unions by itself. It records a candidate `(Cand_<i> root rhs guard-vars...)`; the
 driver checks types and guards on the value ranges in Python and only then unions. Attribute
 constraints and attribute variables are served by a Python-populated relation
 `(Attr_<i> lhs-attrs... rhs-attrs...)`: for every combination of attribute strings present, the
 driver asserts the row when the left side's constraints unify and gives the right side's strings.
+A right-side attribute that takes a constant variable's value (`eps=e`) adds an f64 column to
+that relation, filled with every constant of the e-graph.
 Commutative operands are matched in both orders by expanding the pattern.
 """
 
@@ -16,11 +19,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from hnfc import ops
 from hnfc.ir.text import format_value
-from hnfc.rewrites.dsl import AttrVar, Const, Op, Pattern, Rule, RuleError, Var, pattern_vars
+from hnfc.rewrites.dsl import AttrVar, Const, ConstVar, Op, Pattern, Rule, RuleError, Var, attr_var_names, op_nodes, pattern_const_vars, pattern_vars
 
 COMMUTATIVE = frozenset({"add", "mul", "maximum", "minimum"})
 MAX_FIXED_ARITY = 4
@@ -87,7 +90,7 @@ def unify(spec, actual, bindings: dict[str, Any]) -> bool:
 
 
 def substitute(value, bindings: Mapping[str, Any]):
-    if isinstance(value, AttrVar):
+    if isinstance(value, (AttrVar, ConstVar)):
         return bindings[value.name]
     if isinstance(value, tuple):
         return tuple(substitute(v, bindings) for v in value)
@@ -100,13 +103,14 @@ class Variant:
 
     attr_relation: str | None
     lhs_slots: tuple[tuple[str, tuple], ...]  # (op, constraints) per `?a` variable, in order
-    rhs_slots: tuple[tuple[str, tuple], ...]  # (op, attrs with AttrVars) per `?o` variable
+    rhs_slots: tuple[tuple[str, tuple], ...]  # (op, attrs with AttrVars/ConstVars) per `?o` variable
     text: str  # the egglog rule command
+    const_slots: tuple[str, ...] = ()  # constant variables whose value a right-side attribute takes
 
-    def rhs_attr_strings(self, lhs_attrs: list[Mapping[str, Any]]) -> list[str] | None:
-        """Given the left side's attribute dicts (one per slot), the right side's strings, or
-        None when the constraints do not unify."""
-        bindings: dict[str, Any] = {}
+    def rhs_attr_strings(self, lhs_attrs: list[Mapping[str, Any]], consts: Sequence[float] = ()) -> list[str] | None:
+        """Given the left side's attribute dicts (one per slot) and the values of `const_slots`,
+        the right side's strings, or None when the constraints do not unify."""
+        bindings: dict[str, Any] = dict(zip(self.const_slots, consts))
         for (op, spec), actual in zip(self.lhs_slots, lhs_attrs):
             for key, value in spec:
                 if key not in actual or not unify(value, actual[key], bindings):
@@ -118,7 +122,8 @@ class Variant:
 class CompiledRule:
     rule: Rule
     index: int
-    var_names: tuple[str, ...]  # the left side's variables, recorded in the candidate after root, rhs
+    var_names: tuple[str, ...]  # the left side's variables, then its constant variables, recorded
+    # in the candidate after root, rhs
     variants: tuple[Variant, ...]
     literal_attrs: tuple[tuple[str, str], ...]  # (op, attr string) fixed on the right side
 
@@ -131,7 +136,8 @@ class CompiledRule:
         decl = [f"(relation {self.relation} ({' '.join(['Term'] * (2 + len(self.var_names)))}))"]
         for v in self.variants:
             if v.attr_relation:
-                decl.append(f"(relation {v.attr_relation} ({' '.join(['String'] * (len(v.lhs_slots) + len(v.rhs_slots)))}))")
+                cols = ["String"] * len(v.lhs_slots) + ["f64"] * len(v.const_slots) + ["String"] * len(v.rhs_slots)
+                decl.append(f"(relation {v.attr_relation} ({' '.join(cols)}))")
         return "\n".join(decl)
 
 
@@ -174,6 +180,8 @@ class _Emitter:
             return f"?v_{p.name}"
         if isinstance(p, Const):
             return f"(Num {num_literal(p.value)})"
+        if isinstance(p, ConstVar):
+            return f"(Num ?k_{p.name})"
         return None
 
     def lhs(self, p: Pattern | None) -> str:
@@ -199,7 +207,7 @@ class _Emitter:
         if leaf is not None:
             return leaf
         assert isinstance(p, Op)
-        if any(isinstance(v, (AttrVar, tuple)) and _has_attr_var(v) for _, v in p.attrs):
+        if any(_has_attr_var(v) for _, v in p.attrs):
             self.rhs_slots.append((p.op, p.attrs))
             attr = f"?o{len(self.rhs_slots)}"
         elif ops.OPS[p.op].attrs:
@@ -212,13 +220,17 @@ class _Emitter:
 
 
 def _has_attr_var(v) -> bool:
-    if isinstance(v, AttrVar):
-        return True
-    return isinstance(v, tuple) and any(_has_attr_var(x) for x in v)
+    return bool(attr_var_names(v, AttrVar) or attr_var_names(v, ConstVar))
+
+
+def _leaf_text(name: str, consts: set[str]) -> str:
+    return f"(Num ?k_{name})" if name in consts else f"?v_{name}"
 
 
 def compile_rule(rule: Rule, index: int) -> CompiledRule:
-    var_names = tuple(sorted(pattern_vars(rule.lhs)))
+    consts = pattern_const_vars(rule.lhs)
+    var_names = tuple(sorted(pattern_vars(rule.lhs))) + tuple(sorted(consts))
+    attr_consts = tuple(sorted({n for op in op_nodes(rule.rhs) for _, v in op.attrs for n in attr_var_names(v, ConstVar)}))
     variants = []
     literal: list[tuple[str, str]] = []
     for k, lhs_pattern in enumerate(_variants(rule.lhs)):
@@ -230,11 +242,11 @@ def compile_rule(rule: Rule, index: int) -> CompiledRule:
         attr_relation = None
         if em.lhs_slots or em.rhs_slots:
             attr_relation = f"Attr_{index}_{k}"
-            cols = [f"?a{i + 1}" for i in range(len(em.lhs_slots))] + [f"?o{i + 1}" for i in range(len(em.rhs_slots))]
+            cols = [f"?a{i + 1}" for i in range(len(em.lhs_slots))] + [f"?k_{c}" for c in attr_consts] + [f"?o{i + 1}" for i in range(len(em.rhs_slots))]
             query.append(f"({attr_relation} {' '.join(cols)})")
-        cand = " ".join(["?root", rhs] + [f"?v_{v}" for v in var_names])
+        cand = " ".join(["?root", rhs] + [_leaf_text(v, consts) for v in var_names])
         text = f"(rule ({' '.join(query)}) ((Cand_{index} {cand})) :ruleset {rule.phase} :name {quote(f'{rule.name}#{k}')})"
-        variants.append(Variant(attr_relation, tuple(em.lhs_slots), tuple(em.rhs_slots), text))
+        variants.append(Variant(attr_relation, tuple(em.lhs_slots), tuple(em.rhs_slots), text, attr_consts if attr_relation else ()))
     return CompiledRule(rule, index, var_names, tuple(variants), tuple(literal))
 
 

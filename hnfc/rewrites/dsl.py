@@ -3,6 +3,8 @@
     x, y = vars("x y")
     rule("log1p-intro", log(1 + x), log1p(x), tags=("log-exp",))
     rule("exp-log", exp(log(x)), x, when=[pos(x)], tags=("log-exp",))
+    e, = const_vars("e")  # matches a scalar constant and binds its value
+    rule("rms-norm-intro", x / sqrt(mean(x * x, dim=(-1,), keepdim=True) + e), rms_norm(x, eps=e), when=[pos(e)])
 
 In: op names from the op table. Out: immutable `Rule` records, checked when defined (unknown op,
 arity, unknown attribute, right-side variable missing from the left, guard on an unbound
@@ -84,6 +86,17 @@ class Const(Pattern):
 
 
 @dataclass(frozen=True, eq=True)
+class ConstVar(Pattern):
+    """A constant variable: matches a float scalar constant (never a tensor) and binds its value,
+    which the right side may use as an operand or as an attribute value (`eps=e`)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"#{self.name}"
+
+
+@dataclass(frozen=True, eq=True)
 class AttrVar:
     """An attribute variable: binds an attribute value (a dim, say) on the left side."""
 
@@ -133,12 +146,26 @@ def P(op: str, *args, **attrs) -> Op:
     unknown = set(attrs) - set(opdef.attrs)
     if unknown:
         raise RuleError(f"{op} has no attribute {sorted(unknown)[0]!r} (it has {sorted(opdef.attrs) or 'none'})")
+    for key, value in attrs.items():
+        if not _attr_value_ok(value):
+            raise RuleError(f"{op}: attribute {key}={value} must be a literal, an attribute variable or a constant variable (not an expression)")
     return Op(op, nodes, tuple(sorted(attrs.items())))
+
+
+def _attr_value_ok(value) -> bool:
+    if isinstance(value, tuple):
+        return all(_attr_value_ok(v) for v in value)
+    return isinstance(value, (AttrVar, ConstVar)) or not isinstance(value, Pattern)
 
 
 def vars(names: str) -> tuple[Var, ...]:
     """`x, y = vars("x y")`"""
     return tuple(Var(n) for n in names.replace(",", " ").split())
+
+
+def const_vars(names: str) -> tuple[ConstVar, ...]:
+    """`e, = const_vars("e")` for scalar constants whose value the right side reuses."""
+    return tuple(ConstVar(n) for n in names.replace(",", " ").split())
 
 
 def attr_vars(names: str) -> tuple[AttrVar, ...]:
@@ -154,11 +181,23 @@ def pattern_vars(p: Pattern | None) -> set[str]:
     return set()
 
 
-def attr_var_names(value) -> set[str]:
-    if isinstance(value, AttrVar):
+def pattern_const_vars(p: Pattern | None) -> set[str]:
+    """Constant variables used as operands or as attribute values anywhere in `p`."""
+    if isinstance(p, ConstVar):
+        return {p.name}
+    if not isinstance(p, Op):
+        return set()
+    out = {n for _, v in p.attrs for n in attr_var_names(v, ConstVar)}
+    for a in p.args:
+        out |= pattern_const_vars(a)
+    return out
+
+
+def attr_var_names(value, kind: type = AttrVar) -> set[str]:
+    if isinstance(value, kind):
         return {value.name}
     if isinstance(value, tuple):
-        return set().union(*(attr_var_names(v) for v in value)) if value else set()
+        return set().union(*(attr_var_names(v, kind) for v in value)) if value else set()
     return set()
 
 
@@ -204,8 +243,8 @@ class Guard:
 
 
 def _guard_var(v) -> str:
-    if not isinstance(v, Var):
-        raise RuleError(f"guards take a pattern variable, got {v!r}")
+    if not isinstance(v, (Var, ConstVar)):
+        raise RuleError(f"guards take a pattern variable or a constant variable, got {v!r}")
     return v.name
 
 
@@ -235,6 +274,10 @@ def in_range(x: Var, lo: float, hi: float) -> Guard:
 # Rules
 
 PHASES = ("stability", "algebra")
+# A rule tagged "fusion" rewrites the user's computation into one kernel that computes the same
+# thing (a hand-written layer norm into layer_norm): extraction takes the kernel unless it is
+# predicted worse, where another new node must be predicted better to replace the user's code.
+FUSION = "fusion"
 
 
 @dataclass(frozen=True)
@@ -273,8 +316,14 @@ def rule(name: str, lhs: Pattern, rhs, *, when: Iterable[Guard] = (), tags: Iter
     if not isinstance(lhs, Op):
         raise RuleError(f"rule {name}: the left side must be an op pattern, not {lhs!r}")
     when = tuple(when)
-    lhs_vars = pattern_vars(lhs)
-    missing = pattern_vars(rhs) - lhs_vars
+    lhs_consts = pattern_const_vars(lhs)
+    lhs_vars = pattern_vars(lhs) | lhs_consts
+    if any(attr_var_names(v, ConstVar) for p in op_nodes(lhs) for _, v in p.attrs):
+        raise RuleError(f"rule {name}: a constant variable binds an operand; an attribute on the left side takes an attribute variable (attr_vars)")
+    clash = pattern_vars(lhs) & lhs_consts
+    if clash:
+        raise RuleError(f"rule {name}: {sorted(clash)} names both a pattern variable and a constant variable")
+    missing = (pattern_vars(rhs) | pattern_const_vars(rhs)) - lhs_vars
     if missing:
         raise RuleError(f"rule {name}: right side uses {sorted(missing)} which the left side does not bind")
     missing_attrs = pattern_attr_vars(rhs) - pattern_attr_vars(lhs)
@@ -286,6 +335,14 @@ def rule(name: str, lhs: Pattern, rhs, *, when: Iterable[Guard] = (), tags: Iter
         if g.var not in lhs_vars:
             raise RuleError(f"rule {name}: guard {g} is on a variable the left side does not bind")
     return Rule(name, lhs, rhs, when, tuple(tags), doc)
+
+
+def op_nodes(p: Pattern | None):
+    """Every op node of a pattern, outermost first."""
+    if isinstance(p, Op):
+        yield p
+        for a in p.args:
+            yield from op_nodes(a)
 
 
 def check_unique(rules: Iterable[Rule]) -> tuple[Rule, ...]:
