@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from hnfc.cli import app, make_inputs, parse_input_spec, parse_range
@@ -48,13 +49,22 @@ def test_lint_finds_the_naive_hazards_and_fails():
     assert any("log_softmax" in (f["fix"] or "") for f in failing)  # log of a hand-written softmax
 
 
+class Cancelling(torch.nn.Module):
+    """sum(x) - n·mean(x): a difference of equal values that no rule rewrites (ill-conditioned)."""
+
+    def forward(self, x):
+        return x.sum(-1) - 8 * x.mean(-1) + x[..., 0]
+
+
 def test_lint_passes_a_clean_model_and_reports_in_text():
     runner = CliRunner()
     r = runner.invoke(app, ["lint", "tests.corpus:MLP", "--input", "4x8"])
     assert r.exit_code == 0, r.output
-    assert "0 failing finding(s)" in r.output
-    r = runner.invoke(app, ["lint", "tests.corpus:MLP", "--input", "4x8", "--strict"])  # its matmuls may cancel
-    assert r.exit_code == 1 and "FAIL ill-conditioned" in r.output
+    assert "no findings" in r.output
+    r = runner.invoke(app, ["lint", "tests.test_cli:Cancelling", "--input", "4x8", "--range", "x=1:2"])
+    assert r.exit_code == 0 and "note ill-conditioned" in r.output and "0 failing finding(s)" in r.output, r.output
+    r = runner.invoke(app, ["lint", "tests.test_cli:Cancelling", "--input", "4x8", "--range", "x=1:2", "--strict"])
+    assert r.exit_code == 1 and "FAIL ill-conditioned" in r.output, r.output
 
 
 @pytest.mark.parametrize(
