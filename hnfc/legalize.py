@@ -5,7 +5,8 @@ stage's output (casts inserted; for a bare dtype map, `hnfc.precision.with_dtype
 Out: a new `Program` with those constants replaced, and one `Legalization` note per replacement
 (`note.as_rewrite()` is how the pipeline lists it in the report).
 Where: the last stage of `hnfc.pipeline.optimize_program`, after precision assignment, when every
-node's final dtype is known (`Config.legalize`, on by default). It is not an e-graph rule: the
+node's final dtype is known (`Config.legalize`, on by default); the precision stage measures its
+candidates legalized, so what it measured is what runs. It is not an e-graph rule: the
 replacement is not a real-number identity, it depends on the dtype a node runs in.
 
 Why. Attention masks are written with constants like `torch.finfo(torch.float32).min`, -1e9 or

@@ -42,8 +42,10 @@ their argument, inputs, parameters, constants, casts and opaque ops keep their d
 Lowering a node to d casts its float arguments to d (`to` nodes, hash-consed, so neighbours of one
 dtype share their casts) and, where a user or an output wants another dtype, casts the result back.
 
-Validation (`select`): run the mixed program on the verification inputs; while some output misses
-the target (at most `max_promotions` rounds) promote the nodes with the largest predicted error
+Validation (`select`): run the mixed program on the verification inputs, legalized as the pipeline
+will run it (hnfc/legalize.py: constants that overflow a lowered node's dtype become ±finfo.max;
+unlegalized, a finfo(f32).min clamp bound in bf16 makes torch raise); while some output misses the
+target (at most `max_promotions` rounds) promote the nodes with the largest predicted error
 contribution u_d·2^(own+down) upstream of the failing outputs one step up the menu, and measure
 again. If the target cannot be met, the most precise assignment tried is kept when it measures no
 worse than the original dtypes, else the original, with a warning.
@@ -61,6 +63,7 @@ from hnfc.analysis.curvature import node_cost
 from hnfc.analysis.intervals import Interval
 from hnfc.dtypes import DTYPES, FLOAT_ORDER, from_torch
 from hnfc.ir.program import Builder, Program
+from hnfc.legalize import legalize
 from hnfc.ops.core import full_attrs
 from hnfc.types import TensorType
 
@@ -516,13 +519,20 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config, tru
     needs = requirements(program, ranges, config, dtype_menu)
     dtypes = {i: r.dtype for i, r in needs.items()}
     truth_sets = truth_sets if truth_sets is not None else truths(program, input_sets)
+
+    def runs(mixed: Program) -> Program:
+        """What the pipeline will run: `mixed` legalized for its new dtypes (a bound like
+        finfo(f32).min moved to bf16 would make torch raise). Only measured: `select` returns
+        the unlegalized program, so the pipeline's legalize stage lists the replacements."""
+        return legalize(mixed)[0] if getattr(config, "legalize", True) else mixed
+
     promotions: list[Promotion] = []
     warnings: list[str] = []
     best = None
     rounds = 0
     while True:
         mixed, _ = with_dtypes(program, dtypes)
-        errors = measure(mixed, input_sets, truth_sets)
+        errors = measure(runs(mixed), input_sets, truth_sets)
         worst = max(errors, default=0.0)
         if best is None or worst < best[0] or worst <= target:
             best = (worst, dict(dtypes), mixed, errors)
@@ -559,13 +569,13 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config, tru
                 continue
             trial = {**dtypes_best, i: lower[-1]}
             m, _ = with_dtypes(program, trial)
-            e = measure(m, input_sets, truth_sets)
+            e = measure(runs(m), input_sets, truth_sets)
             if max(e, default=0.0) <= target / 2:  # keep headroom for inputs not sampled
                 demotions.append(Promotion(0, i, program.nodes[i].op, d, lower[-1], f"measured {max(e, default=0.0):.3g} <= target/2 with it lowered (predicted need {needs[i].bits:.1f} bits)"))
                 dtypes_best, mixed, errors = trial, m, e
     if not met:
         original = {i: r.original for i, r in needs.items()}
-        orig_errors = measure(program, input_sets, truth_sets)
+        orig_errors = measure(runs(program), input_sets, truth_sets)
         if max(orig_errors, default=0.0) < worst:
             warnings.append(f"precision target {target:g} not met (best mixed assignment measured {worst:.3g}); original dtypes kept ({max(orig_errors, default=0.0):.3g})")
             dtypes_best, mixed, errors = original, program, orig_errors

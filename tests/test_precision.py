@@ -4,6 +4,7 @@ validation loop meeting the target on models, and the predicted requirement agai
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -133,6 +134,23 @@ def test_validation_promotes_when_the_prediction_is_too_optimistic():
     res = precision.select(p, rng, sets, cfg)
     assert res.met and res.promotions and res.rounds >= 1
     assert all(q.from_dtype == "bf16" and q.to_dtype == "f32" and "target" in q.reason for q in res.promotions)
+
+
+def test_clamp_bound_that_overflows_bf16_is_legalized_before_measuring():
+    # finfo(float32).min rounds to -inf in bf16, and torch refuses such a clamp bound: the
+    # candidates must be measured as they will run (legalized), or the whole stage gives up
+    def f(x, w):
+        return torch.softmax(x @ w, -1).clamp(min=torch.finfo(torch.float32).min)
+
+    x, w = torch.randn(4, 16), torch.randn(16, 16) / 4
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gm = hnfc.optimize(f, (x, w), target=TARGET, dtypes=MENU, samples=2)
+    assert not any("precision stage failed" in str(c.message) for c in caught), [str(c.message) for c in caught]
+    assert gm.report.precision["met"] and gm.report.low_precision_share > 0, gm.report
+    assert any(e["op"] == "clamp" and e["dtype"] == "bf16" for e in gm.report.dtypes.values()), gm.report.dtypes
+    assert any("legalize-constant" in rw.rules for rw in gm.report.rewrites)  # still listed once, by the pipeline
+    assert gm(x, w).isfinite().all()
 
 
 HIT_PROGRAMS = [c.name for c in CASES] + ["mlp", "block"]
