@@ -167,38 +167,13 @@ def parse_options(pairs: list[str]) -> dict:
 
 def load_factory(target: str):
     """'package.module:factory' or 'path/to/file.py:factory' -> (factory, module)."""
-    import importlib
-    import importlib.util
+    from hnfc._imports import import_attr
 
-    mod_name, colon, attr = target.rpartition(":")
-    if not colon or not mod_name or not attr:
+    if not all(target.rpartition(":")):  # MODULE, ':' and FACTORY; checked here in the CLI's words
         raise UserError(f"bad model {target!r}: expected MODULE:FACTORY, like hnfc.examples.naive:make_model")
-    if mod_name.endswith(".py") or "/" in mod_name:
-        path = _Path(mod_name)
-        if not path.is_file():
-            raise UserError(f"cannot import module {mod_name!r}: no such file")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as e:
-            raise UserError(f"cannot import module {mod_name!r}: {type(e).__name__}: {e}") from None
-    else:
-        if "" not in _sys.path and "." not in _sys.path:
-            _sys.path.insert(0, "")  # like `python -m`: modules in the current directory import
-        try:
-            module = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if e.name and (mod_name == e.name or mod_name.startswith(e.name + ".")):
-                raise UserError(f"cannot import module {mod_name!r}: no module named {e.name!r}") from None
-            raise UserError(f"cannot import module {mod_name!r}: {e}") from None
-        except Exception as e:
-            raise UserError(f"cannot import module {mod_name!r}: {type(e).__name__}: {e}") from None
-    factory = module
-    for part in attr.split("."):
-        if not hasattr(factory, part):
-            raise UserError(f"module {mod_name!r} has no attribute {attr!r}")
-        factory = getattr(factory, part)
+    if "" not in _sys.path and "." not in _sys.path:
+        _sys.path.insert(0, "")  # like `python -m`: modules in the current directory import
+    factory, module = import_attr(target, UserError)
     if not callable(factory):
         raise UserError(f"{target} is not callable: FACTORY must be a function returning an nn.Module")
     return factory, module

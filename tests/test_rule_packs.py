@@ -37,6 +37,19 @@ def test_resolve_every_spec_form():
         resolve([user_pack, user_pack])
 
 
+def test_pack_names_load_like_the_cli_and_fail_as_rule_errors(tmp_path):
+    with pytest.raises(RuleError, match="rule pack 'no_such_pack_mod:RULES': cannot import module 'no_such_pack_mod': no module named"):
+        resolve("no_such_pack_mod:RULES")
+    with pytest.raises(RuleError, match="rule pack 'hnfc.examples.user_pack:NOPE': module 'hnfc.examples.user_pack' has no attribute 'NOPE'"):
+        resolve("hnfc.examples.user_pack:NOPE")
+    pack = tmp_path / "file_pack.py"
+    pack.write_text("from hnfc.rewrites import rule, vars, log, log1p\nx, = vars('x')\nRULES = [rule('file-log1m', log(1 - x), log1p(-x))]\n")
+    (r,) = resolve(f"{pack}:RULES")  # a file, as `hnfc optimize path/to/file.py:factory` takes
+    assert r.name == "file-log1m" and r.source == f"{pack}:RULES"
+    with pytest.raises(RuleError, match="no such file"):
+        resolve(f"{tmp_path / 'missing.py'}:RULES")
+
+
 def test_installed_pack_through_entry_points(tmp_path, monkeypatch):
     mod = tmp_path / "fake_hnfc_pack.py"
     mod.write_text(

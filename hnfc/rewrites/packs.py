@@ -5,8 +5,9 @@
 
 - a `Rule`, or an iterable of `Rule`s (and of further specs, flattened);
 - a module: its `RULES` attribute (an iterable of rules, or a zero-argument function returning one);
-- a string `"package.module:attr"` (the attribute, or the zero-argument function it names) or
-  `"package.module"` (its `RULES`);
+- a string `"package.module:attr"` or `"path/to/file.py:attr"` (the attribute, or the
+  zero-argument function it names; loaded by `hnfc._imports.import_attr`, as the command line's
+  MODULE:FACTORY is) or `"package.module"` (its `RULES`);
 - a string naming an installed pack: an entry point of the group `hnfc.rules`, declared by a
   distribution as
 
@@ -27,6 +28,7 @@ import importlib.metadata
 import types
 from typing import Any, Iterable
 
+from hnfc._imports import import_attr
 from hnfc.rewrites.dsl import Rule, RuleError, check_unique
 
 GROUP = "hnfc.rules"
@@ -84,16 +86,7 @@ def _resolve_name(name: str) -> list[Rule]:
 
         return list(library())
     if ":" in name:
-        mod_name, _, attr = name.partition(":")
-        try:
-            mod = importlib.import_module(mod_name)
-        except ImportError as e:
-            raise RuleError(f"rule pack {name!r}: cannot import {mod_name!r} ({e})") from None
-        value = mod
-        for part in attr.split("."):
-            if not hasattr(value, part):
-                raise RuleError(f"rule pack {name!r}: {mod_name} has no attribute {attr!r}")
-            value = getattr(value, part)
+        value, _ = import_attr(name, lambda msg: RuleError(f"rule pack {name!r}: {msg}"))
         return _with_source(_resolve(_materialize(value), name), name)
     packs = installed()
     if name in packs:
