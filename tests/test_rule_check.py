@@ -10,7 +10,7 @@ import pytest
 
 import hnfc
 from hnfc.rewrites import attr_vars, const_vars, in_range, library, negative, nonneg, nonzero, pos, rule, vars
-from hnfc.rewrites.builders import abs, amax, exp, log, log1p, logsumexp, mean, relu, rms_norm, sigmoid, softplus, sqrt, tanh
+from hnfc.rewrites.builders import abs, amax, exp, log, log1p, logsumexp, matmul, mean, mm, relu, rms_norm, sigmoid, softplus, sqrt, tanh
 from hnfc.rewrites.builders import sum as rsum
 from hnfc.rewrites.check import RuleCheck, check_pack_cli, check_rule
 
@@ -40,6 +40,8 @@ UNSOUND = [
     rule("tanh-small-approx", tanh(x), x, when=[in_range(x, -1e-3, 1e-3)]),  # approximate, not exact
     rule("softmax-no-denominator", exp(x) / rsum(exp(x), dim=(d,), keepdim=True), exp(x - amax(x, dim=(d,), keepdim=True))),
     rule("logsumexp-is-max", logsumexp(x, dim=(d,), keepdim=True), amax(x, dim=(d,), keepdim=True)),
+    rule("scale-both-factors", mm(x, y) / 2, mm(x / 2, y / 2)),  # scales twice
+    rule("matmul-commutes", matmul(x, y), matmul(y, x)),
 ]
 
 

@@ -147,3 +147,31 @@ def test_log_softmax_fires_under_an_opaque_gather():
     ops = [n.op for n in m.program.nodes]
     assert "log_softmax" in ops and "log" not in ops and "opaque" in ops, m.program
     torch.testing.assert_close(m(x), -torch.log_softmax(x, -1).gather(-1, target))
+
+
+def _logit_scale_position(program) -> str:
+    """'before' when a div/mul by a constant feeds a matrix product, 'after' when it consumes one."""
+    nodes = program.nodes
+    for n in nodes:
+        if n.op in ("div", "mul") and any(a is not None and nodes[a].op == "const" for a in n.args):
+            arg = nodes[n.args[0]]
+            return "after" if arg.op in ("mm", "bmm", "matmul", "reshape") else "before"
+    return "none"
+
+
+def test_attention_scale_moves_before_the_product_where_the_logits_overflow():
+    """softmax(q kᵀ / √d) v in float16 with |q·k| up to 1e5 > 65504: q kᵀ overflows before the
+    division. The scale moves onto q (a rule per product op, and through the reshape of a batched
+    trace), where in float32 nothing overflows and the user's order stays."""
+    from hnfc.examples.stability import attention_naive
+
+    x = torch.linspace(-80, 80, 64, dtype=torch.float64).reshape(4, 16)
+    x[1] = 79.0  # a row whose self-product is 16 · 79² ≈ 1e5
+    truth = torch.softmax(x @ x.T / 4, -1) @ x  # float64, stable
+    half = hnfc.optimize(attention_naive, (x.half(),), input_ranges={0: (-80.0, 80.0)})
+    assert not torch.isfinite(attention_naive(x.half())).all()
+    assert torch.isfinite(half(x.half())).all()
+    torch.testing.assert_close(half(x.half()).double(), truth, rtol=2e-2, atol=2e-2)
+    assert _logit_scale_position(half.program) == "before", half.program
+    single = hnfc.optimize(attention_naive, (x.float(),), input_ranges={0: (-80.0, 80.0)})
+    assert _logit_scale_position(single.program) == "after", single.program

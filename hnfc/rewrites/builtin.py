@@ -7,14 +7,14 @@ matter in patterns (the compiler matches both orders).
 
 from __future__ import annotations
 
-from hnfc.rewrites.builders import amax, cos, cosh, exp, expm1, hypot, layer_norm, log, log1p, log_softmax, logaddexp, logsigmoid, logsumexp, mean
-from hnfc.rewrites.builders import reciprocal, rms_norm, rsqrt, sigmoid, sin, sinh, softmax, softplus, sqrt, square, tanh, var
+from hnfc.rewrites.builders import amax, bmm, cos, cosh, exp, expm1, hypot, layer_norm, log, log1p, log_softmax, logaddexp, logsigmoid, logsumexp, matmul, mean, mm
+from hnfc.rewrites.builders import reciprocal, reshape, rms_norm, rsqrt, sigmoid, sin, sinh, softmax, softplus, sqrt, square, tanh, var
 from hnfc.rewrites.builders import sum as rsum
 from hnfc.rewrites.dsl import FUSION, attr_vars, check_unique, const_vars, nonneg, nonzero, pos, rule, vars
 
 x, y, z = vars("x y z")
-d, D, k = attr_vars("d D k")
-e, = const_vars("e")
+d, D, k, S = attr_vars("d D k S")
+e, c = const_vars("e c")
 
 LOG_EXP = ("log-exp",)
 SOFTMAX = ("softmax",)
@@ -22,12 +22,16 @@ ALGEBRA = ("algebra",)
 CANCEL = ("cancellation",)
 STATS = ("statistics",)
 STATS_FUSION = ("statistics", FUSION)
+ATTENTION = ("attention",)
 LOSSES = ("losses",)
 
 # The ways a square is written: x * x, x ** 2 (pow), torch.square.
 SQUARES = {"mul": lambda t: t * t, "pow": lambda t: t**2, "square": square}
 # The ways a value is divided by a square root.
 OVER_SQRT = {"div-sqrt": lambda a, s: a / sqrt(s), "mul-rsqrt": lambda a, s: a * rsqrt(s)}
+# A scale by a constant, and the matrix products it can move into.
+SCALES = {"div": lambda a, s: a / s, "mul": lambda a, s: a * s}
+PRODUCTS = {"mm": mm, "bmm": bmm, "matmul": matmul}
 # Trailing dims a normalization runs over (the e-graph counts dims from the end).
 TRAILING = {1: (-1,), 2: (-2, -1)}
 
@@ -136,6 +140,13 @@ RULES = check_unique(
             for m, sq in SQUARES.items()
             for nd, dims in TRAILING.items()
         ),
+        # attention: scale q before q kᵀ rather than the logits after (kᵀ/√d can overflow f16 first)
+        *(
+            rule(f"{n}-scale-into-{pn}", scale(prod(x, y), c), prod(scale(x, c), y), when=[nonzero(c)], tags=ATTENTION)
+            for n, scale in SCALES.items()
+            for pn, prod in PRODUCTS.items()
+        ),
+        *(rule(f"{n}-scale-through-reshape", scale(reshape(x, shape=S), c), reshape(scale(x, c), shape=S), when=[nonzero(c)], tags=ATTENTION) for n, scale in SCALES.items()),
         # losses: BCE on probabilities, written through sigmoid
         rule("one-minus-sigmoid", 1 - sigmoid(x), sigmoid(-x), tags=LOSSES),
         rule("log-one-minus-sigmoid", log(1 - sigmoid(x)), logsigmoid(-x), tags=LOSSES),

@@ -15,9 +15,11 @@ point of the guarded domain where the left side is defined. Two methods, in this
    over float64 bit patterns of the whole interval (tiny and huge magnitudes), with edge values
    (0, +-1, the bounds, the smallest subnormal, ...) mixed in. Both sides are evaluated with the
    op table's `ref` functions (the same meaning the reference interpreter uses) at 128 and 256
-   bits. Rules with reductions or softmax run on rows of length 4 (samples / 4 rows); attribute
-   variables take concrete values (dims: the last axis; keepdim: True and False; numbers: the
-   default and a few others), and so do `dim`/`keepdim` the left side leaves unconstrained.
+   bits. Rules with reductions or softmax run on rows of length 4 (samples / 4 rows), rules with
+   matrix products on 4 x 4 matrices (samples / 16 of them); attribute variables take concrete
+   values (dims: the last axis; keepdim: True and False; a shape: (-1,), which any tensor takes;
+   numbers: the default and a few others), and so do `dim`/`keepdim` the left side leaves
+   unconstrained.
    A constant variable takes a few values inside its guards' domain (a constant is one number
    for the whole tensor, so it is an assignment like an attribute, not a sampled array).
 
@@ -50,7 +52,7 @@ import numpy as np
 
 from hnfc import ops
 from hnfc.ops.core import obj
-from hnfc.rewrites.dsl import AttrVar, Const, ConstVar, Guard, Op, Pattern, Rule, Var, pattern_const_vars, pattern_vars
+from hnfc.rewrites.dsl import AttrVar, Const, ConstVar, Guard, Op, Pattern, Rule, Var, op_nodes, pattern_const_vars, pattern_vars
 
 PRECISIONS = (128, 256)
 ESCALATION = (1024, 4096, 8192)  # the last two confirm a counterexample
@@ -226,6 +228,8 @@ def _attr_candidates(rule: Rule, const_domains: dict[str, _Domain]) -> tuple[lis
             if isinstance(value, AttrVar) and value.name not in cands:
                 if key == "dim":
                     cands[value.name] = [-1] if isinstance(default, int) else [(-1,)]
+                elif key == "shape":
+                    cands[value.name] = [(-1,)]  # flatten: a shape any tensor takes
                 elif isinstance(default, bool) or key == "keepdim":
                     cands[value.name] = [True, False]
                 elif isinstance(default, (int, float)):
@@ -282,6 +286,14 @@ def _row_shape(combo: dict) -> tuple[int, ...]:
     axes = [v for v in combo.values() if isinstance(v, int) and not isinstance(v, bool) and v < 0]
     depth = max([-a for a in axes] + [1])
     return (3,) * (depth - 1) + (ROW,)
+
+
+CONTRACTIONS = frozenset({"mm", "bmm", "matmul", "addmm", "linear"})
+MATRIX_ONLY = frozenset({"mm", "addmm"})  # 2-D operands only: evaluated one matrix at a time
+
+
+def _ops_in(rule: Rule) -> set[str]:
+    return {p.op for side in (rule.lhs, rule.rhs) for p in op_nodes(side)}
 
 
 def _literal_dims_ok(p) -> bool:
@@ -527,13 +539,16 @@ def check_rule(rule: Rule, *, samples: int = 1000, seed: int = 0) -> RuleCheck:
     proof = _prove(rule, domains)
     combos, free = _attr_candidates(rule, {n: d for n, d in domains.items() if n not in names})
     structured = _structured(rule)
-    batched = _literal_dims_ok(rule.lhs) and _literal_dims_ok(rule.rhs)
+    square = bool(_ops_in(rule) & CONTRACTIONS)  # every variable a ROW x ROW matrix, so products type
+    batched = _literal_dims_ok(rule.lhs) and _literal_dims_ok(rule.rhs) and not _ops_in(rule) & MATRIX_ONLY
     rng = np.random.default_rng(seed)
     compared = skipped = unconfirmed = 0
     total = 0
     per_combo = max(samples // len(combos), 1)
     for combo in combos:
-        if structured:
+        if square:
+            shape = (max(per_combo // (ROW * ROW), 16), ROW, ROW)
+        elif structured:
             rows = max(per_combo // ROW, 16)
             shape = (rows, *_row_shape(combo))
         else:
