@@ -24,8 +24,6 @@ Writes bench/results/autocast.json and autocast.md. `--quick`: fewer input sets,
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -42,9 +40,12 @@ from hnfc import analysis, precision  # noqa: E402
 from hnfc.report import Report  # noqa: E402
 from hnfc.config import Config  # noqa: E402
 from hnfc.examples.naive import block_inputs, make_block  # noqa: E402
+from hnfc.legalize import legalize  # noqa: E402
 from hnfc.metric import bits_error  # noqa: E402
 from hnfc.verify import observe, verification_inputs  # noqa: E402
 from tests.corpus import build  # noqa: E402
+
+from _common import arguments, write_results  # noqa: E402
 
 AUTOCAST_CPU_LOW = frozenset({"mm", "bmm", "matmul", "addmm", "linear", "scaled_dot_product_attention"})
 
@@ -87,11 +88,28 @@ def run_model(fn, sets, autocast: tuple[str, torch.dtype] | None = None, device:
     return outs
 
 
+def markdown(result: dict) -> str:
+    meta = result["meta"]
+    lines = [
+        "# hnfc dtype assignment vs torch.autocast",
+        "",
+        f"Fresh sampled inputs ({meta['input_sets']} sets per model), outputs cast to float32 and compared with the mpmath truth. "
+        "Bits of error in float32 terms (max / mean over elements); normwise = max ‖y − t‖∞/‖t‖∞; "
+        "low share = FLOPs run in bf16/f16 (autocast: its CPU op list; hnfc: its chosen dtypes).",
+        "",
+        "| model | method | bits max | bits mean | normwise | low-precision FLOP share |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(f"| {r['model']} | {r['method']} | {r['bits_max']:.1f} | {r['bits_mean']:.2f} | {r['normwise']:.2e} | {r['low_precision_share']:.1%} |")
+    if not meta["cuda"]:
+        lines += ["", "No GPU here: the CUDA float16 autocast policy was skipped."]
+    return "\n".join(lines)
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer input sets, one target")
+    ap = arguments(__doc__, "fewer input sets, one target")
     ap.add_argument("--targets", type=float, nargs="*", default=None)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args()
     targets = args.targets or ([1e-2] if args.quick else [1e-2, 1e-3])
     samples = 2 if args.quick else 4
@@ -130,7 +148,7 @@ def main() -> None:
                 cfg = Config.from_options(target=target, dtypes=[torch.bfloat16, torch.float32], samples=samples)
                 sets = verification_inputs(program, list(inputs), {}, cfg)
                 rng = analysis.ranges(program, {}, observed=observe(program, sets), margin=cfg.margin)
-                gm = hnfc.lower(precision.run_stage(program, rng, sets, cfg, rep))
+                gm = hnfc.lower(legalize(precision.run_stage(program, rng, sets, cfg, rep))[0])  # legalized, as the pipeline runs it
             fallback = any("optimizer failed" in w for w in rep.warnings)
             row(
                 method,
@@ -146,26 +164,10 @@ def main() -> None:
                 optimizer_fell_back=fallback,
             )
         print(f"  ({name}: reference {ref_s:.1f}s on {len(fresh)} input sets)", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {"torch": torch.__version__, "cuda": torch.cuda.is_available(), "input_sets": samples, "targets": targets, "quick": args.quick}
-    (out / "autocast.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [
-        "# hnfc dtype assignment vs torch.autocast",
-        "",
-        f"Fresh sampled inputs ({samples} sets per model), outputs cast to float32 and compared with the mpmath truth. "
-        "Bits of error in float32 terms (max / mean over elements); normwise = max ‖y − t‖∞/‖t‖∞; "
-        "low share = FLOPs run in bf16/f16 (autocast: its CPU op list; hnfc: its chosen dtypes).",
-        "",
-        "| model | method | bits max | bits mean | normwise | low-precision FLOP share |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['method']} | {r['bits_max']:.1f} | {r['bits_mean']:.2f} | {r['normwise']:.2e} | {r['low_precision_share']:.1%} |")
-    if not torch.cuda.is_available():
-        lines += ["", "No GPU here: the CUDA float16 autocast policy was skipped."]
-    (out / "autocast.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / 'autocast.json'} and {out / 'autocast.md'}")
+    result = {"meta": meta, "rows": rows}
+    paths = write_results(args.out, "autocast", data=result, markdown=markdown(result))
+    print(f"wrote {paths[0]} and {paths[1]}")
 
 
 if __name__ == "__main__":

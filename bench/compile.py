@@ -30,6 +30,8 @@ import torch  # noqa: E402
 
 from tests.corpus import CASES  # noqa: E402
 
+from _common import arguments, write_results  # noqa: E402
+
 FULL = ["mlp", "cnn", "transformer_encoder_layer", "gpt2_sdpa", "bert", "llama"]
 QUICK = ["mlp", "transformer_encoder_layer"]
 
@@ -103,12 +105,29 @@ def bench_model(name: str, *, warmup: int, repeat: int, threads: int = 1) -> dic
     }
 
 
+def markdown(result: dict) -> str:
+    meta, summary = result["meta"], result["summary"]
+    lines = [
+        "# torch.compile: hnf vs inductor vs eager",
+        "",
+        f"torch {meta['torch']}, {meta['machine']}, {meta['threads']} thread(s), no_grad inference, inductor caches off; "
+        f"runtime = median of {meta['repeat']} calls after {meta['warmup']} warm-up calls.",
+        "compile ratio = hnf compile / inductor compile (goal <= 1.3); speed = inductor time / hnf time (goal >= 0.95).",
+        "",
+        "| model | eager ms | inductor compile s | hnf compile s | compile ratio | inductor ms | hnf ms | speed | hnf fell back |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["models"]:
+        lines.append(f"| {r['model']} | {r['eager_ms']:.3f} | {r['inductor_compile_s']:.2f} | {r['hnf_compile_s']:.2f} | {r['compile_ratio']:.2f} | "
+                     f"{r['inductor_ms']:.3f} | {r['hnf_ms']:.3f} | {r['speed_ratio']:.2f} | {'yes' if r['hnf_fallbacks'] else 'no'} |")
+    lines += ["", f"geometric means: compile ratio {summary['compile_ratio_geomean']:.2f}, speed {summary['speed_ratio_geomean']:.2f}"]
+    return "\n".join(lines)
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help=f"models {QUICK}, fewer repeats")
+    ap = arguments(__doc__, f"models {QUICK}, fewer repeats (writes compile_quick.*, not compile.*)")
     ap.add_argument("--models", default=None, help="comma-separated corpus names")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="directory for compile.json/.md (compile_quick.* with --quick)")
     ap.add_argument("--one", nargs=2, metavar=("MODEL", "BACKEND"), help=argparse.SUPPRESS)
     ap.add_argument("--warmup", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--repeat", type=int, default=None, help=argparse.SUPPRESS)
@@ -135,26 +154,10 @@ def main() -> None:
     }
     meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(), "threads": args.threads,
             "quick": args.quick, "warmup": warmup, "repeat": repeat, "note": "inference under no_grad, CPU, inductor caches disabled, each backend in a fresh process"}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "compile_quick" if args.quick else "compile"
-    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "summary": summary, "models": rows}, indent=2))
-    lines = [
-        "# torch.compile: hnf vs inductor vs eager",
-        "",
-        f"torch {meta['torch']}, {meta['machine']}, {args.threads} thread(s), no_grad inference, inductor caches off; "
-        f"runtime = median of {repeat} calls after {warmup} warm-up calls.",
-        "compile ratio = hnf compile / inductor compile (goal <= 1.3); speed = inductor time / hnf time (goal >= 0.95).",
-        "",
-        "| model | eager ms | inductor compile s | hnf compile s | compile ratio | inductor ms | hnf ms | speed | hnf fell back |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['eager_ms']:.3f} | {r['inductor_compile_s']:.2f} | {r['hnf_compile_s']:.2f} | {r['compile_ratio']:.2f} | "
-                     f"{r['inductor_ms']:.3f} | {r['hnf_ms']:.3f} | {r['speed_ratio']:.2f} | {'yes' if r['hnf_fallbacks'] else 'no'} |")
-    lines += ["", f"geometric means: compile ratio {summary['compile_ratio_geomean']:.2f}, speed {summary['speed_ratio_geomean']:.2f}"]
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[-1:]))
+    result = {"meta": meta, "summary": summary, "models": rows}
+    md = markdown(result)
+    write_results(args.out, "compile_quick" if args.quick else "compile", data=result, markdown=md)
+    print(md.splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 
 Runs bench/stability.py, scale.py, autocast.py and compile.py, each in its own process (each
 script stays runnable alone, and compile.py measures every backend in a fresh process anyway),
-with the same --quick and --out. Then reads their JSON and writes SUMMARY.md and run_all.json:
+with the same --quick and --out. Then reads their JSON and Markdown and writes SUMMARY.md and run_all.json:
 accuracy (stability suite, float32 and bfloat16, bits of error before/after), the cost model
 (predicted vs measured, Spearman), scaling (GPT-2-shaped graphs), compile time and runtime
 (hnf vs inductor vs eager, measured side by side in one run), and precision vs torch.autocast.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import platform
@@ -26,17 +25,11 @@ import sys
 import time
 from pathlib import Path
 
+from _common import write_results
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BENCHMARKS = ("stability", "scale", "autocast", "compile")
-
-
-def _module(name: str):
-    """bench/NAME.py as a module (bench/ is not a package), for its `markdown` function."""
-    spec = importlib.util.spec_from_file_location(f"hnfc_bench_{name}", HERE / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def machine() -> dict:
@@ -70,8 +63,7 @@ def run_benchmarks(names, quick: bool, out: Path) -> dict[str, dict]:
         start = time.perf_counter()
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         seconds = time.perf_counter() - start
-        log = out / f"{name}.log"
-        log.write_text(r.stdout + ("\n--- stderr ---\n" + r.stderr if r.stderr.strip() else ""))
+        (log,) = write_results(out, name, log=r.stdout + ("\n--- stderr ---\n" + r.stderr if r.stderr.strip() else ""))
         status[name] = {"seconds": round(seconds, 1), "returncode": r.returncode, "log": log.name}
         print(f"   {'ok' if r.returncode == 0 else 'FAILED (exit %d)' % r.returncode} in {seconds:.0f} s (log: {log})", flush=True)
         if r.returncode != 0:
@@ -84,7 +76,9 @@ def _load(out: Path, stem: str) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
-def _strip_title(md: str) -> str:
+def _markdown(out: Path, stem: str) -> str:
+    """The Markdown a benchmark wrote (out/STEM.md), without its title."""
+    md = (out / f"{stem}.md").read_text()
     return "\n".join(line for line in md.splitlines() if not line.startswith("# ")).strip()
 
 
@@ -157,7 +151,7 @@ def summary_markdown(out: Path, names, status: dict, meta: dict, quick: bool) ->
             f"over every program before and after: **{stab['spearman_max']:.2f}** with the max, {stab['spearman_mean']:.2f} with the mean "
             "(goal ≥ 0.8; the prediction is a sup over the box, so it ranks the max).",
             "", cost_model_table(stab),
-            "", "<details><summary>Per case: rules applied</summary>", "", _module("stability").markdown(stab), "", "</details>",
+            "", "<details><summary>Per case: rules applied</summary>", "", _markdown(out, "stability"), "", "</details>",
         ]
     scale = _load(out, "scale") if "scale" in names else None
     if scale:
@@ -166,16 +160,13 @@ def summary_markdown(out: Path, names, status: dict, meta: dict, quick: bool) ->
             "",
             f"transformers' GPT2Model at width {scale['width']}, random weights, sequence 8: traced once, then the e-graph stage "
             "(regions, saturation, extraction) timed alone. Identical layers are optimized once and reused.",
-            "", _module("scale").markdown(scale),
+            "", _markdown(out, "scale"),
         ]
-    comp = _load(out, "compile_quick" if quick else "compile") if "compile" in names else None
-    if comp:
-        md = (out / ("compile_quick.md" if quick else "compile.md")).read_text()
-        lines += ["", "## Compile time and runtime: backend \"hnf\" vs inductor vs eager", "", _strip_title(md)]
-    auto = _load(out, "autocast") if "autocast" in names else None
-    if auto:
-        md = (out / "autocast.md").read_text()
-        lines += ["", "## Precision: hnfc's per-node dtypes vs torch.autocast", "", _strip_title(md)]
+    comp = "compile_quick" if quick else "compile"
+    if "compile" in names and _load(out, comp):
+        lines += ["", "## Compile time and runtime: backend \"hnf\" vs inductor vs eager", "", _markdown(out, comp)]
+    if "autocast" in names and _load(out, "autocast"):
+        lines += ["", "## Precision: hnfc's per-node dtypes vs torch.autocast", "", _markdown(out, "autocast")]
     return "\n".join(lines) + "\n"
 
 

@@ -9,11 +9,8 @@ Reports the 24-to-12-layer time ratio measured in the same run (goal ≤ 2.2, an
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import time
-from pathlib import Path
 
 import torch
 
@@ -24,6 +21,8 @@ from hnfc.frontend import trace
 from hnfc.rewrites import library
 from hnfc.rewrites.compile import compile_rules
 from hnfc.verify import observe
+
+from _common import arguments, write_results
 
 
 def gpt2(layers: int, width: int):
@@ -74,16 +73,10 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="1 and 2 layers at width 768 (CI smoke)")
-    ap.add_argument("--out", default="bench/results")
-    args = ap.parse_args()
+    args = arguments(__doc__, "1 and 2 layers at width 768 (CI smoke)").parse_args()
     result = run([1, 2] if args.quick else [1, 6, 12, 24], 768)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scale.json").write_text(json.dumps(result, indent=2))
     md = markdown(result)
-    (out / "scale.md").write_text(md + "\n")
+    write_results(args.out, "scale", data=result, markdown=md)
     print(md)
 
 

@@ -11,10 +11,7 @@ measured mean bits. Writes JSON and a Markdown table.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +21,8 @@ from hnfc import analysis
 from hnfc.config import Config
 from hnfc.examples.stability import CASES
 from hnfc.verify import flat, measure, observe, verification_inputs
+
+from _common import arguments, write_results
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -108,16 +107,10 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2 rows and 2 samples per case (CI smoke)")
-    ap.add_argument("--out", default="bench/results", help="directory for stability.json and stability.md")
-    args = ap.parse_args()
+    args = arguments(__doc__, "2 rows and 2 samples per case (CI smoke)").parse_args()
     result = run(args.quick)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "stability.json").write_text(json.dumps(result, indent=2))
     md = markdown(result)
-    (out / "stability.md").write_text(md + "\n")
+    write_results(args.out, "stability", data=result, markdown=md)
     print(md)
 
 
