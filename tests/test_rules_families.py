@@ -119,6 +119,20 @@ def test_fused_layer_norm_matches_torch_on_a_module():
     torch.testing.assert_close(m(x), torch.nn.functional.layer_norm(x, (32,)), rtol=0, atol=0)
 
 
+def test_layer_norm_takes_its_affine_only_when_the_shapes_are_torchs():
+    """`* w + b` joins the kernel when w and b have the normalized shape (layer_norm's type rule
+    says so); a per-position weight stays a separate multiply."""
+    text = "(x - mean(x, dim=(-1,), keepdim=True)) / sqrt(var(x, dim=(-1,), correction=0, keepdim=True) + 1e-06) * w + b"
+    ranges = {"b": (-1.0, 1.0), "w": (0.5, 1.5), "x": (-3.0, 3.0)}
+    _, _, ex = optimize_expr(text, ranges)  # all of shape (16,): w and b are the normalized shape
+    (ln,) = [n for n in ex.program.nodes if n.op == "layer_norm"]
+    assert ln.args[1] is not None and ln.args[2] is not None and ln.attr["eps"] == 1e-6
+    assert {n.op for n in ex.program.nodes} == {"input", "layer_norm"}
+    _, _, ex = optimize_expr(text, ranges, shape=(4, 16))  # w and b per position: not torch's
+    (ln,) = [n for n in ex.program.nodes if n.op == "layer_norm"]
+    assert ln.args[1] is None and {"mul", "add"} <= {n.op for n in ex.program.nodes}
+
+
 def test_conjugate_of_two_inputs_is_found():
     """sqrt(x) - sqrt(y) of two inputs: the conjugate form joins the class. (The extractor does
     not choose it yet: it prices x - y without knowing that inputs are exact, so x - y over an

@@ -36,8 +36,9 @@ Formulas (per op; "mag"/"mig" = max/min |x| over an interval, out = the output i
     log_softmax  the math ≤ 2 mag x; torch's kernel (xᵢ - m) - log Σ cancels where yᵢ ≈ 0:
                  max(2 mag x, (width x + log n)/mig out)
     layer_norm   heuristic, not a bound: the x - mean cancellation measured against the row's
-                 spread, estimated as half x's width (floored at √eps): 1 + 2 mag x/spread (+1 for w)
-    rms_norm     1 + ms/(ms+eps) ≤ 2 (+1 for w)
+                 spread, estimated as half x's width (floored at √eps): 1 + 2 mag x/spread, times
+                 the bias add's cond for ŷ·w + b (the affine costs what the separate ops cost)
+    rms_norm     1 + ms/(ms+eps) ≤ 2, +1 for w's own error (none when w is exact, as for a mul)
     batch_norm   1 + (mag x + mag mean)/√(lo var + eps) + ½ (+1 for w): x - mean against the
                  normalized scale (running var is known, so this one is a bound per element scale)
     matmul       per factor: Σ|aᵢbᵢ|/|Σaᵢbᵢ| ≤ k·mag a·mag b/mig out (1 when products are sign-definite)
@@ -1063,7 +1064,13 @@ def _cond_layer_norm(a, at, out, t, ts, wrt=None):
     x, w, b = a
     spread = max(x.width / 2, math.sqrt(max(float(at["eps"]), 0.0)))
     # x - mean: (|x| + |mean|)/|x - mean|, typically so when x changes sign (as for sub)
-    return 1.0 + _ratio(2 * _term_mag(x, _changes_sign(x)), spread) + (1.0 if w is not None else 0.0)
+    c = 1.0 + _ratio(2 * _term_mag(x, _changes_sign(x)), spread)
+    if b is not None:
+        # the affine ŷ·w + b, priced as the separate ops are (so fusing it changes no cost): the
+        # scale by a weight amplifies nothing; the bias add amplifies ŷ·w's error by its cond
+        y = _iv_layer_norm([x, None, None], at, t, ts)
+        c *= max(1.0, _addsub_cond(y * w if w is not None else y, b, out, {0}))
+    return c
 
 
 def _rms_eps(at, t) -> float:
@@ -1115,7 +1122,12 @@ def _hz_batch_norm(a, at, t, ts):
 
 
 LAYER_NORM = _bundle(_iv_layer_norm, _cond_layer_norm)
-RMS_NORM = _bundle(_iv_rms_norm, lambda a, at, out, t, ts, wrt=None: 2.0 + (1.0 if a[1] is not None else 0.0))
+def _cond_rms_norm(a, at, out, t, ts, wrt=None):
+    counted = {0, 1} if wrt is None else set(wrt)
+    return (2.0 if 0 in counted else 0.0) + (1.0 if a[1] is not None and 1 in counted else 0.0)
+
+
+RMS_NORM = _bundle(_iv_rms_norm, _cond_rms_norm)
 BATCH_NORM = _bundle(_iv_batch_norm, _cond_batch_norm, _hz_batch_norm)
 
 

@@ -156,6 +156,17 @@ def _rms_norm_ref(xs, at, out):
     return _affine(_normalize(x, axes, _rms_eps(at, out), center=False), w, None)
 
 
+def _norm_type(ts, at):
+    """The input's type; the weight and bias must have exactly the normalized (trailing) shape,
+    as torch's kernels require (so a rule folding `* w + b` into the op types only when they do)."""
+    x = ts[0]
+    want = tuple(x.shape[len(x.shape) - at["normalized_ndim"] :])
+    for t in ts[1:]:
+        if t is not None and tuple(t.shape) != want:
+            raise ValueError(f"weight/bias {t} must have the normalized shape {list(want)}")
+    return x
+
+
 def _trailing(out: TensorType, at) -> list:
     """torch's `normalized_shape`: the trailing `normalized_ndim` sizes (the IR keeps only the
     count, so a rule can introduce the op without knowing shapes)."""
@@ -280,7 +291,7 @@ OPS = [
         arity=3,
         attrs={"normalized_ndim": 1, "eps": 1e-5},
         optional=frozenset({1, 2}),
-        infer=same_type,
+        infer=_norm_type,
         emit=lambda a, at, out: Call("aten.layer_norm.default", (a[0], _trailing(out, at), a[1], a[2], at["eps"])),
         ref=_layer_norm_ref,
         aliases=(
@@ -307,7 +318,7 @@ OPS = [
         arity=2,
         attrs={"normalized_ndim": 1, "eps": None},
         optional=frozenset({1}),
-        infer=same_type,
+        infer=_norm_type,
         emit=lambda a, at, out: Call("aten.rms_norm.default", (a[0], _trailing(out, at), a[1], at["eps"])),
         ref=_rms_norm_ref,
         aliases=tuple(

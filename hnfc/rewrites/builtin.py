@@ -13,7 +13,7 @@ from hnfc.rewrites.builders import sum as rsum
 from hnfc.rewrites.dsl import FUSION, attr_vars, check_unique, const_vars, nonneg, nonzero, pos, rule, vars
 
 x, y, z = vars("x y z")
-d, D, k, S = attr_vars("d D k S")
+d, D, k, S, N, E = attr_vars("d D k S N E")
 e, c = const_vars("e c")
 
 LOG_EXP = ("log-exp",)
@@ -140,6 +140,10 @@ RULES = check_unique(
             for m, sq in SQUARES.items()
             for nd, dims in TRAILING.items()
         ),
+        # ... and their elementwise affine into the kernel (its type rule checks the shapes)
+        rule("layer-norm-affine", layer_norm(x, None, None, normalized_ndim=N, eps=E) * y + z, layer_norm(x, y, z, normalized_ndim=N, eps=E), tags=STATS_FUSION),
+        rule("layer-norm-scale", layer_norm(x, None, None, normalized_ndim=N, eps=E) * y, layer_norm(x, y, None, normalized_ndim=N, eps=E), tags=STATS_FUSION),
+        rule("rms-norm-scale", rms_norm(x, None, normalized_ndim=N, eps=E) * y, rms_norm(x, y, normalized_ndim=N, eps=E), tags=STATS_FUSION),
         # attention: scale q before q kᵀ rather than the logits after (kᵀ/√d can overflow f16 first)
         *(
             rule(f"{n}-scale-into-{pn}", scale(prod(x, y), c), prod(scale(x, c), y), when=[nonzero(c)], tags=ATTENTION)

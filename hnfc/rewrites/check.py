@@ -232,8 +232,10 @@ def _attr_candidates(rule: Rule, const_domains: dict[str, _Domain]) -> tuple[lis
                     cands[value.name] = [(-1,)]  # flatten: a shape any tensor takes
                 elif isinstance(default, bool) or key == "keepdim":
                     cands[value.name] = [True, False]
-                elif isinstance(default, (int, float)):
-                    cands[value.name] = number_cands(float(default))
+                elif isinstance(default, int):
+                    cands[value.name] = [default, default + 1]  # counts (normalized_ndim): stay integers
+                elif isinstance(default, float):
+                    cands[value.name] = number_cands(default)
                 else:
                     cands[value.name] = [default]
             elif isinstance(value, tuple):
@@ -349,10 +351,11 @@ def _evaluate(p: Pattern | None, env: dict[str, np.ndarray], binding: dict, free
     if opdef.infer is not None:
         from hnfc.types import TensorType
 
+        arg_types = [None if a is None else TensorType(tuple(np.shape(a)), "f64") for a in args]
         try:
-            out_type = opdef.infer([None if a is None else TensorType(tuple(np.shape(a)), "f64") for a in args], attrs)
-        except Exception:
-            out_type = None
+            out_type = opdef.infer(arg_types, attrs)
+        except Exception:  # sampled shapes a type rule refuses (a full-row weight): the meaning
+            out_type = next((t for t in arg_types if t is not None), None)  # is still elementwise
     try:
         value = obj(opdef.ref(args, attrs, out_type))
     except Exception as e:
