@@ -26,7 +26,9 @@ Options (`options={...}`): the backend's own keys
     rules: pack spec              extra rules (`hnfc.rewrites.packs.resolve`: Rules, a module,
                                   "pkg.mod:attr", an installed pack name)
 and every `hnfc.config.Config` field (max_nodes, verify, samples, ...). An unknown option is an
-error (raised at the first call, as torch.compile reports backend errors).
+error (raised at the first call, as torch.compile reports backend errors). One default differs
+from `hnfc.optimize`: `measure_outputs=False`, so compile time pays for the local verification
+of each rewrite but not for whole outputs through the mpmath reference.
 
 Never break the user's model: any failure inside hnfc (a graph the frontend cannot hold,
 symbolic shapes, an optimizer or lowering error, inductor refusing the rewritten graph) runs the
@@ -60,6 +62,9 @@ def parse_options(options: Mapping[str, Any] | None) -> BackendOptions:
 
     options = dict(options or {})
     own = {k: options.pop(k) for k in BACKEND_OPTIONS if k in options}
+    # compile time: whole outputs through the mpmath reference take seconds on a transformer,
+    # while every rewrite is still verified locally; `measure_outputs=True` brings them back
+    options.setdefault("measure_outputs", False)
     try:
         config = Config.from_options(options)
     except ValueError as e:

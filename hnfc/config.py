@@ -27,6 +27,8 @@ class Config:
     tolerance_mean_bits: float = 0.05  # an output may not get worse than this on average
     tolerance_max_bits: float = 1.0  # nor worse than this at its worst element
     max_reference_ops: int = 20_000_000  # mpmath operations per verification run; beyond: not verifiable
+    measure_outputs: bool = True  # also measure whole outputs when affordable (a second judge after
+    # the local checks, and the report's per-output bits); the backend turns it off: compile time
     # precision assignment (hnfc/precision.py) -- begin
     target: float | None = None  # normwise relative error per output, |y - y_true|inf / |y_true|inf; None = stage off
     dtypes: tuple[str, ...] | None = None  # dtype menu (short names); None = by device (CPU bf16/f32/f64, CUDA +f16)

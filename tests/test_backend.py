@@ -181,6 +181,8 @@ def test_options_unknown_is_an_error_known_pass_through():
         parse_options({"inductor": "yes"})
     opts = parse_options({"inductor": False, "samples": 2, "input_ranges": {0: (0, 1)}})
     assert opts.inductor is False and opts.config.samples == 2 and opts.input_ranges == {0: (0, 1)}
+    # compile time: local verification only, unless asked
+    assert opts.config.measure_outputs is False and parse_options({"measure_outputs": True}).config.measure_outputs
     compiled = torch.compile(lambda x: x + 1, backend="hnf", options={"bogus": 1})
     with pytest.raises(Exception, match="unknown hnf backend option"):
         compiled(torch.randn(2))
