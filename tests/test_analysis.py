@@ -120,7 +120,7 @@ def test_interval_encloses_samples(op, ex):
 
 # Ops whose cond may be unbounded on their test domains: the result can be 0 while the inputs
 # are not (cancellation: a sum of mixed signs, log near 1, cos near π/2, a variance that can be 0).
-CAN_BE_UNBOUNDED = {"add", "sub", "log", "log2", "cos", "sum", "mean", "var", "logsumexp", "logaddexp", "mm", "bmm", "matmul", "addmm", "linear", "scaled_dot_product_attention"}
+CAN_BE_UNBOUNDED = {"add", "sub", "log", "log2", "cos", "sum", "mean", "var", "std", "logsumexp", "logaddexp", "mm", "bmm", "matmul", "addmm", "linear", "scaled_dot_product_attention"}
 
 # Ops whose cond is a heuristic (documented in hnfc/ops/bounds.py), not a sup bound.
 COND_HEURISTIC = {"layer_norm", "batch_norm", "scaled_dot_product_attention"}
@@ -615,3 +615,15 @@ def test_overflow_threshold_is_max_plus_half_an_ulp():
     # an additive mask of -max plus a logit rounds to -max, not -inf: no hazard
     assert node_cost("add", [Interval(-100.0, 100.0), Interval(-f32max, -f32max)], {}, None, t).hazard is None
     assert node_cost("add", [Interval(0.0, f32max), Interval(0.0, f32max)], {}, None, t).hazard
+
+
+def test_variance_kernels_round_once_only_below_float64():
+    """torch's CPU var accumulates float32 in double (exact on exact inputs), while its float64
+    kernel is a one-pass update that loses bits on shifted data: the cost says the same."""
+    x = Interval(999.0, 1001.0)
+    at = {"dim": (-1,), "correction": 0, "keepdim": False}
+    costs = {}
+    for dtype in ("f32", "f64"):
+        t_in, t_out = TensorType((4, 16), dtype), TensorType((4,), dtype)
+        costs[dtype] = node_cost("var", [x], at, None, t_out, [t_in], [True]).bits
+    assert costs["f32"] == 0.0 and costs["f64"] > 5

@@ -59,6 +59,9 @@ M = "mean(x, dim=(-1,), keepdim=True)"
         (f"(x - {M}) / (mean(square(x - {M}), dim=(-1,), keepdim=True) + 0.001) ** 0.5", "layer_norm(x, eps=0.001)", (-3.0, 3.0)),
         ("x * rsqrt(mean(x ** 2, dim=(-1,), keepdim=True) + 1e-06)", "rms_norm(x, eps=1e-06)", (-3.0, 3.0)),
         ("x / sqrt(mean(x * x, dim=(-1,), keepdim=True) + 1e-05)", "rms_norm(x, eps=1e-05)", (-3.0, 3.0)),
+        # std via var: sqrt of a variance (hand-written or the kernel's) becomes the std kernel
+        ("sqrt(var(x, dim=(-1,), correction=0, keepdim=True))", "std(x, dim=(-1,), correction=0, keepdim=True)", (-3.0, 3.0)),
+        ("sqrt(mean(x * x) - mean(x) * mean(x))", "std(x, correction=0)", (10.0, 12.0)),
         # attention logits scaled by a division still become a softmax
         (
             "exp(x / 4.0) / sum(exp(x / 4.0), dim=(-1,), keepdim=True)",
@@ -78,6 +81,8 @@ def test_family_rewrites(before, after, x):
         ("sqrt(x * x + y * y)", "hypot(x, y)", {"x": (-1e30, 1e30), "y": (-1e30, 1e30)}),
         ("x / z - y / z", "(x - y) / z", {"x": (1.0, 2.0), "y": (1.0, 2.0), "z": (1.0, 2.0)}),
         ("1 - x / (x + y)", "y / (x + y)", {"x": (1e3, 1e4), "y": (1e-3, 1.0)}),
+        # factoring: the difference of the exact inputs first, one product after
+        ("x * y - x * z", "x * (y - z)", {"x": (1.0, 2.0), "y": (1e3, 1e3 + 1), "z": (1e3, 1e3 + 1)}),
     ],
 )
 def test_two_input_rewrites(before, after, ranges):
@@ -189,3 +194,17 @@ def test_attention_scale_moves_before_the_product_where_the_logits_overflow():
     assert _logit_scale_position(half.program) == "before", half.program
     single = hnfc.optimize(attention_naive, (x.float(),), input_ranges={0: (-80.0, 80.0)})
     assert _logit_scale_position(single.program) == "after", single.program
+
+
+def test_torch_std_is_the_std_op_and_sqrt_of_var_fuses_into_it():
+    """In float32 torch's CPU std accumulates in double (exact); in float64 it is a one-pass
+    update that loses bits on shifted data, and the two-pass form stays (measured, and priced)."""
+    x = torch.randn(4, 16) + 1e3
+    traced = hnfc.trace(lambda x: x.std(-1, keepdim=True), (x,))
+    assert [n.op for n in traced.nodes] == ["input", "std"]
+    m = hnfc.optimize(lambda x: torch.sqrt(((x - x.mean(-1, keepdim=True)) ** 2).mean(-1)), (x,))
+    assert "std" in {n.op for n in m.program.nodes}, m.program
+    torch.testing.assert_close(m(x), x.std(-1, correction=0))
+    x64 = x.double()
+    m64 = hnfc.optimize(lambda x: torch.sqrt(((x - x.mean(-1, keepdim=True)) ** 2).mean(-1)), (x64,))
+    assert "std" not in {n.op for n in m64.program.nodes}, m64.program

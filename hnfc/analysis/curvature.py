@@ -29,7 +29,8 @@ Bits lost at a node (DESIGN.md, "Curvature: the extraction objective"):
   parameters, representable constants, and exact functions of them: neg, abs, max, shape ops)
   is correctly rounded up to an ulp or two: first-order bits 0 (`x - y` of two inputs is one
   rounding, however close x and y are). With some arguments exact, only the others' terms count
-  (`wrt`). The same holds for the few other ops in ONE_ROUNDING (amax, var, rms_norm, to).
+  (`wrt`). The same holds for the few other ops in ONE_ROUNDING (amax, var, std, rms_norm, to;
+  var and std below float64 only, where torch accumulates in double).
   Sums, products, softmax-like ops and layer norm round many times internally, so their cond
   counts regardless. `node_bits` assumes every argument inexact unless told (`exact_args`).
 - Accumulation: torch computes reductions, softmax-like and normalization kernels and matrix
@@ -70,11 +71,21 @@ EXACT_OPS = frozenset({"neg", "abs", "relu", "maximum", "minimum", "clamp", "whe
 
 # Non-pointwise ops whose kernels are accurate to a few ulps on exact arguments, so that, like a
 # pointwise op, they lose nothing unless their arguments carry error: max/min select; torch's
-# two-pass variance only shifts the deviations by the mean's rounding, a second-order effect;
-# rms_norm is well conditioned throughout. (Not sum/mean: their partial sums are rounded and the
+# two-pass variance (and std, its root) only shifts the deviations by the mean's rounding, a
+# second-order effect; rms_norm is well conditioned throughout. (Not sum/mean: their partial sums are rounded and the
 # cancellation amplifies that; not softmax/logsumexp/layer_norm: x - max, m + log Σ and x - mean
 # are rounded inside the kernel.)
-ONE_ROUNDING = frozenset({"to", "amax", "amin", "var", "rms_norm"})
+ONE_ROUNDING = frozenset({"to", "amax", "amin", "var", "std", "rms_norm"})
+# ... but torch's CPU var/std are that accurate only where they accumulate in a wider type (float
+# and narrower: in double). In float64 the kernel is a one-pass update that loses about half the
+# bits of its cond (13 bits at mean/σ = 1e5, where a hand-written two-pass mean((x - m)²) loses 0).
+WIDER_ACCUMULATION = frozenset({"var", "std"})
+
+
+def _rounds_once(op: OpDef, dtype) -> bool:
+    if op.name in WIDER_ACCUMULATION:
+        return dtype is not None and dtype.name != "f64"
+    return op.kind == "pointwise" or op.name in ONE_ROUNDING
 
 # Kernels that accumulate f16/bf16 data in float32 (torch's opmath / acc_type: reductions,
 # softmax-like and normalization kernels, matrix products) and round once to the output dtype.
@@ -139,7 +150,7 @@ def node_cost(
 
     # first and second order
     wrt = None
-    if exact_args is not None and (opdef.kind == "pointwise" or opdef.name in ONE_ROUNDING):
+    if exact_args is not None and _rounds_once(opdef, d):
         wrt = {i for i, (a, e) in enumerate(zip(args, exact_args)) if a is not None and not e}
     c = 1.0 if opdef.cond is None else float(opdef.cond(args, at, out_interval, out_type, ts, None))
     c_counted = c if wrt is None else (0.0 if not wrt else float(opdef.cond(args, at, out_interval, out_type, ts, wrt)))

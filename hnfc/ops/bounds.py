@@ -30,7 +30,7 @@ Formulas (per op; "mag"/"mig" = max/min |x| over an interval, out = the output i
     softplus     |t σ(t)/softplus t|, t = βx  logsigmoid |x σ(-x)/log σ(x)|   gelu |1 + xφ(x)/Φ(x)|;
                  approximate='tanh' also e^(2|z|) at the lowest z: torch's kernel cancels in 1 + tanh z
     sum, mean    1 for sign-definite x, else n·mag x/mig out (mean: mag x/mig out); see "Sign changes"
-    var          2·rms(x)/σ (Cauchy–Schwarz) ≤ 2 mag x/√(lo(out)·(n-c)/n)
+    var          2·rms(x)/σ (Cauchy–Schwarz) ≤ 2 mag x/√(lo(out)·(n-c)/n);  std: half of var's
     logsumexp    Σpᵢ|xᵢ|/|lse| ≤ mag x/mig out
     softmax      |xᵢ|(1-pᵢ) + Σⱼ≠ᵢ|xⱼ|pⱼ ≤ 2 mag x (1 - lo out)
     log_softmax  the math ≤ 2 mag x; torch's kernel (xᵢ - m) - log Σ cancels where yᵢ ≈ 0:
@@ -59,7 +59,7 @@ terms coincide where they cancel, on whole neighbourhoods, and rewrites exist), 
 0 from one side ([0, h]: 1 - σ(z)), unknown (infinite) ranges, and the log family.
 
 The cost model (hnfc.analysis.curvature) charges log2(cond) bits. Pointwise ops and the few in
-curvature.ONE_ROUNDING (to, amax, amin, var, rms_norm: kernels accurate on exact inputs) cost
+curvature.ONE_ROUNDING (to, amax, amin, var, std, rms_norm: kernels accurate on exact inputs) cost
 nothing when all their arguments are exact; the others round many times internally (a sum's
 partial sums, softmax's x - max), so their cond applies to their own rounding errors too.
 Products: δ(ab) = δa + δb to first order, so the sum over arguments (2) is the amplification:
@@ -942,6 +942,15 @@ def _cond_var(a, at, out, t, ts, wrt=None):
     return _ratio(2 * x.mag, math.sqrt(out.lo * frac))
 
 
+def _iv_std(a, at, t, ts):
+    v = _iv_var(a, at, t, ts)
+    return Interval(down(math.sqrt(v.lo)), up(math.sqrt(v.hi)) if math.isfinite(v.hi) else INF)
+
+
+def _cond_std(a, at, out, t, ts, wrt=None):
+    return _cond_var(a, at, None, t, ts, wrt) / 2  # sqrt halves a relative error
+
+
 def _hz_var(a, at, t, ts):
     n = _count(_ts(ts, 0), at.get("dim"))
     c = at.get("correction", 1)
@@ -1028,6 +1037,7 @@ MEAN = _bundle(_identity, _cond_mean)
 AMAX = _bundle(_identity, _one)
 AMIN = _bundle(_identity, _one)
 VAR = _bundle(_iv_var, _cond_var, _hz_var)
+STD = _bundle(_iv_std, _cond_std, _hz_var)
 LOGSUMEXP = _bundle(_iv_logsumexp, _cond_logsumexp)
 SOFTMAX = _bundle(_iv_softmax, _cond_softmax)
 LOG_SOFTMAX = _bundle(_iv_log_softmax, _cond_log_softmax)

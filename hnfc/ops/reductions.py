@@ -221,6 +221,38 @@ def _sdpa_attrs(a, mask_key=None, gqa=False):
     }
 
 
+def _variance_like(name: str, finish, doc: str, analysis: dict) -> OpDef:
+    """var and std: aten's `.correction` overloads, the exact two-pass variance, then `finish`."""
+
+    def ref(xs, at, out):
+        v = mp_var(xs[0], _axes(xs[0], at["dim"]), at["keepdim"], at["correction"])
+        return obj(np.frompyfunc(finish, 1, 1)(v))
+
+    return OpDef(
+        name=name,
+        arity=1,
+        attrs={"dim": None, "correction": 1, "keepdim": False},
+        infer=float_reduce_type,
+        emit=lambda a, at, out: Call(
+            f"aten.{name}.correction", (a[0], None if at["dim"] is None else list(at["dim"])), {"correction": at["correction"], "keepdim": at["keepdim"]}
+        ),
+        ref=ref,
+        aliases=(
+            Alias(
+                f"aten.{name}.correction",
+                lambda a: (
+                    [a["self"]],
+                    {"dim": _dims(a["dim"]), "correction": 1 if a["correction"] is None else a["correction"], "keepdim": a["keepdim"]},
+                ),
+            ),
+        ),
+        examples=_RED_EXAMPLES + (Example(shapes=((3, 6),), attrs={"dim": (1,), "correction": 0, "keepdim": True}),),
+        kind="reduction",
+        doc=doc,
+        **analysis,
+    )
+
+
 OPS = [
     _reduction("sum", mp_sum, aliases=_sum_like_aliases("sum", "dim_IntList"), emit=_sum_like_emit("sum", "dim_IntList"), doc="sum over `dim`", **bounds.SUM),
     _reduction(
@@ -259,29 +291,8 @@ OPS = [
         doc="log(sum(exp x)) over `dim`",
         **bounds.LOGSUMEXP,
     ),
-    OpDef(
-        name="var",
-        arity=1,
-        attrs={"dim": None, "correction": 1, "keepdim": False},
-        infer=float_reduce_type,
-        emit=lambda a, at, out: Call(
-            "aten.var.correction", (a[0], None if at["dim"] is None else list(at["dim"])), {"correction": at["correction"], "keepdim": at["keepdim"]}
-        ),
-        ref=lambda xs, at, out: mp_var(xs[0], _axes(xs[0], at["dim"]), at["keepdim"], at["correction"]),
-        aliases=(
-            Alias(
-                "aten.var.correction",
-                lambda a: (
-                    [a["self"]],
-                    {"dim": _dims(a["dim"]), "correction": 1 if a["correction"] is None else a["correction"], "keepdim": a["keepdim"]},
-                ),
-            ),
-        ),
-        examples=_RED_EXAMPLES + (Example(shapes=((3, 6),), attrs={"dim": (1,), "correction": 0, "keepdim": True}),),
-        kind="reduction",
-        doc="variance over `dim` with Bessel `correction`",
-        **bounds.VAR,
-    ),
+    _variance_like("var", lambda v: v, "variance over `dim` with Bessel `correction`", bounds.VAR),
+    _variance_like("std", r_sqrt, "standard deviation (sqrt of var) over `dim` with Bessel `correction`", bounds.STD),
     _softmax_like("softmax", mp_softmax, "_softmax", **bounds.SOFTMAX),
     # torch's kernel takes log(sum exp) with the sum near 1 when one logit dominates: ~15 bits
     # off in float64 at logit gaps of ~10 (the exact op is well conditioned there). Test inside.

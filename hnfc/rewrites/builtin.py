@@ -8,12 +8,12 @@ matter in patterns (the compiler matches both orders).
 from __future__ import annotations
 
 from hnfc.rewrites.builders import amax, bmm, cos, cosh, exp, expm1, hypot, layer_norm, log, log1p, log_softmax, logaddexp, logsigmoid, logsumexp, matmul, mean, mm
-from hnfc.rewrites.builders import reciprocal, reshape, rms_norm, rsqrt, sigmoid, sin, sinh, softmax, softplus, sqrt, square, tanh, var
+from hnfc.rewrites.builders import reciprocal, reshape, rms_norm, rsqrt, sigmoid, sin, sinh, softmax, softplus, sqrt, square, std, tanh, var
 from hnfc.rewrites.builders import sum as rsum
 from hnfc.rewrites.dsl import FUSION, attr_vars, check_unique, const_vars, nonneg, nonzero, pos, rule, vars
 
 x, y, z = vars("x y z")
-d, D, k, S, N, E = attr_vars("d D k S N E")
+d, D, k, S, N, E, C = attr_vars("d D k S N E C")
 e, c = const_vars("e c")
 
 LOG_EXP = ("log-exp",)
@@ -99,6 +99,9 @@ RULES = check_unique(
         rule("div-cancel-factor", (x * y) / x, y, when=[nonzero(x)], tags=CANCEL),
         rule("div-common-factor", (x * y) / (x * z), y / z, when=[nonzero(x)], tags=CANCEL),
         rule("div-sub-combine", x / z - y / z, (x - y) / z, when=[nonzero(z)], tags=CANCEL),
+        # factoring: one product of the difference instead of a difference of two rounded products
+        rule("mul-sub-factor", x * y - x * z, x * (y - z), tags=CANCEL),
+        rule("mul-add-factor", x * y + x * z, x * (y + z), tags=CANCEL),
         rule("div-add-combine", x / z + y / z, (x + y) / z, when=[nonzero(z)], tags=CANCEL),
         rule("one-minus-fraction", 1 - x / (x + y), y / (x + y), tags=CANCEL),
         rule("fraction-minus-one", x / (x + y) - 1, -y / (x + y), tags=CANCEL),
@@ -140,6 +143,7 @@ RULES = check_unique(
             for m, sq in SQUARES.items()
             for nd, dims in TRAILING.items()
         ),
+        rule("std-intro", sqrt(var(x, dim=D, correction=C, keepdim=k)), std(x, dim=D, correction=C, keepdim=k), tags=STATS_FUSION),
         # ... and their elementwise affine into the kernel (its type rule checks the shapes)
         rule("layer-norm-affine", layer_norm(x, None, None, normalized_ndim=N, eps=E) * y + z, layer_norm(x, y, z, normalized_ndim=N, eps=E), tags=STATS_FUSION),
         rule("layer-norm-scale", layer_norm(x, None, None, normalized_ndim=N, eps=E) * y, layer_norm(x, y, None, normalized_ndim=N, eps=E), tags=STATS_FUSION),
