@@ -10,7 +10,8 @@ import pytest
 
 import hnfc
 from hnfc.rewrites import attr_vars, const_vars, in_range, library, negative, nonneg, nonzero, pos, rule, vars
-from hnfc.rewrites.builders import abs, amax, exp, log, log1p, logsumexp, matmul, mean, mm, relu, rms_norm, sigmoid, softplus, sqrt, tanh
+from hnfc.rewrites.dsl import rank
+from hnfc.rewrites.builders import abs, amax, exp, log, log1p, logsumexp, matmul, mean, mm, relu, rms_norm, sigmoid, softmax, softplus, sqrt, tanh
 from hnfc.rewrites.builders import sum as rsum
 from hnfc.rewrites.check import RuleCheck, check_pack_cli, check_rule
 
@@ -42,6 +43,7 @@ UNSOUND = [
     rule("logsumexp-is-max", logsumexp(x, dim=(d,), keepdim=True), amax(x, dim=(d,), keepdim=True)),
     rule("scale-both-factors", mm(x, y) / 2, mm(x / 2, y / 2)),  # scales twice
     rule("matmul-commutes", matmul(x, y), matmul(y, x)),
+    rule("vector-softmax-on-matrices", exp(x) / rsum(exp(x), dim=(-1,)), softmax(x, dim=-1), when=[rank(x, 2)]),
 ]
 
 

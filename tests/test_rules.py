@@ -10,7 +10,7 @@ from hnfc.rewrites import exp, log, log1p, softmax
 from hnfc.rewrites import sum as rsum
 from hnfc.rewrites.compile import canonical_attrs, compile_rule, compile_rules, unify
 from hnfc.rewrites import layer_norm, mean, rms_norm, sqrt
-from hnfc.rewrites.dsl import AttrVar, Const, P, check_unique, const_vars
+from hnfc.rewrites.dsl import AttrVar, Const, P, check_unique, const_vars, rank
 
 x, y = vars("x y")
 (d,) = attr_vars("d")
@@ -44,6 +44,7 @@ def test_operators_build_op_patterns():
         (lambda: rule("bad attr var", log(x), softmax(x, dim=d)), "must be a non-empty kebab-case"),
         (lambda: rule("unbound-attr", log(x), softmax(x, dim=d)), "attribute variables ['d'] not bound"),
         (lambda: in_range(x, 2, 1), "empty range"),
+        (lambda: rank(x, 1.5), "the rank is a non-negative integer"),
         (lambda: x + "one", "cannot use 'one'"),
         (lambda: layer_norm(x, eps=e * 2), "attribute eps=mul(#e, 2) must be a literal, an attribute variable or a constant variable"),
         (lambda: rule("const-in-lhs-attr", layer_norm(x, eps=e), x), "an attribute on the left side takes an attribute variable"),

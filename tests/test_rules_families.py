@@ -51,7 +51,7 @@ M = "mean(x, dim=(-1,), keepdim=True)"
         # statistics: E[x²] − E[x]² in every spelling of a square, keepdim and dims carried over
         (f"mean(x * x, dim=(-1,), keepdim=True) - {M} * {M}", "var(x, dim=(-1,), correction=0, keepdim=True)", (10.0, 12.0)),
         ("mean(x ** 2, dim=(-1,)) - mean(x, dim=(-1,)) ** 2", "var(x, dim=(-1,), correction=0)", (10.0, 12.0)),
-        ("mean(square(x)) - square(mean(x))", "var(x, correction=0)", (10.0, 12.0)),
+        ("mean(square(x)) - square(mean(x))", "var(x, dim=(-1,), correction=0)", (10.0, 12.0)),  # all axes of a vector
         (f"mean(square(x - {M}), dim=(-1,), keepdim=True)", "var(x, dim=(-1,), correction=0, keepdim=True)", (10.0, 12.0)),
         # hand-written normalizations become the fused kernels, eps carried over from the constant
         (f"(x - {M}) / sqrt(mean(x * x, dim=(-1,), keepdim=True) - {M} * {M} + 1e-05)", "layer_norm(x)", (10.0, 12.0)),
@@ -61,7 +61,10 @@ M = "mean(x, dim=(-1,), keepdim=True)"
         ("x / sqrt(mean(x * x, dim=(-1,), keepdim=True) + 1e-05)", "rms_norm(x, eps=1e-05)", (-3.0, 3.0)),
         # std via var: sqrt of a variance (hand-written or the kernel's) becomes the std kernel
         ("sqrt(var(x, dim=(-1,), correction=0, keepdim=True))", "std(x, dim=(-1,), correction=0, keepdim=True)", (-3.0, 3.0)),
-        ("sqrt(mean(x * x) - mean(x) * mean(x))", "std(x, correction=0)", (10.0, 12.0)),
+        ("sqrt(mean(x * x) - mean(x) * mean(x))", "std(x, dim=(-1,), correction=0)", (10.0, 12.0)),
+        # a sum over every axis is a sum over dim (-1,) of a vector: full-sum logsumexp and softmax
+        ("log(sum(exp(x)))", "logsumexp(x, dim=(-1,))", (-100.0, 100.0)),
+        ("exp(x) / sum(exp(x))", "softmax(x, dim=-1)", (-100.0, 100.0)),
         # attention logits scaled by a division still become a softmax
         (
             "exp(x / 4.0) / sum(exp(x / 4.0), dim=(-1,), keepdim=True)",
@@ -208,3 +211,11 @@ def test_torch_std_is_the_std_op_and_sqrt_of_var_fuses_into_it():
     x64 = x.double()
     m64 = hnfc.optimize(lambda x: torch.sqrt(((x - x.mean(-1, keepdim=True)) ** 2).mean(-1)), (x64,))
     assert "std" not in {n.op for n in m64.program.nodes}, m64.program
+
+
+def test_vector_softmax_rule_needs_a_vector():
+    """e / e.sum(-1) of a square matrix type-checks but is not a softmax (the sum broadcasts
+    along the wrong axis): the `rank(x, 1)` guard keeps the vector rule off it."""
+    _, sat, ex = optimize_expr("exp(x) / sum(exp(x), dim=(-1,))", {"x": (-3.0, 3.0)}, shape=(4, 4))
+    assert "softmax-intro-vector" not in {a.rule for a in sat.applied}
+    assert "softmax" not in {n.op for n in ex.program.nodes}

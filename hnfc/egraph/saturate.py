@@ -77,7 +77,8 @@ class Saturated:
 def _normalize_attrs(op: str, attrs: Mapping[str, Any], arg_types: Sequence) -> dict:
     """One spelling per axis, so `dim=-1` and `dim=1` on a rank-2 value are one e-node: `dim`,
     `dim0`, `dim1` count from the end (a rule's `dim=(-1,)` then means "the last axis" at any
-    rank), `dims` (permute, squeeze) from the front; transpose's two dims in increasing order."""
+    rank), `dims` (permute, squeeze) from the front; transpose's two dims in increasing order; a
+    reduction's `dim=None` is every axis."""
     first = next((t for t in arg_types if isinstance(t, TensorType)), None)
     if first is None:
         return dict(attrs)
@@ -85,6 +86,8 @@ def _normalize_attrs(op: str, attrs: Mapping[str, Any], arg_types: Sequence) -> 
     out = dict(attrs)
     if not rank:
         return out
+    if ops.OPS[op].kind == "reduction" and "dim" in out and out["dim"] is None:
+        out["dim"] = tuple(range(rank))  # "all axes", spelled out: sum(x) of a vector is sum over -1
     for key in DIM_KEYS:
         v = out.get(key)
         base = -rank if key in FROM_END else 0
@@ -289,7 +292,7 @@ class _Driver:
                 if not _types_agree(types.get(root), types.get(rhs)):
                     continue
                 env = dict(zip(var_names, bound))
-                if not all(g.holds(intervals.get(env[g.var])) for g in guards):
+                if not all(g.holds(intervals.get(env[g.var]), types.get(env[g.var])) for g in guards):
                     continue
                 if root not in self.handle_of or rhs not in self.handle_of or any(v not in self.handle_of for v in bound):
                     continue

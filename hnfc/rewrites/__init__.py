@@ -27,6 +27,7 @@ from hnfc.rewrites.dsl import (
     nonneg,
     nonzero,
     pos,
+    rank,
     rule,
     vars,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "nonneg",
     "nonzero",
     "pos",
+    "rank",
     "rule",
     "vars",
     *sorted(BUILDERS),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from hnfc.rewrites.builders import amax, bmm, cos, cosh, exp, expm1, hypot, layer_norm, log, log1p, log_softmax, logaddexp, logsigmoid, logsumexp, matmul, mean, mm
 from hnfc.rewrites.builders import reciprocal, reshape, rms_norm, rsqrt, sigmoid, sin, sinh, softmax, softplus, sqrt, square, std, tanh, var
 from hnfc.rewrites.builders import sum as rsum
-from hnfc.rewrites.dsl import FUSION, attr_vars, check_unique, const_vars, nonneg, nonzero, pos, rule, vars
+from hnfc.rewrites.dsl import FUSION, attr_vars, check_unique, const_vars, nonneg, nonzero, pos, rank, rule, vars
 
 x, y, z = vars("x y z")
 d, D, k, S, N, E, C = attr_vars("d D k S N E C")
@@ -55,6 +55,7 @@ RULES = check_unique(
         rule("log-reciprocal", log(1 / x), -log(x), when=[pos(x)], tags=LOG_EXP),
         # softmax family
         rule("softmax-intro", exp(x) / rsum(exp(x), dim=(d,), keepdim=True), softmax(x, dim=d), tags=SOFTMAX),
+        rule("softmax-intro-vector", exp(x) / rsum(exp(x), dim=(-1,), keepdim=False), softmax(x, dim=-1), when=[rank(x, 1)], tags=SOFTMAX),
         rule("log-softmax-intro", log(softmax(x, dim=d)), log_softmax(x, dim=d), tags=SOFTMAX),
         rule("logsumexp-intro", log(rsum(exp(x), dim=D, keepdim=k)), logsumexp(x, dim=D, keepdim=k), tags=SOFTMAX),
         rule("log-softmax-from-logsumexp", x - logsumexp(x, dim=(d,), keepdim=True), log_softmax(x, dim=d), tags=SOFTMAX),

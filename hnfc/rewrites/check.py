@@ -21,7 +21,8 @@ point of the guarded domain where the left side is defined. Two methods, in this
    numbers: the default and a few others), and so do `dim`/`keepdim` the left side leaves
    unconstrained.
    A constant variable takes a few values inside its guards' domain (a constant is one number
-   for the whole tensor, so it is an assignment like an attribute, not a sampled array).
+   for the whole tensor, so it is an assignment like an attribute, not a sampled array). A
+   variable with a `rank` guard is sampled with exactly that many dims, point by point.
 
 Comparison, point by point, at 256 bits:
 - the left side is infinite (or beyond 2^4096 in magnitude, which counts as overflow): the
@@ -107,11 +108,14 @@ class _Domain:
     lo_open: bool = False
     hi_open: bool = False
     nonzero: bool = False
+    rank: int | None = None  # a `rank` guard: the variable is sampled with exactly this many dims
     guards: list[str] = field(default_factory=list)
 
     def add(self, g: Guard) -> None:
         self.guards.append(str(g))
-        if g.pred == "pos":
+        if g.pred == "rank":
+            self.rank = int(g.params[0])
+        elif g.pred == "pos":
             self._lo(0.0, True)
         elif g.pred == "nonneg":
             self._lo(0.0, False)
@@ -543,7 +547,8 @@ def check_rule(rule: Rule, *, samples: int = 1000, seed: int = 0) -> RuleCheck:
     combos, free = _attr_candidates(rule, {n: d for n, d in domains.items() if n not in names})
     structured = _structured(rule)
     square = bool(_ops_in(rule) & CONTRACTIONS)  # every variable a ROW x ROW matrix, so products type
-    batched = _literal_dims_ok(rule.lhs) and _literal_dims_ok(rule.rhs) and not _ops_in(rule) & MATRIX_ONLY
+    ranked = any(domains[n].rank is not None for n in names)  # per-variable shapes: point by point
+    batched = _literal_dims_ok(rule.lhs) and _literal_dims_ok(rule.rhs) and not _ops_in(rule) & MATRIX_ONLY and not ranked
     rng = np.random.default_rng(seed)
     compared = skipped = unconfirmed = 0
     total = 0
@@ -556,7 +561,7 @@ def check_rule(rule: Rule, *, samples: int = 1000, seed: int = 0) -> RuleCheck:
             shape = (rows, *_row_shape(combo))
         else:
             shape = (per_combo,)
-        env = {n: _sample(domains[n], rng, shape) for n in names}
+        env = {n: _sample(domains[n], rng, _ranked_shape(shape, domains[n].rank)) for n in names}
         try:
             if structured and not batched:
                 results = [(_both_sides(rule, {n: v[i] for n, v in env.items()}, combo, free, p)) for p in PRECISIONS for i in range(shape[0])]
@@ -613,6 +618,14 @@ def check_rule(rule: Rule, *, samples: int = 1000, seed: int = 0) -> RuleCheck:
     if proof:
         return RuleCheck(rule, "proven", None, f"{proof}; {tail}", compared, proof)
     return RuleCheck(rule, "tested", None, tail, compared, None)
+
+
+def _ranked_shape(shape: tuple[int, ...], rank: int | None) -> tuple[int, ...]:
+    """Points first, then a point's own shape where a guard fixes it: `rank` dims of ROW each
+    (square, so an axis mix-up evaluates and shows as a counterexample rather than a shape error)."""
+    if rank is None:
+        return shape
+    return (shape[0],) + (ROW,) * rank
 
 
 def _point(arr, i, n, structured):

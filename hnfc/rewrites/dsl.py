@@ -216,12 +216,15 @@ def pattern_attr_vars(p: Pattern | None) -> set[str]:
 
 @dataclass(frozen=True)
 class Guard:
-    pred: str  # pos | nonneg | nonzero | neg | in_range
+    pred: str  # pos | nonneg | nonzero | neg | in_range | rank
     var: str
     params: tuple[float, ...] = ()
 
-    def holds(self, interval) -> bool:
-        """`interval` has .lo and .hi (None = unknown, never satisfies a guard)."""
+    def holds(self, interval, type=None) -> bool:
+        """`interval` has .lo and .hi (None = unknown, never satisfies a guard); `type` is the
+        value's type, which only `rank` reads."""
+        if self.pred == "rank":
+            return getattr(type, "rank", None) == self.params[0]
         if interval is None:
             return False
         lo, hi = interval.lo, interval.hi
@@ -262,6 +265,14 @@ def negative(x: Var) -> Guard:
 
 def nonzero(x: Var) -> Guard:
     return Guard("nonzero", _guard_var(x))
+
+
+def rank(x: Var, n: int) -> Guard:
+    """x has exactly n dims (a rule that holds for vectors only: `e / sum(e)` is a softmax of a
+    vector, not of a matrix)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise RuleError(f"rank({x}, {n!r}): the rank is a non-negative integer")
+    return Guard("rank", _guard_var(x), (n,))
 
 
 def in_range(x: Var, lo: float, hi: float) -> Guard:
@@ -331,7 +342,7 @@ def rule(name: str, lhs: Pattern, rhs, *, when: Iterable[Guard] = (), tags: Iter
         raise RuleError(f"rule {name}: right side uses attribute variables {sorted(missing_attrs)} not bound on the left")
     for g in when:
         if not isinstance(g, Guard):
-            raise RuleError(f"rule {name}: {g!r} is not a guard (use pos, nonneg, nonzero, negative, in_range)")
+            raise RuleError(f"rule {name}: {g!r} is not a guard (use pos, nonneg, nonzero, negative, in_range, rank)")
         if g.var not in lhs_vars:
             raise RuleError(f"rule {name}: guard {g} is on a variable the left side does not bind")
     return Rule(name, lhs, rhs, when, tuple(tags), doc)
