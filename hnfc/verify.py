@@ -302,10 +302,8 @@ def _cut_shape(shape: tuple, out_shape: tuple, cuts: dict[int, int]) -> tuple:
 
 
 def _cut_value(value: torch.Tensor, out_shape: tuple, cuts: dict[int, int]) -> torch.Tensor:
-    for axis, rows in cuts.items():
-        if value.dim() >= -axis and value.shape[axis] == out_shape[axis]:
-            value = value.narrow(axis, 0, rows)
-    return value
+    """The leading rows of a captured value, as `_cut_shape` cuts its type."""
+    return value[tuple(slice(0, n) for n in _cut_shape(tuple(value.shape), out_shape, cuts))]
 
 
 def _retyped(program: Program, out_shape: tuple, cuts: dict[int, int]) -> Program | None:

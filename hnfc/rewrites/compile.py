@@ -223,10 +223,6 @@ def _has_attr_var(v) -> bool:
     return bool(attr_var_names(v, AttrVar) or attr_var_names(v, ConstVar))
 
 
-def _leaf_text(name: str, consts: set[str]) -> str:
-    return f"(Num ?k_{name})" if name in consts else f"?v_{name}"
-
-
 def compile_rule(rule: Rule, index: int) -> CompiledRule:
     consts = pattern_const_vars(rule.lhs)
     var_names = tuple(sorted(pattern_vars(rule.lhs))) + tuple(sorted(consts))
@@ -244,7 +240,7 @@ def compile_rule(rule: Rule, index: int) -> CompiledRule:
             attr_relation = f"Attr_{index}_{k}"
             cols = [f"?a{i + 1}" for i in range(len(em.lhs_slots))] + [f"?k_{c}" for c in attr_consts] + [f"?o{i + 1}" for i in range(len(em.rhs_slots))]
             query.append(f"({attr_relation} {' '.join(cols)})")
-        cand = " ".join(["?root", rhs] + [_leaf_text(v, consts) for v in var_names])
+        cand = " ".join(["?root", rhs] + [_Emitter.leaf(ConstVar(v) if v in consts else Var(v)) for v in var_names])
         text = f"(rule ({' '.join(query)}) ((Cand_{index} {cand})) :ruleset {rule.phase} :name {quote(f'{rule.name}#{k}')})"
         variants.append(Variant(attr_relation, tuple(em.lhs_slots), tuple(em.rhs_slots), text, attr_consts if attr_relation else ()))
     return CompiledRule(rule, index, var_names, tuple(variants), tuple(literal))
