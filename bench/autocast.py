@@ -10,11 +10,11 @@ target, run on fresh sampled inputs (not the ones the optimizer verified on):
 - hnfc@target: `hnfc.optimize(model, inputs, target=..., dtypes=[bf16, f32])`.
 
 Error: every output is cast to float32 and compared with the mpmath truth of the original program
-(hnfc.reference): bits of error in float32 terms (hnfc.metric.bits_error: 0 = correctly rounded,
+(hnfc.numerics.reference): bits of error in float32 terms (hnfc.numerics.metric.bits_error: 0 = correctly rounded,
 32 = nothing right), max and mean over all elements of all input sets, and the normwise relative
 error max ‖y − t‖∞ / ‖t‖∞ (what hnfc's `target` bounds).
 
-Low-precision FLOP share: FLOPs per node (hnfc.precision.node_flops: matrix products 2·m·n·k,
+Low-precision FLOP share: FLOPs per node (hnfc.precision.assign.node_flops: matrix products 2·m·n·k,
 reductions and nn ops the input's numel, pointwise ops the result's numel) over the traced
 program; for autocast the CPU op list puts mm/bmm/matmul/addmm/linear/conv/sdpa in bf16 and the
 rest in f32; for hnfc the dtypes it chose (casts count no FLOPs).
@@ -37,12 +37,13 @@ sys.path.insert(0, str(ROOT))
 
 import hnfc  # noqa: E402
 from hnfc import analysis, precision  # noqa: E402
-from hnfc.report import Report  # noqa: E402
-from hnfc.config import Config  # noqa: E402
+from hnfc.ir import casts  # noqa: E402
+from hnfc.report.records import Report  # noqa: E402
+from hnfc.foundation.config import Config  # noqa: E402
 from hnfc.examples.naive import block_inputs, make_block  # noqa: E402
-from hnfc.legalize import legalize  # noqa: E402
-from hnfc.metric import bits_error  # noqa: E402
-from hnfc.verify import observe, verification_inputs  # noqa: E402
+from hnfc.precision.legalize import legalize  # noqa: E402
+from hnfc.numerics.metric import bits_error  # noqa: E402
+from hnfc.runtime import observe, verification_inputs  # noqa: E402
 from tests.corpus import build  # noqa: E402
 
 from _common import arguments, write_results  # noqa: E402
@@ -121,7 +122,7 @@ def main() -> None:
         t0 = time.perf_counter()
         truths = precision.truths(program, fresh)
         ref_s = time.perf_counter() - t0
-        compute = [i for i in range(len(program.nodes)) if precision.is_compute(program, i)]
+        compute = [i for i in range(len(program.nodes)) if casts.is_compute(program, i)]
         ac_share = precision.flop_share(program, {i: "bf16" for i in compute if program.nodes[i].op in AUTOCAST_CPU_LOW})[0]
         _, total = precision.flop_share(program)
 

@@ -15,12 +15,12 @@ import time
 import torch
 
 from hnfc import analysis
-from hnfc.config import Config
+from hnfc.foundation.config import Config
 from hnfc.egraph import Limits, optimize_regions
-from hnfc.frontend import trace
+from hnfc.frontend.tracing import trace
 from hnfc.rewrites import library
 from hnfc.rewrites.compile import compile_rules
-from hnfc.verify import observe
+from hnfc.runtime import observe
 
 from _common import arguments, write_results
 

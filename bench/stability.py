@@ -18,9 +18,10 @@ import torch
 
 import hnfc
 from hnfc import analysis
-from hnfc.config import Config
+from hnfc.foundation.config import Config
 from hnfc.examples.stability import CASES
-from hnfc.verify import flat, measure, observe, verification_inputs
+from hnfc.runtime import flat, observe, verification_inputs
+from hnfc.verify import measure
 
 from _common import arguments, write_results
 

@@ -25,7 +25,7 @@ Options (`options={...}`): the backend's own keys
                                   (after a graph break) are skipped there
     rules: pack spec              extra rules (`hnfc.rewrites.packs.resolve`: Rules, a module,
                                   "pkg.mod:attr", an installed pack name)
-and every `hnfc.config.Config` field (max_nodes, verify, samples, ...). An unknown option is an
+and every `hnfc.foundation.config.Config` field (max_nodes, verify, samples, ...). An unknown option is an
 error (raised at the first call, as torch.compile reports backend errors). One default differs
 from `hnfc.optimize`: `measure_outputs=False`, so compile time pays for the local verification
 of each rewrite but not for whole outputs through the mpmath reference.
@@ -53,12 +53,12 @@ class BackendOptions:
     inductor: bool = True
     input_ranges: Mapping | None = None
     rules: Any = None
-    config: Any = None  # hnfc.config.Config
+    config: Any = None  # hnfc.foundation.config.Config
 
 
 def parse_options(options: Mapping[str, Any] | None) -> BackendOptions:
     """Split `options={...}` into the backend's own keys and a `Config` (unknown keys: ValueError)."""
-    from hnfc.config import Config
+    from hnfc.foundation.config import Config
 
     options = dict(options or {})
     own = {k: options.pop(k) for k in BACKEND_OPTIONS if k in options}
@@ -119,7 +119,7 @@ def _with_placeholders(lowered: fx.GraphModule, gm: fx.GraphModule, program) -> 
     """The lowered module, called like `gm`: one placeholder per gm placeholder, in order (the
     parameters dynamo lifted become placeholders again instead of attributes), and gm's output
     structure."""
-    from hnfc.lowering import identifier
+    from hnfc.runtime.lowering import identifier
 
     roles = program.meta["graph_inputs"]
     graph = lowered.graph
@@ -184,8 +184,8 @@ def _attr_path(name: str) -> str:
 
 def rewrite_graph(gm: fx.GraphModule, example_inputs: Sequence, opts: BackendOptions):
     """gm -> (rewritten GraphModule called like gm, report). Raises on any failure."""
-    from hnfc.frontend import trace_graph_module
-    from hnfc.lowering import lower
+    from hnfc.frontend.tracing import trace_graph_module
+    from hnfc.runtime.lowering import lower
     from hnfc.pipeline import optimize_program
 
     program = trace_graph_module(gm, example_inputs)

@@ -143,7 +143,7 @@ def parse_options(pairs: list[str]) -> dict:
     """--set KEY=VALUE (Config fields; VALUE read as JSON, else a string); unknown keys are errors."""
     import dataclasses
 
-    from hnfc.config import Config
+    from hnfc.foundation.config import Config
 
     known = {f.name for f in dataclasses.fields(Config)}
     out = {}
@@ -167,7 +167,7 @@ def parse_options(pairs: list[str]) -> dict:
 
 def load_factory(target: str):
     """'package.module:factory' or 'path/to/file.py:factory' -> (factory, module)."""
-    from hnfc._imports import import_attr
+    from hnfc.foundation.imports import import_attr
 
     if not all(target.rpartition(":")):  # MODULE, ':' and FACTORY; checked here in the CLI's words
         raise UserError(f"bad model {target!r}: expected MODULE:FACTORY, like hnfc.examples.naive:make_model")
@@ -255,7 +255,7 @@ def optimize(
     ranges: list[str] = typer.Option([], "--range", "-r", metavar="NAME=LO:HI", help="declared input domain, by input name or position"),
     output: _Path = typer.Option(..., "--output", "-o", help="the .pt2 file to write (torch.export)"),
     report_path: _Path = typer.Option(None, "--report", help="also write the report: a self-contained HTML page when the name ends in .html, else JSON"),
-    options: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="an hnfc option (hnfc.config.Config field)"),
+    options: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="an hnfc option (hnfc.foundation.config.Config field)"),
     seed: int = typer.Option(0, help="seed of the random example inputs"),
 ) -> None:
     """Optimize MODULE:FACTORY's model and export it as a torch.export .pt2 (loads without hnfc)."""
@@ -290,9 +290,9 @@ def optimize(
             if str(w.message) not in report["warnings"]:
                 report["warnings"].append(str(w.message))
         if report_path is not None and report_path.suffix.lower() in (".html", ".htm"):
-            from hnfc.htmlreport import report_html
+            from hnfc.report.html import report_html
 
-            report_html(report, report_path, program=getattr(optimized, "program", None), example_inputs=example, input_ranges=declared)
+            report_html(report, report_path, program=getattr(optimized, "program", None))
         elif report_path is not None:
             report_path.write_text(_json.dumps(report, indent=2, default=str))
     except UserError as e:
@@ -360,7 +360,7 @@ def lint(
     ranges: list[str] = typer.Option([], "--range", "-r", metavar="NAME=LO:HI", help="declared input domain"),
     max_bits: float = typer.Option(8.0, "--max-bits", help="fail on fixable findings predicted to lose more bits than this"),
     strict: bool = typer.Option(False, help="also fail on ill-conditioned nodes no rewrite fixes"),
-    options: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="an hnfc option (hnfc.config.Config field)"),
+    options: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="an hnfc option (hnfc.foundation.config.Config field)"),
     seed: int = typer.Option(0, help="seed of the random example inputs"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:

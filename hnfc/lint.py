@@ -101,11 +101,11 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
          max_bits: float = 8.0, strict: bool = False, **options) -> LintResult:
     """Find the nodes of `model_or_fn` that lose bits (see the module doc); changes nothing."""
     from hnfc import analysis
-    from hnfc.config import Config
-    from hnfc.frontend import trace
+    from hnfc.foundation.config import Config
+    from hnfc.frontend.tracing import trace
     from hnfc.ir.expr import format_expr
     from hnfc.pipeline import _input_positions, optimize_program
-    from hnfc.verify import observe, verification_inputs
+    from hnfc.runtime import observe, verification_inputs
 
     config = Config.from_options(options)
     if isinstance(example_inputs, torch.Tensor):

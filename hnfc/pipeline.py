@@ -1,33 +1,38 @@
-"""`hnfc.optimize`: trace -> ranges -> saturate -> extract -> verify -> lower.
+"""`hnfc.optimize`: trace, then the stages of `STAGES`, then lower.
 
 In: a module or function and example inputs (or an IR program), input ranges, rules, options.
 Out: a `torch.fx.GraphModule` called like the original, with `.report` (hnfc.report.Report) and
 `.program` (the optimized IR). If any stage after tracing fails, the original program is lowered
 instead and a warning says why; if tracing itself fails, the original model is returned wrapped,
 with the reason in its report. The optimizer never breaks the user's model.
+
+`optimize_program` is the pass list: each stage is a function of the run's state, timed by one
+wrapper; the stages return their results and records, and only this module writes the `Report`.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
 from hnfc import analysis, precision
-from hnfc.config import Config
 from hnfc.egraph import Limits, optimize_regions
+from hnfc.egraph.changes import Change, changes
 from hnfc.egraph.regions import refuse
-from hnfc.frontend import FrontendError, trace
+from hnfc.foundation.config import Config
+from hnfc.frontend.tracing import FrontendError, trace
 from hnfc.ir.program import Builder, Program, live_subprogram
-from hnfc.legalize import legalize
-from hnfc.lowering import lower
-from hnfc.ir.expr import format_expr
-from hnfc.report import Report, Rewrite
+from hnfc.precision.legalize import legalize
+from hnfc.report.records import Report, Rewrite, legalization_rewrite
 from hnfc.rewrites.compile import compile_rules
 from hnfc.rewrites.dsl import Rule, check_unique
-from hnfc.verify import local_checks, measure, observe, reference_cost, verification_inputs
+from hnfc.runtime.lowering import lower
+from hnfc.runtime.run import observe, verification_inputs
+from hnfc.verify.judge import LocalCheck, local_checks, measure, reference_cost
 
 
 class HnfcWarning(UserWarning):
@@ -87,90 +92,159 @@ def merge_outputs(original: Program, candidate: Program, accept: Sequence[bool])
     return live_subprogram(b.build(outs, original.params, original.meta))
 
 
+# ---------------------------------------------------------------------------------------------
+# The stages
+
+
+@dataclass
+class Run:
+    """One run of the pipeline: its inputs, what each stage produced so far, and the report."""
+
+    original: Program
+    example_inputs: Sequence[torch.Tensor]
+    ranges_in: dict[int, tuple[float, float]]
+    rules: Any
+    config: Config
+    report: Report
+    program: Program | None = None  # the current program (each stage may replace it)
+    input_sets: list = field(default_factory=list)
+    ranges: list = field(default_factory=list)
+    ranged: Program | None = None  # the program `ranges` describe
+    regions: list = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+
+
+def _ranges(run: Run) -> None:
+    # Observed ranges stand in for propagated ones, so they must cover the declared domain,
+    # extremes included: observe on the verification inputs, not on the examples alone.
+    run.input_sets = verification_inputs(run.original, run.example_inputs, run.ranges_in, run.config)
+    _set_ranges(run, run.original)
+    run.report.predicted_bits_before = analysis.predicted_bits(run.original, run.ranges)
+
+
+def _set_ranges(run: Run, program: Program) -> None:
+    if run.ranged is not program:
+        run.ranges = analysis.ranges(program, run.ranges_in, observed=observe(program, run.input_sets), margin=run.config.margin)
+        run.ranged = program
+
+
+def _egraph(run: Run) -> None:
+    c = run.config
+    compiled = compile_rules(select_rules(run.rules, c))
+    limits = Limits(max_nodes=c.max_nodes, max_iterations=c.max_iterations, time_limit=c.time_limit)
+    stitched, run.regions = optimize_regions(run.original, run.ranges, compiled, limits, c.region_nodes)
+    run.program = live_subprogram(stitched)
+    run.changes = changes(run.original, run.regions)
+    run.report.egraph = _egraph_summary(run.regions)
+    run.report.times["saturate"] = sum(r.saturated.seconds for r in run.regions if not r.reused)
+
+
+def _verify(run: Run) -> None:
+    """The judge, rewrite by rewrite: each on its neighbourhood, with the original's values.
+    Refusing one re-extracts its region, which may choose differently elsewhere: check again."""
+    if not _rewrites(run.changes):
+        run.program = run.original
+        return
+    if not run.config.verify:
+        run.report.rewrites = _rewrites(run.changes)
+        return
+    refused: dict[tuple, set[int]] = {}
+    refused_rewrites: list[Rewrite] = []
+    for _ in range(3):
+        checks = {(ch.region, ch.cls): ch for ch in local_checks(run.original, run.changes, run.input_sets, run.config)}
+        found = _rewrites(run.changes, checks)
+        bad = [(run.regions[k].key, c) for (k, c), ch in checks.items() if not ch.accepted]
+        if not bad:
+            break
+        refused_rewrites += [rw for rw in found if not rw.accepted]
+        for key, c in bad:
+            refused.setdefault(key, set()).add(c)
+        stitched, run.regions = refuse(run.original, run.regions, refused)
+        run.program = live_subprogram(stitched)
+        run.changes = changes(run.original, run.regions)
+    run.report.rewrites = [rw for rw in found if rw.accepted]
+    run.report.rewrites_refused = refused_rewrites
+    if not run.config.measure_outputs:
+        return  # every rewrite was verified locally; whole outputs were not asked for
+    if reference_cost(run.original) * len(run.input_sets) > run.config.max_reference_ops:
+        run.report.warnings.append("outputs not measured whole (too large for the reference); every rewrite was verified locally")
+        return
+    # affordable: measure whole outputs too (for the report, and as a second judge)
+    run.report.outputs = measure(run.original, run.program, run.input_sets, run.config)
+    if not all(o.accepted for o in run.report.outputs):
+        run.program = merge_outputs(run.original, run.program, [o.accepted for o in run.report.outputs])
+
+
+def _explain(run: Run) -> None:
+    if run.program is run.original:
+        run.report.rewrites = []
+    _set_ranges(run, run.program)
+    run.report.predicted_bits_after = analysis.predicted_bits(run.program, run.ranges)
+    run.report.nodes_after = len(run.program.nodes)
+
+
+def _precision(run: Run) -> bool:
+    if run.config.target is None:
+        return False
+    res = precision.select(run.program, run.ranges, run.input_sets, run.config)
+    for name, value in res.record(run.config, run.program).items():
+        setattr(run.report, name, value)
+    run.report.warnings.extend(res.warnings)
+    run.program = res.program
+    return True
+
+
+def _legalize(run: Run) -> bool:
+    """Once every node's dtype is final: constants that overflow it become ±finfo.max."""
+    if not run.config.legalize:
+        return False
+    run.program, notes = legalize(run.program)
+    run.report.rewrites = run.report.rewrites + [legalization_rewrite(n) for n in notes]
+    return True
+
+
+def _node_costs(run: Run) -> None:
+    """Each node's predicted bits lost in the program that runs (the HTML report's graph)."""
+    _set_ranges(run, run.program)
+    run.report.node_costs = {f"%{i}": [cond, bits, reason] for i, _, cond, bits, reason in analysis.explain(run.program, run.ranges)}
+
+
+# (name, stage, what a failure keeps): None = the whole optimization falls back to the original;
+# a string = the stage's input program stays, with a warning that says so. A stage that returns
+# False was off (not timed).
+STAGES: tuple[tuple[str, Callable[[Run], bool | None], str | None], ...] = (
+    ("ranges", _ranges, None),
+    ("egraph", _egraph, None),
+    ("verify", _verify, None),
+    ("explain", _explain, None),
+    ("precision", _precision, "dtypes unchanged"),
+    ("legalize", _legalize, "constants unchanged"),
+    ("node_costs", _node_costs, "no per-node costs in the report"),
+)
+
+
 def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *, input_ranges=None, rules=None, config: Config | None = None) -> tuple[Program, Report]:
     """The pipeline on an IR program; returns the verified program and its report."""
     config = config or Config()
-    report = Report(nodes_before=len(program.nodes))
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        report.times[stage] = report.times.get(stage, 0.0) + now - clock
-        clock = now
-
-    ranges_in = _input_positions(program, input_ranges)
-    # Observed ranges stand in for propagated ones, so they must cover the declared domain,
-    # extremes included: observe on the verification inputs, not on the examples alone.
-    input_sets = verification_inputs(program, example_inputs, ranges_in, config)
-    ranges = analysis.ranges(program, ranges_in, observed=observe(program, input_sets), margin=config.margin)
-    report.predicted_bits_before = analysis.predicted_bits(program, ranges)
-    lap("ranges")
-    compiled = compile_rules(select_rules(rules, config))
-    limits = Limits(max_nodes=config.max_nodes, max_iterations=config.max_iterations, time_limit=config.time_limit)
-    stitched, regions = optimize_regions(program, ranges, compiled, limits, config.region_nodes)
-    candidate = live_subprogram(stitched)
-    report.egraph = _egraph_summary(regions)
-    lap("egraph")
-    report.times["saturate"] = sum(r.saturated.seconds for r in regions if not r.reused)
-    report.times["extract"] = report.times.pop("egraph") - report.times["saturate"]
-    rewrites = _rewrites(program, regions)
-    if not rewrites:
-        report.nodes_after = len(program.nodes)
-        report.predicted_bits_after = report.predicted_bits_before
-        return _legalized(precision.run_stage(program, ranges, input_sets, config, report), config, report), report  # precision stage (off unless config.target)
-    if config.verify:
-        # The judge, rewrite by rewrite: each on its neighbourhood, with the original's values.
-        # Refusing one re-extracts its region, which may choose differently elsewhere: check again.
-        refused: dict[tuple, set[int]] = {}
-        refused_rewrites: list[Rewrite] = []
-        for _ in range(3):
-            checks = {(ch.region, ch.cls): ch for ch in local_checks(program, regions, input_sets, config)}
-            found = _rewrites(program, regions, checks)
-            bad = [(regions[k].key, c) for (k, c), ch in checks.items() if not ch.accepted]
-            if not bad:
-                break
-            refused_rewrites += [rw for rw in found if not rw.accepted]
-            for key, c in bad:
-                refused.setdefault(key, set()).add(c)
-            stitched, regions = refuse(program, regions, refused)
-            candidate = live_subprogram(stitched)
-        rewrites = [rw for rw in found if rw.accepted]
-        report.rewrites_refused = refused_rewrites
-        if not config.measure_outputs:
-            pass  # every rewrite was verified locally; whole outputs were not asked for
-        elif reference_cost(program) * len(input_sets) <= config.max_reference_ops:
-            # affordable: measure whole outputs too (for the report, and as a second judge)
-            out_checks = measure(program, candidate, input_sets, config)
-            report.outputs = out_checks
-            if not all(c.accepted for c in out_checks):
-                candidate = merge_outputs(program, candidate, [c.accepted for c in out_checks])
-        else:
-            report.warnings.append("outputs not measured whole (too large for the reference); every rewrite was verified locally")
-        lap("verify")
-    final_ranges = analysis.ranges(candidate, ranges_in, observed=observe(candidate, input_sets), margin=config.margin)
-    report.predicted_bits_after = analysis.predicted_bits(candidate, final_ranges)
-    report.rewrites = rewrites if candidate is not program else []
-    report.nodes_after = len(candidate.nodes)
-    return _legalized(precision.run_stage(candidate, final_ranges, input_sets, config, report), config, report), report  # precision stage (off unless config.target)
-
-
-def _legalized(program: Program, config: Config, report: Report) -> Program:
-    """The last stage, once every node's dtype is final: constants that overflow it become
-    ±finfo.max (hnfc/legalize.py), listed with the rewrites. A failure keeps `program`, warned."""
-    if not config.legalize:
-        return program
-    start = time.perf_counter()
-    try:
-        out, notes = legalize(program)
-    except Exception as e:  # never break the user's model
-        msg = f"legalization failed ({type(e).__name__}: {e}); constants unchanged"
-        warnings.warn(msg, HnfcWarning, stacklevel=3)
-        report.warnings.append(msg)
-        return program
-    report.rewrites = report.rewrites + [n.as_rewrite() for n in notes]
-    report.times["legalize"] = time.perf_counter() - start
-    return out
+    run = Run(program, example_inputs, _input_positions(program, input_ranges), rules, config, Report(nodes_before=len(program.nodes)))
+    run.program = program
+    for name, stage, on_failure in STAGES:
+        start, before, ran = time.perf_counter(), run.program, None
+        try:
+            ran = stage(run)
+        except Exception as e:
+            if on_failure is None:
+                raise
+            run.program = before  # never break the user's model
+            msg = f"{name} stage failed ({type(e).__name__}: {e}); {on_failure}"
+            warnings.warn(msg, HnfcWarning, stacklevel=2)
+            run.report.warnings.append(msg)
+        spent = time.perf_counter() - start
+        if name == "egraph":  # one stage, two figures: saturation (summed per region) and extraction
+            run.report.times["extract"] = spent - run.report.times["saturate"]
+        elif ran is not False:
+            run.report.times[name] = spent
+    return run.program, run.report
 
 
 def _egraph_summary(regions) -> dict:
@@ -189,28 +263,19 @@ def _egraph_summary(regions) -> dict:
     }
 
 
-def _rewrites(program: Program, regions, checks: Mapping | None = None) -> list[Rewrite]:
-    """The rewrites the extraction kept, in the original program's value ids, with their local
-    measurements when `checks` (keyed by (region index, e-class)) has them."""
+def _rewrites(found: Sequence[Change], checks: Mapping[tuple, LocalCheck] | None = None) -> list[Rewrite]:
+    """The rewrites the extraction kept (changes made by rules), with their local measurements
+    when `checks` (keyed by (region index, e-class)) has them."""
     out = []
-    for k, r in enumerate(regions):
-        sat, ex = r.saturated, r.extraction
-        rules_at: dict[int, list[str]] = {}
-        for a in sat.applied:
-            if a.root in ex.new_classes and a.rule not in rules_at.setdefault(a.root, []):
-                rules_at[a.root].append(a.rule)
-        for c, rules in rules_at.items():
-            local = sorted(v for v, cls in sat.class_of.items() if cls == c)
-            values = tuple(r.value_map[v] for v in local if program.nodes[r.value_map[v]].op not in ("input", "param", "const"))
-            if not values:
-                continue
-            after = format_expr(ex.program, ex.value_of[c], depth=3) if c in ex.value_of else "?"
-            ch = (checks or {}).get((k, c))
-            measured = {} if ch is None else {
-                "before_mean": ch.before_mean, "before_max": ch.before_max, "after_mean": ch.after_mean,
-                "after_max": ch.after_max, "accepted": ch.accepted, "reason": ch.reason,
-            }
-            out.append(Rewrite(tuple(rules), values, format_expr(r.program, local[-1], depth=3), after, **measured))
+    for ch in found:
+        if not ch.rules or not ch.values:
+            continue
+        c = (checks or {}).get((ch.region, ch.cls))
+        measured = {} if c is None else {
+            "before_mean": c.before_mean, "before_max": c.before_max, "after_mean": c.after_mean,
+            "after_max": c.after_max, "accepted": c.accepted, "reason": c.reason,
+        }
+        out.append(Rewrite(ch.rules, ch.values, ch.before, ch.after, **measured))
     return sorted(out, key=lambda rw: rw.values)
 
 
@@ -219,7 +284,7 @@ def optimize(model_or_fn, example_inputs, *, input_ranges: Mapping[Any, tuple[fl
 
     `input_ranges` maps input positions or names to (lo, hi): the values the model will see
     (sampling for verification and the sound part of the range analysis use them). `rules` adds
-    rule packs to hnfc's library. Other keyword options are `hnfc.config.Config` fields.
+    rule packs to hnfc's library. Other keyword options are `hnfc.Config` fields.
     """
     config = Config.from_options(options)
     if isinstance(example_inputs, torch.Tensor):

@@ -1,4 +1,4 @@
-"""Range analysis and the cost model (hnfc.analysis, formulas in hnfc/ops/bounds.py).
+"""Range analysis and the cost model (hnfc.analysis, formulas beside each op family, hnfc/ops/*_bounds.py).
 
 - every op with a real meaning has an interval transfer function and a condition number;
 - table-driven over the op table's examples: the interval computed from the argument domains
@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from hnfc import analysis
 from hnfc.analysis import HAZARD_BITS, Interval, interval_of_node, node_cost, program_bits, ranges
-from hnfc.analysis.intervals import add_down, add_up, down, up
+from hnfc.foundation.intervals import add_down, add_up, down, up
 from hnfc.ir import Builder, TensorType, parse_program
 from hnfc.ops import OPS
 from hnfc.ops.core import full_attrs, obj
@@ -92,7 +92,7 @@ def _setup(op, ex):
 
 def test_every_op_with_a_meaning_has_interval_and_cond():
     missing = sorted(f"{n}: {', '.join(f for f in ('interval', 'cond') if getattr(op, f) is None)}" for n, op in OPS.items() if op.ref is not None and (op.interval is None or op.cond is None))
-    assert not missing, "ops without range/cost formulas (add them in hnfc/ops/bounds.py):\n" + "\n".join(missing)
+    assert not missing, "ops without range/cost formulas (add them in the family's hnfc/ops/*_bounds.py):\n" + "\n".join(missing)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,10 +122,10 @@ def test_interval_encloses_samples(op, ex):
 # are not (cancellation: a sum of mixed signs, log near 1, cos near π/2, a variance that can be 0).
 CAN_BE_UNBOUNDED = {"add", "sub", "log", "log2", "cos", "sum", "mean", "var", "std", "logsumexp", "logaddexp", "mm", "bmm", "matmul", "addmm", "linear", "scaled_dot_product_attention"}
 
-# Ops whose cond is a heuristic (documented in hnfc/ops/bounds.py), not a sup bound.
+# Ops whose cond is a heuristic (documented in hnfc/ops/*_bounds.py), not a sup bound.
 COND_HEURISTIC = {"layer_norm", "batch_norm", "scaled_dot_product_attention"}
 # Ops whose cond is a typical-magnitude estimate, not a sup bound, when their result changes sign
-# inside the box (hnfc/ops/bounds.py, "Sign changes"): tested in test_sign_change_*.
+# inside the box (hnfc/ops/formulas.py, "Sign changes"): tested in test_sign_change_*.
 SIGN_CHANGE_TYPICAL = {"add", "sub", "sum", "mean", "mm", "bmm", "matmul", "addmm", "linear"}
 
 
@@ -549,7 +549,7 @@ def test_analysis_and_op_table_import_without_torch():
 
 
 # ---------------------------------------------------------------------------------------------
-# sign changes, float32 accumulation, the overflow threshold (hnfc/ops/bounds.py, curvature.py)
+# sign changes, float32 accumulation, the overflow threshold (hnfc/ops/*_bounds.py, curvature.py)
 
 
 def test_sign_change_sum_uses_typical_magnitude():
@@ -607,7 +607,7 @@ def test_low_precision_reductions_accumulate_in_float32():
 
 def test_overflow_threshold_is_max_plus_half_an_ulp():
     from hnfc.analysis.curvature import overflow_threshold
-    from hnfc.dtypes import DTYPES
+    from hnfc.foundation.dtypes import DTYPES
 
     assert overflow_threshold(DTYPES["f16"]) == 65520.0  # 65504 + 16: the first value that rounds to inf
     f32max = DTYPES["f32"].max

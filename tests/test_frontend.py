@@ -17,9 +17,9 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 import hnfc
-from hnfc.frontend import FrontendError, _compiling, trace, trace_graph_module
+from hnfc.frontend.tracing import FrontendError, _compiling, trace, trace_graph_module
 from hnfc.ir import parse_program, validate
-from hnfc.lowering import lower
+from hnfc.runtime.lowering import lower
 from tests.corpus import CASES
 
 
@@ -265,7 +265,7 @@ def test_program_meta_and_input_names():
 
 def test_public_names():
     assert hnfc.trace is trace
-    importlib.import_module("hnfc.lowering")
+    importlib.import_module("hnfc.runtime.lowering")
 
     program = hnfc.trace(lambda x: x.sin(), (torch.randn(2),))
     assert isinstance(hnfc.lower(program), torch.fx.GraphModule)

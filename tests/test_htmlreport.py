@@ -1,4 +1,4 @@
-"""The HTML report (hnfc/htmlreport.py): every section is there, the page is self-contained, the
+"""The HTML report (hnfc/report/html.py): every section is there, the page is self-contained, the
 per-output histograms come from verification, and headless Chromium renders it (the bundled
 naive example and transformers' GPT-2 tiny). `hnfc optimize --report x.html` writes the page.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import hnfc
-from hnfc.htmlreport import SECTIONS
+from hnfc.report.html import SECTIONS
 from tests.conftest import ROOT
 
 
@@ -46,7 +46,7 @@ def _sections(page: str) -> set[str]:
 def test_page_has_every_section_and_is_self_contained(naive, tmp_path):
     gm, x = naive
     path = tmp_path / "report.html"
-    page = hnfc.report_html(gm, path, example_inputs=x)
+    page = hnfc.report_html(gm, path)
     assert path.read_text() == page
     assert _sections(page) == set(SECTIONS)
     assert not re.search(r"<(script|link|img|iframe)\b", page)  # nothing loaded from anywhere
@@ -84,7 +84,7 @@ def test_page_with_precision_stage(naive):
 
     _, x = naive
     gm = hnfc.optimize(make_model(), x, target=1e-2, dtypes=[torch.bfloat16, torch.float32])
-    page = hnfc.report_html(gm, example_inputs=x)
+    page = hnfc.report_html(gm)
     assert "bf16" in page and "low-precision FLOP share" in page
 
 
@@ -127,7 +127,7 @@ def _check_rendered(path: Path, tmp_path: Path, expect: list[str]) -> None:
 def test_chromium_renders_the_example_report(naive, tmp_path):
     gm, x = naive
     path = tmp_path / "naive.html"
-    hnfc.report_html(gm, path, example_inputs=x)
+    hnfc.report_html(gm, path)
     _check_rendered(path, tmp_path, ["softplus-intro", "log_softmax", "output 0"])
 
 
@@ -136,7 +136,7 @@ def test_chromium_renders_the_gpt2_report(gpt2, tmp_path):
     pytest.importorskip("transformers")
     gm, inputs = gpt2
     path = tmp_path / "gpt2.html"
-    hnfc.report_html(gm, path, example_inputs=inputs)
+    hnfc.report_html(gm, path)
     _check_rendered(path, tmp_path, ["scaled_dot_product_attention" if "scaled_dot_product_attention" in str(gm.program) else "softmax", "layer_norm"])
 
 

@@ -1,4 +1,4 @@
-"""Dtype legalization (hnfc/legalize.py): finite constants that round to ±inf in the dtype their
+"""Dtype legalization (hnfc/precision/legalize.py): finite constants that round to ±inf in the dtype their
 node computes in become ±finfo.max; genuine infinities, constants that fit and scaling constants
 stay. Through `hnfc.optimize`, as a user calls it, and on the pure function."""
 
@@ -12,9 +12,9 @@ import torch
 
 import hnfc
 from hnfc.ir.program import Builder
-from hnfc.legalize import legalize, overflows
+from hnfc.precision.legalize import legalize, overflows
 from hnfc.pipeline import HnfcWarning
-from hnfc.types import TensorType
+from hnfc.foundation.types import TensorType
 
 F32_MIN = torch.finfo(torch.float32).min
 # two attention rows over 8 keys: the first keeps 5 keys, the second is fully masked (padding)
@@ -135,9 +135,9 @@ def test_failure_warns_and_keeps_the_unlegalized_program(monkeypatch):
 
     monkeypatch.setattr(hnfc.pipeline, "legalize", broken)
     s = SCORES.to(torch.bfloat16)
-    with pytest.warns(HnfcWarning, match="legalization failed"):
+    with pytest.warns(HnfcWarning, match="legalize stage failed"):
         m = hnfc.optimize(additive_mask, (s,), input_ranges={0: (-4.0, 4.0)})
-    assert "-3.4028234663852886e+38" in str(m.program) and any("legalization failed" in w for w in m.report.warnings)
+    assert "-3.4028234663852886e+38" in str(m.program) and any("legalize stage failed" in w for w in m.report.warnings)
     assert m(s)[0].isfinite().all()
 
 

@@ -1,4 +1,4 @@
-"""Bits of error, float orders, exact rounding and input sampling (hnfc.metric)."""
+"""Bits of error, float orders, exact rounding and input sampling (hnfc.numerics.metric)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from hnfc import bits_error, sample_inputs
 from hnfc.ir import Builder, TensorType
-from hnfc.metric import (
+from hnfc.numerics.metric import (
     FORMATS,
     error_summary,
     sample_program_inputs,
@@ -142,7 +142,7 @@ def test_distance_properties(fmt, a, b):
     d_ab = bits_error(torch.tensor([a], dtype=dt), np.array([b]))[0]
     d_ba = bits_error(torch.tensor([b], dtype=dt), np.array([a]))[0]
     assert d_ab == d_ba  # symmetric
-    assert 0 <= d_ab <= FORMATS[fmt].width
+    assert 0 <= d_ab <= FORMATS[fmt].bits
     assert (d_ab == 0) == (a == b)
     # monotone: moving the result one more float away from the truth never lowers the error
     step = 1 if ordinal(a, fmt) >= ordinal(b, fmt) else -1
@@ -156,7 +156,7 @@ def test_distance_properties(fmt, a, b):
 def test_ordinal_roundtrip(fmt, k):
     f = FORMATS[fmt]
     inf_pos = int(ordinal(math.inf, fmt))
-    k = max(-inf_pos, min(inf_pos, k)) if f.width == 64 else k % (2 * inf_pos + 1) - inf_pos
+    k = max(-inf_pos, min(inf_pos, k)) if f.bits == 64 else k % (2 * inf_pos + 1) - inf_pos
     v = from_ordinal(k, fmt)
     assert int(ordinal(v, fmt)) == k
     if k < inf_pos:  # order-preserving

@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from hnfc import ops
-from hnfc.dtypes import DTYPES, from_torch
+from hnfc.foundation.dtypes import DTYPES, from_torch
 from hnfc.ir import validate
-from hnfc.lowering import lower, resolve_target
-from hnfc.metric import bits_error, sample_inputs
-from hnfc.reference import reference
-from hnfc.types import TensorType
+from hnfc.runtime.lowering import lower, resolve_target
+from hnfc.numerics.metric import bits_error, sample_inputs
+from hnfc.numerics.reference import reference
+from hnfc.foundation.types import TensorType
 from tests.conftest import example_program, op_examples
 
 # Ops that need no examples: leaves without a torch meaning of their own, and the structural ops

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import hnfc
-from hnfc.config import Config
+from hnfc.foundation.config import Config
 from hnfc.examples.naive import block_inputs, example_inputs, make_block, make_model
 from hnfc.examples.stability import CASES
 from hnfc.pipeline import HnfcWarning, Unoptimized
-from hnfc.verify import flat, measure, verification_inputs
+from hnfc.runtime import flat, verification_inputs
+from hnfc.verify import measure
 from tests.corpus import build
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

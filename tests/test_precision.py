@@ -1,4 +1,4 @@
-"""Precision assignment (hnfc/precision.py): config, the IR transformation with casts, the
+"""Precision assignment (hnfc/precision/assign.py): config, the IR transformation with casts, the
 validation loop meeting the target on models, and the predicted requirement against measurement."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import torch
 
 import hnfc
 from hnfc import analysis, precision
-from hnfc.config import Config
+from hnfc.ir import casts
+from hnfc.foundation.config import Config
 from hnfc.examples.naive import block_inputs, make_block
 from hnfc.examples.stability import CASES, case
-from hnfc.verify import observe, verification_inputs
+from hnfc.runtime import observe, verification_inputs
 from tests.corpus import build
 
 TARGET = 1e-2
@@ -64,12 +65,12 @@ def test_casts_are_shared_and_outputs_keep_their_dtype():
 
     x, w = torch.randn(4, 8), torch.randn(8, 8)
     p = hnfc.trace(f, (x, w))
-    comp = [i for i in range(len(p.nodes)) if precision.is_compute(p, i)]
-    mixed, new = precision.with_dtypes(p, {i: "bf16" for i in comp})
-    casts = [n for n in mixed.nodes if n.op == "to"]
+    comp = [i for i in range(len(p.nodes)) if casts.is_compute(p, i)]
+    mixed, new = casts.with_dtypes(p, {i: "bf16" for i in comp})
+    to_nodes = [n for n in mixed.nodes if n.op == "to"]
     # x and w are cast once each to bf16, both outputs cast back once: adjacent bf16 nodes share
-    assert sum(1 for n in casts if n.attr["dtype"] == "bf16") == 2
-    assert sum(1 for n in casts if n.attr["dtype"] == "f32") == 2
+    assert sum(1 for n in to_nodes if n.attr["dtype"] == "bf16") == 2
+    assert sum(1 for n in to_nodes if n.attr["dtype"] == "f32") == 2
     assert all(mixed.nodes[new[i]].type.dtype == "bf16" for i in comp)
     gm = hnfc.lower(mixed)
     ys = gm(x, w)
@@ -176,7 +177,7 @@ def test_predicted_requirement_agrees_with_measurement():
         for i, need in precision.requirements(p, rng, cfg).items():
             if need.original != "f32":
                 continue
-            mixed, _ = precision.with_dtypes(p, {i: "bf16"})
+            mixed, _ = casts.with_dtypes(p, {i: "bf16"})
             rises = max(precision.measure(mixed, sets, truth)) > TARGET
             hits += (need.dtype != "bf16") == rises
             total += 1

@@ -1,4 +1,4 @@
-"""The reference interpreter (hnfc.reference): exact meaning, precision escalation, opaque ops."""
+"""The reference interpreter (hnfc.numerics.reference): exact meaning, precision escalation, opaque ops."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import torch
 
 import hnfc
 from hnfc.ir import Builder, TensorType, TupleType, parse_program
-from hnfc.metric import bits_error, error_summary, sample_inputs, sample_program_inputs
+from hnfc.numerics.metric import bits_error, error_summary, sample_inputs, sample_program_inputs
 from hnfc.ops import OPS
-from hnfc.reference import Reference, EvaluationError, default_min_prec, reference
-from hnfc.torch_calls import resolve_call, run_call
+from hnfc.numerics.reference import Reference, EvaluationError, default_min_prec, reference
+from hnfc.numerics.torch_calls import resolve_call, run_call
 
 
 def torch_eval(program, inputs, dtype=torch.float64):

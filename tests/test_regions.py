@@ -9,7 +9,7 @@ from hnfc import analysis
 from hnfc.egraph import Limits, optimize_regions, partition
 from hnfc.rewrites import library
 from hnfc.rewrites.compile import compile_rules
-from hnfc.verify import observe
+from hnfc.runtime import observe
 from tests.corpus import build
 
 RULES = compile_rules(library())

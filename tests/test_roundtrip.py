@@ -22,7 +22,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 import hnfc
-from hnfc.frontend import _compiling
+from hnfc.frontend.tracing import _compiling
 from hnfc.ir import parse_program, validate
 from hnfc.ir.program import Program
 from tests.corpus import CASES

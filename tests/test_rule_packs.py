@@ -16,7 +16,7 @@ from hnfc.ir.expr import parse_expr
 from hnfc.rewrites import RuleError, library, log, log1p, pos, rule, vars
 from hnfc.rewrites.dsl import check_unique
 from hnfc.rewrites.packs import installed, resolve
-from hnfc.types import TensorType
+from hnfc.foundation.types import TensorType
 
 x, y = vars("x y")
 

@@ -8,11 +8,11 @@ Bits lost at a node (DESIGN.md, "Curvature: the extraction objective"):
 
     bits = min(first + second, W) + hazard
     first  = max(0, log2 cond)          cond: the op's relative condition number, sup over the box
-                                        (typical where the result changes sign: bounds.py)
+                                        (typical where the result changes sign: ops/formulas.py)
     second = log2(1 + cond · u / 2)     the second-order term (below)
     hazard = HAZARD_BITS if the node can overflow, meet a domain edge, or underflow into one
 
-- cond is `OpDef.cond` (formulas in hnfc/ops/bounds.py): how much the node amplifies the relative
+- cond is `OpDef.cond` (formulas in hnfc/ops/formulas.py): how much the node amplifies the relative
   error its arguments carry. "Bits lost" measures that amplification in the node's own units: a
   well-conditioned node (cond ≤ 1) loses nothing beyond its rounding; `to` and shape ops have
   cond 1 and cost 0.
@@ -58,11 +58,11 @@ from typing import Any, Mapping, Sequence
 
 
 from hnfc import ops
-from hnfc.analysis.intervals import Interval
+from hnfc.foundation.intervals import Interval
 from hnfc.analysis.propagate import _args, interval_of_node
-from hnfc.dtypes import DTYPES
+from hnfc.foundation.dtypes import DTYPES
 from hnfc.ops.core import OpDef, full_attrs
-from hnfc.types import TensorType
+from hnfc.foundation.types import TensorType
 
 HAZARD_BITS = 1000.0
 
@@ -304,8 +304,8 @@ __all__ = ["EXACT_OPS", "HAZARD_BITS", "ONE_ROUNDING", "NodeCost", "exact_values
 def predicted_bits(program, ranges=None) -> float:
     """Predicted bits lost by the program's outputs: the summed node costs, capped at the widest
     output format's width, as the bits-of-error metric caps (no output can lose more)."""
-    from hnfc.dtypes import DTYPES
-    from hnfc.types import TensorType
+    from hnfc.foundation.dtypes import DTYPES
+    from hnfc.foundation.types import TensorType
 
     total = program_bits(program, ranges)[0]
     widths = [DTYPES[program.nodes[o].type.dtype].bits for o in program.outputs if isinstance(program.nodes[o].type, TensorType)]

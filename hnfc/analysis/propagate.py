@@ -34,10 +34,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from hnfc import ops
-from hnfc.analysis.intervals import INF, Interval, dtype_range
-from hnfc.dtypes import DTYPES
+from hnfc.foundation.intervals import INF, Interval, dtype_range
+from hnfc.foundation.dtypes import DTYPES
 from hnfc.ops.core import OpDef, full_attrs
-from hnfc.types import TensorType
+from hnfc.foundation.types import TensorType
 
 
 def interval_of_node(op: str | OpDef, arg_intervals: Sequence, attrs: Mapping | None, out_type: Any, arg_types: Sequence | None = None) -> Interval:
@@ -215,7 +215,7 @@ def sample_ranges(program, input_ranges: Mapping | Sequence, *, n: int = 512, se
 
     Evaluates the op table's mpmath meanings at `prec` bits (53: float64-like), so it suits small
     programs (the stability suite, calibration); large models are observed by running them (see
-    hnfc.verify.observe). About `n` samples in all (batches of one program evaluation each); in
+    hnfc.verify.judge.observe). About `n` samples in all (batches of one program evaluation each); in
     the first two batches every input element sits at its lower or upper bound. Every input needs
     a declared range (bool inputs default to {0, 1}).
     Values downstream of ops without a reference (opaque) are not observed.

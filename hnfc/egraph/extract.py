@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from hnfc import ops
 from hnfc.analysis import is_exact_node, node_bits
-from hnfc.dtypes import DTYPES
+from hnfc.foundation.dtypes import DTYPES
 from hnfc.egraph.saturate import IDENTITY_OPS, WEAK_SCALAR, Saturated
 from hnfc.egraph.session import ENode
 from hnfc.ir.program import Builder, Program
-from hnfc.types import TensorType
+from hnfc.foundation.types import TensorType
 
 NODE_BITS = 0.01  # every node costs a little: prefer fewer nodes at equal accuracy
 # A node the user did not write must be predicted to gain this much: where the model sees no

@@ -16,13 +16,14 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+from hnfc import ops
 from hnfc.analysis import Interval
 from hnfc.egraph.extract import Extraction, extract
 from hnfc.egraph.saturate import Limits, Saturated, saturate
 from hnfc.ir.program import Builder, Program, live_subprogram
 from hnfc.rewrites.compile import CompiledRule
 
-LEAVES = frozenset({"input", "param", "const"})
+LEAVES = frozenset(name for name, op in ops.OPS.items() if op.kind == "leaf")  # copied into each region that uses them
 
 
 @dataclass(frozen=True)

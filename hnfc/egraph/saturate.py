@@ -21,14 +21,15 @@ from typing import Any, Mapping, Sequence
 
 from hnfc import ops
 from hnfc.analysis import Interval, interval_of_node
-from hnfc.dtypes import DTYPES
+from hnfc.foundation.dtypes import DTYPES
 from hnfc.egraph.session import ENode, Session, Snapshot
 from hnfc.ir.program import Program
 from hnfc.rewrites.compile import FOLD_RULES, PRELUDE, CompiledRule, canonical_attrs, quote
 from hnfc.rewrites.dsl import FUSION, Op
-from hnfc.types import TensorType
+from hnfc.foundation.types import TensorType
 
-LEAF_OPS = frozenset({"input", "param", "opaque", "getitem"})  # kept as they are, by identity
+# kept as they are, by identity: inputs and parameters, and ops hnfc does not model
+LEAF_OPS = frozenset(name for name, op in ops.OPS.items() if (op.kind == "leaf" and not op.constant) or op.opaque)
 IDENTITY_OPS = LEAF_OPS | {"const"}  # encoded with their value id as attribute string (never merged)
 DIM_KEYS = ("dim", "dims", "dim0", "dim1")
 FROM_END = frozenset({"dim", "dim0", "dim1"})

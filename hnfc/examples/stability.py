@@ -76,7 +76,7 @@ KEEP = (~MASK).float()  # the same mask as 1 = attend, 0 = masked (HF's attentio
 
 def additive_mask_attention_row(x):
     """One attention row, masked HF-style with (1 - m) * finfo(float32).min, softmax by hand.
-    In bfloat16 the constant is not representable (it rounds to -inf): hnfc/legalize.py."""
+    In bfloat16 the constant is not representable (it rounds to -inf): hnfc/precision/legalize.py."""
     e = torch.exp(x + (1 - KEEP.to(x.dtype)) * torch.finfo(torch.float32).min)
     return e / e.sum(-1, keepdim=True)
 

@@ -2,9 +2,10 @@
 
 from hnfc.ir.expr import format_expr, parse_expr
 from hnfc.ir.program import Builder, IRError, Node, Program, live_subprogram
-from hnfc.ir.text import format_program, parse_program, parse_type
+from hnfc.ir.format import format_program
+from hnfc.ir.text import parse_program, parse_type
 from hnfc.ir.validate import problems, validate
-from hnfc.types import TensorType, TupleType
+from hnfc.foundation.types import TensorType, TupleType
 
 __all__ = [
     "Builder",

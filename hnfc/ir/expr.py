@@ -13,8 +13,9 @@ from typing import Mapping
 
 from hnfc import ops
 from hnfc.ir.program import Builder, IRError, Program
-from hnfc.ir.text import _literal, format_value
-from hnfc.types import TensorType
+from hnfc.ir.format import format_value
+from hnfc.ir.text import _literal
+from hnfc.foundation.types import TensorType
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
 

@@ -12,7 +12,8 @@ from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 from hnfc import ops
-from hnfc.types import TensorType, Type
+from hnfc.ir.format import format_program
+from hnfc.foundation.types import TensorType, Type
 
 # Ops that must never be merged with an identical-looking node: their value is not a function of
 # their arguments (inputs are distinct by position; opaque ops may be random or stateful).
@@ -65,8 +66,6 @@ class Program:
         return out
 
     def __str__(self) -> str:
-        from hnfc.ir.text import format_program
-
         return format_program(self)
 
     def __len__(self) -> int:

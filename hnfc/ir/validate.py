@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from hnfc import ops
 from hnfc.ir.program import IRError, Program
-from hnfc.types import TensorType
+from hnfc.foundation.types import TensorType
 
 
 def problems(program: Program, *, need_params: bool = False) -> list[str]:

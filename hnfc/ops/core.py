@@ -15,8 +15,8 @@ from typing import Any, Callable, Mapping, Sequence
 import mpmath
 import numpy as np
 
-from hnfc.dtypes import DTYPES, promote
-from hnfc.types import Dim, TensorType
+from hnfc.foundation.dtypes import DTYPES, promote
+from hnfc.foundation.types import Dim, TensorType
 
 # ---------------------------------------------------------------------------------------------
 # Records
@@ -86,7 +86,13 @@ class OpDef:
     examples: tuple[Example, ...] = ()
     kind: str = "pointwise"  # pointwise | reduction | nn | linalg | shape | leaf | other
     doc: str = ""
-    # Range analysis and cost model (hnfc.analysis); formulas and contracts in hnfc/ops/bounds.py.
+    # Facts other layers derive their op sets from (never listed again outside the table)
+    commutative: bool = False  # f(a, b) = f(b, a): rules match both operand orders
+    contraction: int | None = None  # argument whose last axis each result element sums over (products)
+    constant: bool = False  # a leaf whose value is in its attributes (const, full)
+    opaque: bool = False  # hnfc does not model its meaning: no rules; the e-graph keeps it by identity
+    # Range analysis and cost model (hnfc.analysis); contracts in hnfc/ops/formulas.py, formulas
+    # in the `*_bounds.py` module beside each family.
     # interval(arg intervals, attrs, out type, arg types) -> Interval enclosing the exact values
     interval: Callable[..., Any] | None = None
     # cond(arg intervals, attrs, out interval, out type, arg types, wrt=None) -> relative condition number

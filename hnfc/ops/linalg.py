@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import mpmath
 
-from hnfc.ops import bounds
+from hnfc.ops import linalg_bounds
 from hnfc.ops.core import Alias, Call, Example, OpDef, broadcast_shapes, mp_matmul, obj, result_dtype
-from hnfc.types import TensorType
+from hnfc.foundation.types import TensorType
 
 
 def _matmul_type(ts, at):
@@ -61,7 +61,8 @@ def _product(name, overload, a_name, b_name, examples, doc):
         examples=examples,
         kind="linalg",
         doc=doc,
-        **bounds.MATMUL,
+        contraction=0,
+        **linalg_bounds.MATMUL,
     )
 
 
@@ -87,7 +88,8 @@ OPS = [
         examples=(Example(shapes=((5,), (3, 4), (4, 5))), Example(shapes=((3, 5), (3, 4), (4, 5)), attrs={"beta": 0.5, "alpha": 2})),
         kind="linalg",
         doc="beta * bias + alpha * (a @ b)",
-        **bounds.ADDMM,
+        contraction=1,
+        **linalg_bounds.ADDMM,
     ),
     OpDef(
         name="linear",
@@ -100,6 +102,7 @@ OPS = [
         examples=(Example(shapes=((2, 3, 4), (5, 4), (5,))), Example(shapes=((3, 4), (5, 4), None))),
         kind="linalg",
         doc="x @ w^T + b",
-        **bounds.LINEAR,
+        contraction=0,
+        **linalg_bounds.LINEAR,
     ),
 ]

@@ -9,10 +9,10 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 
-from hnfc.dtypes import DTYPES, to_torch
-from hnfc.ops import bounds
+from hnfc.foundation.dtypes import DTYPES, to_torch
+from hnfc.ops import shape_bounds
 from hnfc.ops.core import Alias, Call, DeviceArg, DeviceStr, DTypeArg, Example, OpDef, TorchAttr, obj, same_type
-from hnfc.types import TensorType
+from hnfc.foundation.types import TensorType
 
 # aten ops whose value is their first argument's: the IR has no aliasing or memory layout.
 IDENTITY_TARGETS = frozenset(
@@ -88,8 +88,8 @@ def _opaque_emit(a, at, out):
 
 
 OPS = [
-    OpDef(name="input", arity=0, attrs={"name": ""}, kind="leaf", doc="a program input", **bounds.LEAF),
-    OpDef(name="param", arity=0, attrs={"name": ""}, kind="leaf", doc="a named parameter, buffer or tensor constant", **bounds.LEAF),
+    OpDef(name="input", arity=0, attrs={"name": ""}, kind="leaf", doc="a program input", **shape_bounds.LEAF),
+    OpDef(name="param", arity=0, attrs={"name": ""}, kind="leaf", doc="a named parameter, buffer or tensor constant", **shape_bounds.LEAF),
     OpDef(
         name="const",
         arity=0,
@@ -99,8 +99,9 @@ OPS = [
         ref=lambda xs, at, out: obj(_leaf_value(at)),
         examples=(Example(shapes=(), attrs={"value": -2.5, "dtype": "f32"}), Example(shapes=(), attrs={"value": 0.1, "dtype": "f64"})),
         kind="leaf",
+        constant=True,
         doc="a scalar constant; emitted inline as a Python number where torch takes one",
-        **bounds.CONST,
+        **shape_bounds.CONST,
     ),
     OpDef(
         name="full",
@@ -117,8 +118,9 @@ OPS = [
         ),
         examples=(Example(shapes=(), attrs={"shape": (2, 3), "value": 1.5, "dtype": "f32"}), Example(shapes=(), attrs={"shape": (4,), "value": 3, "dtype": "i64"})),
         kind="leaf",
+        constant=True,
         doc="a tensor filled with one value",
-        **bounds.CONST,
+        **shape_bounds.CONST,
     ),
     OpDef(
         name="to",
@@ -131,7 +133,7 @@ OPS = [
         examples=(Example(shapes=((3, 4),), attrs={"dtype": "f32"}), Example(shapes=((3, 4),), attrs={"dtype": "i64"})),
         kind="other",
         doc="dtype conversion: the identity on reals (its rounding is error), truncation to ints",
-        **bounds.TO,
+        **shape_bounds.TO,
     ),
     OpDef(
         name="detach",
@@ -143,7 +145,7 @@ OPS = [
         examples=(Example(shapes=((3,),)),),
         kind="other",
         doc="the same value, cut from autograd",
-        **bounds.DETACH,
+        **shape_bounds.DETACH,
     ),
     OpDef(
         name="getitem",
@@ -153,8 +155,9 @@ OPS = [
         emit=lambda a, at, out: Call("getitem", (a[0], at["index"])),
         ref=lambda xs, at, out: xs[0][at["index"]],
         kind="other",
+        opaque=True,
         doc="one result of an opaque op that returns several",
-        **bounds.GETITEM,
+        **shape_bounds.GETITEM,
     ),
     OpDef(
         name="opaque",
@@ -162,6 +165,7 @@ OPS = [
         attrs={"target": "", "args": (), "kwargs": ()},
         emit=_opaque_emit,
         kind="other",
+        opaque=True,
         doc="an aten op hnfc does not model; `args`/`kwargs` record its call with ('$arg', i) for tensors",
     ),
 ]

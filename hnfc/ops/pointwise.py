@@ -9,8 +9,8 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 
-from hnfc.types import TensorType
-from hnfc.ops import bounds
+from hnfc.foundation.types import TensorType
+from hnfc.ops import pointwise_bounds
 from hnfc.ops.core import (
     Alias,
     AsTensor,
@@ -91,6 +91,7 @@ def _binary(name, fn, *, commutative, reversed_overload=None, domain=(-3.0, 3.0)
         domain=domain,
         examples=examples or (Example(shapes=((3, 5), (3, 5))), Example(shapes=((2, 3, 5), (5,)))),
         doc=doc,
+        commutative=commutative,
         **analysis,
     )
 
@@ -144,7 +145,7 @@ def _gelu(x, approximate):
 SQRT_DOC = "sqrt(x); NaN below 0"
 
 OPS = [
-    _binary("add", lambda a, b: a + b, commutative=True, doc="a + b", **bounds.ADD),
+    _binary("add", lambda a, b: a + b, commutative=True, doc="a + b", **pointwise_bounds.ADD),
     _binary(
         "sub",
         lambda a, b: a - b,
@@ -152,9 +153,9 @@ OPS = [
         reversed_overload="aten.rsub.Scalar",
         aliases=(Alias("aten.rsub.Scalar", lambda a: ([a["other"], a["self"]], {}) if a.get("alpha", 1) == 1 else None),),
         doc="a - b",
-        **bounds.SUB,
+        **pointwise_bounds.SUB,
     ),
-    _binary("mul", lambda a, b: a * b, commutative=True, doc="a * b", **bounds.MUL),
+    _binary("mul", lambda a, b: a * b, commutative=True, doc="a * b", **pointwise_bounds.MUL),
     _binary(
         "div",
         r_div,
@@ -162,11 +163,11 @@ OPS = [
         aliases=(),
         examples=(Example(shapes=((3, 5), (3, 5)), domain=((-3.0, 3.0), (0.5, 3.0))),),
         doc="a / b (true division; other rounding modes stay opaque)",
-        **bounds.DIV,
+        **pointwise_bounds.DIV,
     ),
-    _unary("neg", lambda x: -x, float_out=False, doc="-x", **bounds.NEG),
-    _unary("reciprocal", lambda x: r_div(mpmath.mpf(1), x), domain=(0.1, 10.0), doc="1 / x", **bounds.RECIPROCAL),
-    _unary("abs", abs, float_out=False, doc="|x|", **bounds.ABS),
+    _unary("neg", lambda x: -x, float_out=False, doc="-x", **pointwise_bounds.NEG),
+    _unary("reciprocal", lambda x: r_div(mpmath.mpf(1), x), domain=(0.1, 10.0), doc="1 / x", **pointwise_bounds.RECIPROCAL),
+    _unary("abs", abs, float_out=False, doc="|x|", **pointwise_bounds.ABS),
     OpDef(
         name="square",
         arity=1,
@@ -176,7 +177,7 @@ OPS = [
         aliases=(Alias("aten.square.default", lambda a: ([a["self"]], {})),),
         examples=_UNARY_EXAMPLES,
         doc="x * x (torch.square is pow(x, 2))",
-        **bounds.SQUARE,
+        **pointwise_bounds.SQUARE,
     ),
     OpDef(
         name="pow",
@@ -193,23 +194,23 @@ OPS = [
             Example(shapes=((3, 5),), attrs={"exponent": 3}, domain=((-3.0, 3.0),)),
         ),
         doc="x ** p for a scalar exponent p",
-        **bounds.POW,
+        **pointwise_bounds.POW,
     ),
-    _unary("exp", mpmath.exp, domain=(-10.0, 10.0), doc="e^x", **bounds.EXP),
-    _unary("expm1", mpmath.expm1, domain=(-10.0, 10.0), doc="e^x - 1", **bounds.EXPM1),
-    _unary("log", r_log, domain=(1e-3, 10.0), doc="natural log; NaN below 0", **bounds.LOG),
-    _unary("log1p", r_log1p, domain=(-0.5, 10.0), doc="log(1 + x)", **bounds.LOG1P),
-    _unary("log2", lambda x: r_log(x) / mpmath.log(2), domain=(1e-3, 10.0), doc="log base 2", **bounds.LOG2),
-    _unary("sqrt", r_sqrt, domain=(1e-3, 10.0), doc=SQRT_DOC, **bounds.SQRT),
-    _unary("rsqrt", lambda x: r_div(mpmath.mpf(1), r_sqrt(x)), domain=(1e-3, 10.0), doc="1 / sqrt(x)", **bounds.RSQRT),
-    _unary("tanh", mpmath.tanh, domain=(-5.0, 5.0), doc="tanh x", **bounds.TANH),
-    _unary("sinh", mpmath.sinh, domain=(-5.0, 5.0), doc="sinh x", **bounds.SINH),
-    _unary("cosh", mpmath.cosh, domain=(-5.0, 5.0), doc="cosh x", **bounds.COSH),
-    _unary("sigmoid", r_sigmoid, domain=(-10.0, 10.0), doc="1 / (1 + e^-x)", **bounds.SIGMOID),
-    _unary("erf", mpmath.erf, doc="error function", **bounds.ERF),
-    _unary("sin", mpmath.sin, doc="sin x", **bounds.SIN),
-    _unary("cos", mpmath.cos, doc="cos x", **bounds.COS),
-    _unary("relu", lambda x: r_max(x, mpmath.mpf(0)), float_out=False, doc="max(x, 0)", **bounds.RELU),
+    _unary("exp", mpmath.exp, domain=(-10.0, 10.0), doc="e^x", **pointwise_bounds.EXP),
+    _unary("expm1", mpmath.expm1, domain=(-10.0, 10.0), doc="e^x - 1", **pointwise_bounds.EXPM1),
+    _unary("log", r_log, domain=(1e-3, 10.0), doc="natural log; NaN below 0", **pointwise_bounds.LOG),
+    _unary("log1p", r_log1p, domain=(-0.5, 10.0), doc="log(1 + x)", **pointwise_bounds.LOG1P),
+    _unary("log2", lambda x: r_log(x) / mpmath.log(2), domain=(1e-3, 10.0), doc="log base 2", **pointwise_bounds.LOG2),
+    _unary("sqrt", r_sqrt, domain=(1e-3, 10.0), doc=SQRT_DOC, **pointwise_bounds.SQRT),
+    _unary("rsqrt", lambda x: r_div(mpmath.mpf(1), r_sqrt(x)), domain=(1e-3, 10.0), doc="1 / sqrt(x)", **pointwise_bounds.RSQRT),
+    _unary("tanh", mpmath.tanh, domain=(-5.0, 5.0), doc="tanh x", **pointwise_bounds.TANH),
+    _unary("sinh", mpmath.sinh, domain=(-5.0, 5.0), doc="sinh x", **pointwise_bounds.SINH),
+    _unary("cosh", mpmath.cosh, domain=(-5.0, 5.0), doc="cosh x", **pointwise_bounds.COSH),
+    _unary("sigmoid", r_sigmoid, domain=(-10.0, 10.0), doc="1 / (1 + e^-x)", **pointwise_bounds.SIGMOID),
+    _unary("erf", mpmath.erf, doc="error function", **pointwise_bounds.ERF),
+    _unary("sin", mpmath.sin, doc="sin x", **pointwise_bounds.SIN),
+    _unary("cos", mpmath.cos, doc="cos x", **pointwise_bounds.COS),
+    _unary("relu", lambda x: r_max(x, mpmath.mpf(0)), float_out=False, doc="max(x, 0)", **pointwise_bounds.RELU),
     OpDef(
         name="logsigmoid",
         arity=1,
@@ -223,7 +224,7 @@ OPS = [
         domain=(-15.0, 15.0),
         examples=_UNARY_EXAMPLES,
         doc="log(sigmoid x) = -softplus(-x)",
-        **bounds.LOGSIGMOID,
+        **pointwise_bounds.LOGSIGMOID,
     ),
     OpDef(
         name="softplus",
@@ -237,7 +238,7 @@ OPS = [
         # beta * x stays below `threshold` (20), where torch returns x instead of softplus
         examples=_UNARY_EXAMPLES + (Example(shapes=((4,),), attrs={"beta": 2.0}, domain=((-9.0, 9.0),)),),
         doc="log(1 + e^(beta x)) / beta; torch returns x above `threshold` (an approximation)",
-        **bounds.SOFTPLUS,
+        **pointwise_bounds.SOFTPLUS,
     ),
     OpDef(
         name="gelu",
@@ -250,7 +251,7 @@ OPS = [
         domain=(-1.0, 5.0),
         examples=_UNARY_EXAMPLES + (Example(shapes=((3, 5),), attrs={"approximate": "tanh"}),),
         doc="x/2 (1 + erf(x/sqrt 2)); approximate='tanh' means the tanh formula exactly",
-        **bounds.GELU,
+        **pointwise_bounds.GELU,
     ),
     OpDef(
         name="maximum",
@@ -261,7 +262,8 @@ OPS = [
         aliases=(Alias("aten.maximum.default", lambda a: ([a["self"], a["other"]], {})),),
         examples=(Example(shapes=((3, 5), (3, 5))),),
         doc="elementwise max, NaN-propagating",
-        **bounds.MAXIMUM,
+        commutative=True,
+        **pointwise_bounds.MAXIMUM,
     ),
     OpDef(
         name="minimum",
@@ -272,7 +274,8 @@ OPS = [
         aliases=(Alias("aten.minimum.default", lambda a: ([a["self"], a["other"]], {})),),
         examples=(Example(shapes=((3, 5), (3, 5))),),
         doc="elementwise min, NaN-propagating",
-        **bounds.MINIMUM,
+        commutative=True,
+        **pointwise_bounds.MINIMUM,
     ),
     OpDef(
         name="hypot",
@@ -283,7 +286,7 @@ OPS = [
         aliases=(Alias("aten.hypot.default", lambda a: ([a["self"], a["other"]], {})),),
         examples=(Example(shapes=((3, 5), (3, 5))), Example(shapes=((2, 3, 5), (5,)))),
         doc="sqrt(a^2 + b^2) without overflow or underflow of the squares",
-        **bounds.HYPOT,
+        **pointwise_bounds.HYPOT,
     ),
     OpDef(
         name="logaddexp",
@@ -295,7 +298,7 @@ OPS = [
         domain=(-50.0, 50.0),
         examples=(Example(shapes=((3, 5), (3, 5))), Example(shapes=((2, 3, 5), (5,)))),
         doc="log(e^a + e^b) without overflow",
-        **bounds.LOGADDEXP,
+        **pointwise_bounds.LOGADDEXP,
     ),
     OpDef(
         name="where",
@@ -309,7 +312,7 @@ OPS = [
         ),
         examples=(Example(shapes=((3, 5), (3, 5), (3, 5)), dtypes=("bool", "f64", "f64")),),
         doc="cond ? a : b",
-        **bounds.WHERE,
+        **pointwise_bounds.WHERE,
     ),
     OpDef(
         name="clamp",
@@ -325,6 +328,6 @@ OPS = [
         ),
         examples=(Example(shapes=((3, 5),), attrs={"min": -1.0, "max": 2.0}), Example(shapes=((4,),), attrs={"min": 0.0})),
         doc="min(max(x, min), max) with scalar bounds",
-        **bounds.CLAMP,
+        **pointwise_bounds.CLAMP,
     ),
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 
-from hnfc.ops import bounds
+from hnfc.ops import reduction_bounds
 from hnfc.ops.core import (
     Alias,
     Call,
@@ -32,7 +32,7 @@ from hnfc.ops.core import (
     reduce_type,
     same_type,
 )
-from hnfc.types import TensorType
+from hnfc.foundation.types import TensorType
 
 _RED_EXAMPLES = (
     Example(shapes=((3, 5),), attrs={"dim": (-1,), "keepdim": False}),
@@ -254,7 +254,7 @@ def _variance_like(name: str, finish, doc: str, analysis: dict) -> OpDef:
 
 
 OPS = [
-    _reduction("sum", mp_sum, aliases=_sum_like_aliases("sum", "dim_IntList"), emit=_sum_like_emit("sum", "dim_IntList"), doc="sum over `dim`", **bounds.SUM),
+    _reduction("sum", mp_sum, aliases=_sum_like_aliases("sum", "dim_IntList"), emit=_sum_like_emit("sum", "dim_IntList"), doc="sum over `dim`", **reduction_bounds.SUM),
     _reduction(
         "mean",
         mp_mean,
@@ -262,7 +262,7 @@ OPS = [
         emit=_sum_like_emit("mean", "dim"),
         to_float=True,
         doc="mean over `dim`",
-        **bounds.MEAN,
+        **reduction_bounds.MEAN,
     ),
     _reduction(
         "amax",
@@ -270,7 +270,7 @@ OPS = [
         aliases=(Alias("aten.amax.default", lambda a: ([a["self"]], {"dim": _dims(a["dim"]), "keepdim": a["keepdim"]})),),
         emit=lambda a, at, out: Call("aten.amax.default", (a[0], list(at["dim"] or []), at["keepdim"])),
         doc="max over `dim`",
-        **bounds.AMAX,
+        **reduction_bounds.AMAX,
     ),
     _reduction(
         "amin",
@@ -278,7 +278,7 @@ OPS = [
         aliases=(Alias("aten.amin.default", lambda a: ([a["self"]], {"dim": _dims(a["dim"]), "keepdim": a["keepdim"]})),),
         emit=lambda a, at, out: Call("aten.amin.default", (a[0], list(at["dim"] or []), at["keepdim"])),
         doc="min over `dim`",
-        **bounds.AMIN,
+        **reduction_bounds.AMIN,
     ),
     _reduction(
         "logsumexp",
@@ -289,14 +289,14 @@ OPS = [
         examples=_RED_EXAMPLES[:2],
         domain=(-10.0, 10.0),
         doc="log(sum(exp x)) over `dim`",
-        **bounds.LOGSUMEXP,
+        **reduction_bounds.LOGSUMEXP,
     ),
-    _variance_like("var", lambda v: v, "variance over `dim` with Bessel `correction`", bounds.VAR),
-    _variance_like("std", r_sqrt, "standard deviation (sqrt of var) over `dim` with Bessel `correction`", bounds.STD),
-    _softmax_like("softmax", mp_softmax, "_softmax", **bounds.SOFTMAX),
+    _variance_like("var", lambda v: v, "variance over `dim` with Bessel `correction`", reduction_bounds.VAR),
+    _variance_like("std", r_sqrt, "standard deviation (sqrt of var) over `dim` with Bessel `correction`", reduction_bounds.STD),
+    _softmax_like("softmax", mp_softmax, "_softmax", **reduction_bounds.SOFTMAX),
     # torch's kernel takes log(sum exp) with the sum near 1 when one logit dominates: ~15 bits
     # off in float64 at logit gaps of ~10 (the exact op is well conditioned there). Test inside.
-    _softmax_like("log_softmax", _log_softmax_ref, "_log_softmax", domain=(-2.0, 2.0), **bounds.LOG_SOFTMAX),
+    _softmax_like("log_softmax", _log_softmax_ref, "_log_softmax", domain=(-2.0, 2.0), **reduction_bounds.LOG_SOFTMAX),
     OpDef(
         name="layer_norm",
         arity=3,
@@ -322,7 +322,7 @@ OPS = [
         ),
         kind="nn",
         doc="(x - mean) / sqrt(var + eps) * w + b over the trailing `normalized_ndim` dims (biased var)",
-        **bounds.LAYER_NORM,
+        **reduction_bounds.LAYER_NORM,
     ),
     OpDef(
         name="rms_norm",
@@ -346,7 +346,7 @@ OPS = [
         ),
         kind="nn",
         doc="x / sqrt(mean(x^2) + eps) * w over the trailing `normalized_ndim` dims; eps=None is the compute dtype's machine epsilon",
-        **bounds.RMS_NORM,
+        **reduction_bounds.RMS_NORM,
     ),
     OpDef(
         name="batch_norm",
@@ -379,7 +379,7 @@ OPS = [
         ),
         kind="nn",
         doc="inference batch norm over channel dim 1 with running statistics",
-        **bounds.BATCH_NORM,
+        **reduction_bounds.BATCH_NORM,
     ),
     OpDef(
         name="scaled_dot_product_attention",
@@ -406,6 +406,7 @@ OPS = [
         ),
         kind="nn",
         doc="softmax(q k^T * scale + mask) v; scale defaults to 1/sqrt(head dim); no dropout",
-        **bounds.SDPA,
+        contraction=0,
+        **reduction_bounds.SDPA,
     ),
 ]

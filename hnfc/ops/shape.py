@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 
-from hnfc.ops import bounds
+from hnfc.ops import shape_bounds
 from hnfc.ops.core import Alias, Call, Example, OpDef, obj, result_dtype
-from hnfc.types import TensorType
+from hnfc.foundation.types import TensorType
 
 
 def _resolve_shape(shape, t: TensorType) -> tuple:
@@ -111,7 +111,7 @@ def _shape_op(name, arity, attrs, infer, emit, ref, aliases, examples, doc, opti
         kind="shape",
         doc=doc,
         optional=optional,
-        **(bounds.CAT if name == "cat" else bounds.SHAPE),
+        **(shape_bounds.CAT if name == "cat" else shape_bounds.SHAPE),
     )
 
 

@@ -167,7 +167,7 @@ class _Domain:
 
 def _sample(dom: _Domain, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Half uniform in value, half uniform over float64 bit patterns, edge values mixed in."""
-    from hnfc.metric import from_ordinal, ordinal
+    from hnfc.numerics.metric import from_ordinal, ordinal
 
     n = int(np.prod(shape))
     half = n // 2
@@ -294,7 +294,7 @@ def _row_shape(combo: dict) -> tuple[int, ...]:
     return (3,) * (depth - 1) + (ROW,)
 
 
-CONTRACTIONS = frozenset({"mm", "bmm", "matmul", "addmm", "linear"})
+PRODUCTS = frozenset(name for name, op in ops.OPS.items() if op.contraction is not None and op.kind == "linalg")
 MATRIX_ONLY = frozenset({"mm", "addmm"})  # 2-D operands only: evaluated one matrix at a time
 
 
@@ -353,7 +353,7 @@ def _evaluate(p: Pattern | None, env: dict[str, np.ndarray], binding: dict, free
     attrs = ops.full_attrs(opdef, attrs)
     out_type = None
     if opdef.infer is not None:
-        from hnfc.types import TensorType
+        from hnfc.foundation.types import TensorType
 
         arg_types = [None if a is None else TensorType(tuple(np.shape(a)), "f64") for a in args]
         try:
@@ -546,7 +546,7 @@ def check_rule(rule: Rule, *, samples: int = 1000, seed: int = 0) -> RuleCheck:
     proof = _prove(rule, domains)
     combos, free = _attr_candidates(rule, {n: d for n, d in domains.items() if n not in names})
     structured = _structured(rule)
-    square = bool(_ops_in(rule) & CONTRACTIONS)  # every variable a ROW x ROW matrix, so products type
+    square = bool(_ops_in(rule) & PRODUCTS)  # every variable a ROW x ROW matrix, so products type
     ranked = any(domains[n].rank is not None for n in names)  # per-variable shapes: point by point
     batched = _literal_dims_ok(rule.lhs) and _literal_dims_ok(rule.rhs) and not _ops_in(rule) & MATRIX_ONLY and not ranked
     rng = np.random.default_rng(seed)

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from hnfc import ops
-from hnfc.ir.text import format_value
+from hnfc.ir.format import format_value
 from hnfc.rewrites.dsl import AttrVar, Const, ConstVar, Op, Pattern, Rule, RuleError, Var, attr_var_names, op_nodes, pattern_const_vars, pattern_vars
 
-COMMUTATIVE = frozenset({"add", "mul", "maximum", "minimum"})
+COMMUTATIVE = frozenset(name for name, op in ops.OPS.items() if op.commutative)
 MAX_FIXED_ARITY = 4
 
 PRELUDE = """

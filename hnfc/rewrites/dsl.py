@@ -134,7 +134,7 @@ def P(op: str, *args, **attrs) -> Op:
     if op not in ops.OPS:
         raise RuleError(f"unknown op {op!r}")
     opdef = ops.OPS[op]
-    if opdef.kind == "leaf" or op in ("opaque", "getitem"):
+    if opdef.kind == "leaf" or opdef.opaque:
         raise RuleError(f"op {op!r} cannot appear in a rule")
     nodes = tuple(lift(a) for a in args)
     if opdef.arity >= 0 and len(nodes) != opdef.arity:
@@ -379,4 +379,4 @@ def _builder(name: str):
     return build
 
 
-BUILDERS = {name: _builder(name) for name, op in ops.OPS.items() if op.kind != "leaf" and name not in ("opaque", "getitem")}
+BUILDERS = {name: _builder(name) for name, op in ops.OPS.items() if op.kind != "leaf" and not op.opaque}

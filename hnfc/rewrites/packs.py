@@ -6,7 +6,7 @@
 - a `Rule`, or an iterable of `Rule`s (and of further specs, flattened);
 - a module: its `RULES` attribute (an iterable of rules, or a zero-argument function returning one);
 - a string `"package.module:attr"` or `"path/to/file.py:attr"` (the attribute, or the
-  zero-argument function it names; loaded by `hnfc._imports.import_attr`, as the command line's
+  zero-argument function it names; loaded by `hnfc.foundation.imports.import_attr`, as the command line's
   MODULE:FACTORY is) or `"package.module"` (its `RULES`);
 - a string naming an installed pack: an entry point of the group `hnfc.rules`, declared by a
   distribution as
@@ -28,7 +28,7 @@ import importlib.metadata
 import types
 from typing import Any, Iterable
 
-from hnfc._imports import import_attr
+from hnfc.foundation.imports import import_attr
 from hnfc.rewrites.dsl import Rule, RuleError, check_unique
 
 GROUP = "hnfc.rules"

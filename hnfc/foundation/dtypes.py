@@ -6,6 +6,7 @@ This sits below the op table; it imports torch only inside the two converter fun
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -27,6 +28,16 @@ class DType:
     def eps(self) -> float:
         """Unit roundoff u = 2^-p (half an ulp of 1)."""
         return 2.0 ** -self.mantissa
+
+    @property
+    def emin(self) -> int:
+        """Exponent of the smallest normal number (floats only)."""
+        return math.frexp(self.tiny)[1] - 1
+
+    @property
+    def qmin(self) -> int:
+        """Exponent of the smallest subnormal (the quantum of the subnormal range)."""
+        return self.emin - self.mantissa + 1
 
 
 _ALL = (
@@ -82,3 +93,20 @@ def promote(names: list[str]) -> str:
     if ints:
         return max(ints, key=lambda n: DTYPES[n].bits)
     return names[0] if names else "f32"
+
+
+def dtype_name(d) -> str:
+    """torch.bfloat16, "bfloat16" or "bf16" -> "bf16" (float dtypes only)."""
+    if isinstance(d, str):
+        name = d.removeprefix("torch.")
+        if name in DTYPES:
+            out = name
+        else:
+            out = next((x.name for x in DTYPES.values() if x.torch_name == name), None)
+            if out is None:
+                raise ValueError(f"unknown dtype {d!r}; use a torch float dtype or one of {', '.join(FLOAT_ORDER)}")
+    else:
+        out = from_torch(d)
+    if not DTYPES[out].is_float:
+        raise ValueError(f"dtype menu entries must be float dtypes, got {d!r}")
+    return out

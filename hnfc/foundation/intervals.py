@@ -1,17 +1,17 @@
 """Value intervals: the domain of range analysis and of the cost model.
 
 In: float bounds (±inf allowed, NaN never). Out: `Interval` records and outward-rounded interval
-arithmetic that the op table's transfer functions (hnfc/ops/bounds.py) are written with.
+arithmetic that the op table's transfer functions (hnfc/ops/formulas.py and the `*_bounds.py` modules) are written with.
 
 An interval encloses the exact real values of every element of a tensor, as the op's mpmath
 `ref` defines them (NaN results excluded), not the rounded floats a dtype holds; hazards look at
 those through `Interval.in_dtype`. Arithmetic rounds outward: results of + − × are rounded in
 the right direction exactly (TwoSum, Dekker's TwoProduct; exact results stay exact), ÷ and sqrt
 widen a nonzero result by one ulp, transcendental functions (libm: within an ulp or two) by a few
-ulps (`down`/`up`), more where a rounded argument feeds an exponential (hnfc/ops/bounds.py).
+ulps (`down`/`up`), more where a rounded argument feeds an exponential (hnfc/ops/formulas.py and the `*_bounds.py` modules).
 Overflow of finite bounds gives the largest float on the inner side, ±inf on the outer.
 
-This module is a leaf (standard library and hnfc.dtypes only) so the op table, which sits below
+This module is a leaf (standard library and hnfc.foundation.dtypes only) so the op table, which sits below
 the IR, can use it; the rest of hnfc.analysis (propagation, cost) sits above the IR.
 """
 
@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from hnfc.dtypes import DTYPES
+from hnfc.foundation.dtypes import DTYPES
 
 INF = math.inf
 MAX = 1.7976931348623157e308  # the largest finite float

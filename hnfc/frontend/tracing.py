@@ -28,9 +28,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils import _pytree as pytree
 
 from hnfc import ops
-from hnfc.dtypes import from_torch
+from hnfc.foundation.dtypes import from_torch
 from hnfc.ir.program import Builder, Program
-from hnfc.types import TensorType, TupleType
+from hnfc.foundation.types import TensorType, TupleType
 
 
 class FrontendError(RuntimeError):

@@ -31,10 +31,10 @@ from typing import Any, Sequence
 import mpmath
 import numpy as np
 
-from hnfc.dtypes import DTYPES
-from hnfc.metric import round_mp, round_to_format
+from hnfc.foundation.dtypes import DTYPES
+from hnfc.numerics.metric import round_mp, round_to_format
 from hnfc.ops.core import obj
-from hnfc.types import TensorType, TupleType
+from hnfc.foundation.types import TensorType, TupleType
 
 _LEAF_PREC = 128  # float64 and 64-bit integers convert exactly at this precision
 _MARGIN = 16
@@ -154,7 +154,7 @@ def _is_float_type(t: Any) -> bool:
 def _mp_to_torch(x: Any, t: Any):
     import torch
 
-    from hnfc.dtypes import to_torch
+    from hnfc.foundation.dtypes import to_torch
 
     if isinstance(x, tuple):  # a tuple-valued node passed on whole
         items = t.items if isinstance(t, TupleType) else (None,) * len(x)
@@ -180,7 +180,7 @@ def _torch_to_mp(v: Any) -> Any:
 def _run_torch(node, xs: list, arg_types: list) -> Any:
     import torch
 
-    from hnfc.torch_calls import run_call
+    from hnfc.numerics.torch_calls import run_call
 
     if node.opdef.emit is None:
         raise EvaluationError(f"{node.op}: has neither an exact meaning (ref) nor a torch call (emit)")

@@ -21,10 +21,11 @@ import torch
 import torch.fx as fx
 from torch.utils import _pytree as pytree
 
-from hnfc.dtypes import to_torch
+from hnfc.foundation.dtypes import to_torch
+from hnfc.ir.casts import with_dtypes
 from hnfc.ir.program import Program
 from hnfc.ops import AsTensor, Call, DeviceArg, DeviceStr, DTypeArg, Scalar, TorchAttr
-from hnfc.types import TensorType
+from hnfc.foundation.types import TensorType
 
 
 class LoweringError(RuntimeError):
@@ -130,14 +131,12 @@ def lower(program: Program, *, dtypes: dict[int, str] | None = None) -> fx.Graph
     """Build the GraphModule for `program`.
 
     `dtypes` optionally maps value ids to the dtype a node should run in: float compute nodes
-    whose own type differs are run in it, with casts inserted (hnfc.precision.with_dtypes); every
+    whose own type differs are run in it, with casts inserted (hnfc.ir.casts.with_dtypes); every
     node records the dtype it runs in.
     """
     # cast emission (precision stage): a requested dtype other than a compute node's own is
-    # realized by hnfc.precision.with_dtypes (casts as `to` nodes); nodes then record their types
+    # realized by hnfc.ir.casts.with_dtypes (casts as `to` nodes); nodes then record their types
     if dtypes and any(isinstance(program.nodes[i].type, TensorType) and program.nodes[i].type.dtype != d for i, d in dtypes.items()):
-        from hnfc.precision import with_dtypes
-
         program, _ = with_dtypes(program, dtypes)
         dtypes = None
     device = program.meta.get("device", torch.device("cpu"))

@@ -8,11 +8,11 @@ matplotlib rendered to inline SVG), `graph` (one row per node: op, type, dtype, 
 and predicted bits lost as a coloured bar), `precision`, `timeline` (time per stage), `egraph`,
 `warnings`.
 
-    hnfc.report_html(hnfc.optimize(model, x), "report.html", example_inputs=x)
+    hnfc.report_html(hnfc.optimize(model, x), "report.html")
 
-The graph's predicted bits come from the optimized program's ranges: observed on
-`example_inputs` when given (as the optimizer does), else propagated from parameters and
-`input_ranges` alone (sound, but wider on deep programs).
+It renders only the data it is given: the graph's predicted bits are the report's `node_costs`,
+which the pipeline computes on the ranges it optimized with. Where hnfc.report sits: above
+verify and precision, below the pipeline.
 """
 
 from __future__ import annotations
@@ -235,36 +235,14 @@ def _errors(rep: dict) -> str:
     return "".join(parts)
 
 
-def _node_costs(program, example_inputs, input_ranges) -> dict[int, tuple[float, float, str]]:
-    from hnfc import analysis
-
-    ranges_in = dict(input_ranges or {})
-    observed = None
-    if example_inputs is not None:
-        import torch
-
-        from hnfc.verify import observe
-
-        flat = list(torch.utils._pytree.tree_leaves(list(example_inputs) if not isinstance(example_inputs, torch.Tensor) else [example_inputs]))
-        observed = observe(program, [flat])
-    rng = analysis.ranges(program, ranges_in, observed=observed)
-    return {i: (cond, bits, reason) for i, _, cond, bits, reason in analysis.explain(program, rng)}
-
-
-def _graph(rep: dict, program, example_inputs, input_ranges) -> str:
+def _graph(rep: dict, program) -> str:
     parts = ['<section id="graph"><h2>The optimized program</h2>']
     dtypes = rep.get("dtypes") or {}
     if program is None and not dtypes:
         parts.append("<p class='muted'>Pass the module <code>hnfc.optimize</code> returned (it carries <code>.program</code>) to see the graph.</p></section>")
         return "".join(parts)
-    costs: dict[int, tuple[float, float, str]] = {}
-    note = ""
-    if program is not None:
-        try:
-            costs = _node_costs(program, example_inputs, input_ranges)
-            note = "ranges observed on the example inputs" if example_inputs is not None else "ranges propagated from the parameters and declared input ranges (no example inputs given)"
-        except Exception as e:  # the page is still useful without the costs
-            note = f"predicted bits unavailable ({type(e).__name__}: {e})"
+    costs = {int(k.lstrip("%")): tuple(v) for k, v in (rep.get("node_costs") or {}).items()}
+    note = "ranges as the optimizer saw them (declared, parameters, observed on the verification inputs)" if costs else "predicted bits not in this report"
     finite = [b for _, b, _ in costs.values() if b < 1000]
     scale = max(8.0, max(finite, default=0.0))
     parts.append(
@@ -402,7 +380,7 @@ def _warnings(rep: dict) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def render(report: Any, *, program=None, example_inputs=None, input_ranges=None, title: str | None = None) -> str:
+def render(report: Any, *, program=None, title: str | None = None) -> str:
     """The page as a string. `report`: a Report or its dict; `program`: the optimized IR (optional)."""
     rep = _as_dict(report)
     title = title or "hnfc optimization report"
@@ -413,7 +391,7 @@ def render(report: Any, *, program=None, example_inputs=None, input_ranges=None,
         sub = f"{rep.get('nodes_after', 0)} IR nodes"
     nav = "".join(f"<a href='#{s}'>{s}</a>" for s in SECTIONS)
     body = "".join([
-        _summary(rep, title), _rewrites(rep), _errors(rep), _graph(rep, program, example_inputs, input_ranges),
+        _summary(rep, title), _rewrites(rep), _errors(rep), _graph(rep, program),
         _precision(rep), _timeline(rep), _egraph(rep), _warnings(rep),
     ])
     return (
@@ -424,18 +402,17 @@ def render(report: Any, *, program=None, example_inputs=None, input_ranges=None,
     )
 
 
-def report_html(module_or_report: Any, path: str | Path | None = None, *, example_inputs=None, input_ranges: Mapping | None = None,
-                program=None, title: str | None = None) -> str:
+def report_html(module_or_report: Any, path: str | Path | None = None, *, program=None, title: str | None = None) -> str:
     """Write (when `path` is given) and return the report as one self-contained HTML page.
 
     `module_or_report`: what `hnfc.optimize` returns (its `.report` and `.program` are used), a
-    `Report`, or a report dict. `example_inputs` (optional) make the graph's predicted bits use
-    observed ranges, as the optimizer does; `input_ranges` as for `hnfc.optimize`.
+    `Report`, or a report dict. It renders only what it is given: the graph's predicted bits are
+    the report's `node_costs` (computed by the pipeline).
     """
     report = getattr(module_or_report, "report", module_or_report)
     if program is None:
         program = getattr(module_or_report, "program", None)
-    page = render(report, program=program, example_inputs=example_inputs, input_ranges=input_ranges, title=title)
+    page = render(report, program=program, title=title)
     if path is not None:
         Path(path).write_text(page, encoding="utf-8")
     return page

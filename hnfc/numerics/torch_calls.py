@@ -16,7 +16,7 @@ import operator
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from hnfc.dtypes import DTYPES, to_torch
+from hnfc.foundation.dtypes import DTYPES, to_torch
 from hnfc.ops.core import AsTensor, Call, DeviceArg, DeviceStr, DTypeArg, Scalar, TorchAttr
 
 

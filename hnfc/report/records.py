@@ -7,6 +7,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from hnfc.foundation.dtypes import DTYPES
+from hnfc.report.html import render
+from hnfc.precision.legalize import RULE as LEGALIZE_RULE
+from hnfc.precision.legalize import Legalization
+from hnfc.verify.judge import OutputError
+
 
 
 @dataclass(frozen=True)
@@ -24,19 +30,6 @@ class Rewrite:
     reason: str = ""
 
 
-@dataclass(frozen=True)
-class OutputError:
-    index: int
-    before_mean: float
-    before_max: float
-    after_mean: float
-    after_max: float
-    accepted: bool
-    # elements per whole bit of error (buckets 0..64), from verification (hnfc.verify.bit_histogram)
-    histogram_before: tuple[int, ...] | None = None
-    histogram_after: tuple[int, ...] | None = None
-
-
 @dataclass
 class Report:
     rewrites: list[Rewrite] = field(default_factory=list)
@@ -49,20 +42,19 @@ class Report:
     times: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     rewrites_refused: list[Rewrite] = field(default_factory=list)  # found but not applied (see warnings)
-    # precision stage (hnfc/precision.py) -- begin
+    # precision stage (hnfc/precision/assign.py) -- begin
     dtypes: dict = field(default_factory=dict)  # "%id" -> {op, dtype, original, need_bits, ...}
     low_precision_share: float | None = None  # of FLOPs run in bf16/f16
     promotions: list[dict] = field(default_factory=list)  # {kind, round, value, op, from_dtype, to_dtype, reason}
     precision: dict = field(default_factory=dict)  # target, menu, met, errors, rounds, casts
     # precision stage -- end
+    node_costs: dict = field(default_factory=dict)  # "%id" -> [cond, predicted bits lost, reason], program that runs
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def to_html(self, **options) -> str:
-        """One self-contained HTML page (hnfc.htmlreport.render; options: program, example_inputs, title)."""
-        from hnfc.htmlreport import render
-
+        """One self-contained HTML page (hnfc.report.html.render; options: program, title)."""
         return render(self, **options)
 
     def __str__(self) -> str:
@@ -93,3 +85,15 @@ class Report:
             lines.append("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.times.items()))
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def legalization_rewrite(note: Legalization) -> Rewrite:
+    """A legalized constant as a report row (the report's rewrite listing shows it as is)."""
+    bound = "min" if note.new < 0 else "max"
+    return Rewrite(
+        (LEGALIZE_RULE,),
+        (note.user,),
+        f"{note.op} with {note.source} {note.old!r} (-> {'-' if note.old < 0 else '+'}inf in {note.dtype})",
+        f"{note.new!r} (finfo({DTYPES[note.dtype].torch_name}).{bound})",
+        reason="dtype legalization (not verified: the constant was not representable)",
+    )

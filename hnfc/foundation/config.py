@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from hnfc.foundation.dtypes import dtype_name
+
 
 @dataclass(frozen=True)
 class Config:
@@ -29,14 +31,14 @@ class Config:
     max_reference_ops: int = 20_000_000  # mpmath operations per verification run; beyond: not verifiable
     measure_outputs: bool = True  # also measure whole outputs when affordable (a second judge after
     # the local checks, and the report's per-output bits); the backend turns it off: compile time
-    # precision assignment (hnfc/precision.py) -- begin
+    # precision assignment (hnfc/precision/assign.py) -- begin
     target: float | None = None  # normwise relative error per output, |y - y_true|inf / |y_true|inf; None = stage off
     dtypes: tuple[str, ...] | None = None  # dtype menu (short names); None = by device (CPU bf16/f32/f64, CUDA +f16)
     max_promotions: int = 6  # validation rounds that promote nodes one step up the menu
     precision_margin: float = 0.0  # bits added to every node's requirement
     demote: bool = True  # after the target is met, try lowering the nodes kept high, one at a time, by measurement
     # precision assignment -- end
-    legalize: bool = True  # finite constants that round to ±inf in their node's final dtype -> ±finfo.max (hnfc/legalize.py)
+    legalize: bool = True  # finite constants that round to ±inf in their node's final dtype -> ±finfo.max (hnfc/precision/legalize.py)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None = None, **kw) -> "Config":
@@ -48,8 +50,6 @@ class Config:
         if "families" in merged and merged["families"] is not None:
             merged["families"] = tuple(merged["families"])
         if merged.get("dtypes") is not None:  # torch dtypes or names -> short names ("bf16")
-            from hnfc.precision import dtype_name
-
             menu = merged["dtypes"]
             merged["dtypes"] = tuple(dtype_name(d) for d in ((menu,) if isinstance(menu, str) or not hasattr(menu, "__iter__") else menu))
         cfg = cls(**merged)

@@ -1,6 +1,6 @@
 """Value types of the IR: a tensor's shape and dtype, or a tuple of them.
 
-In: shapes (ints, or strings naming symbolic sizes) and short dtype names (hnfc.dtypes).
+In: shapes (ints, or strings naming symbolic sizes) and short dtype names (hnfc.foundation.dtypes).
 Out: hashable, printable type records used by the op table, the IR and the text form.
 """
 

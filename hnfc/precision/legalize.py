@@ -1,9 +1,9 @@
 """Dtype legalization: finite constants that round to ±inf in the dtype that uses them → ±finfo.max.
 
 In: a `Program` whose node types carry the dtype each node finally computes in: the precision
-stage's output (casts inserted; for a bare dtype map, `hnfc.precision.with_dtypes` first).
+stage's output (casts inserted; for a bare dtype map, `hnfc.precision.assign.with_dtypes` first).
 Out: a new `Program` with those constants replaced, and one `Legalization` note per replacement
-(`note.as_rewrite()` is how the pipeline lists it in the report).
+(the report lists each as a rewrite: `hnfc.report.records.legalization_rewrite`).
 Where: the last stage of `hnfc.pipeline.optimize_program`, after precision assignment, when every
 node's final dtype is known (`Config.legalize`, on by default); the precision stage measures its
 candidates legalized, so what it measured is what runs. It is not an e-graph rule: the
@@ -35,13 +35,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from hnfc.dtypes import DTYPES
+from hnfc import ops
+from hnfc.foundation.dtypes import DTYPES
 from hnfc.ir.program import Builder, Program
-from hnfc.report import Rewrite
-from hnfc.types import TensorType
+from hnfc.foundation.types import TensorType
 
 RULE = "legalize-constant"  # the name the report lists these replacements under
-LEAVES = frozenset({"const", "full"})
+LEAVES = frozenset(name for name, op in ops.OPS.items() if op.constant)
 # ops that pass their float arguments' values through unchanged (so a constant reaching a
 # rounding consumer through them is rounded there); `where`'s condition is not a value
 PASS_THROUGH = frozenset({"reshape", "permute", "transpose", "expand", "unsqueeze", "squeeze", "slice", "select", "cat", "detach"})
@@ -56,17 +56,6 @@ class Legalization:
     old: float
     new: float
     dtype: str  # the dtype it was rounded into (short name)
-
-    def as_rewrite(self) -> Rewrite:
-        """The note as a report row (the report's rewrite listing shows it as is)."""
-        bound = "min" if self.new < 0 else "max"
-        return Rewrite(
-            (RULE,),
-            (self.user,),
-            f"{self.op} with {self.source} {self.old!r} (-> {'-' if self.old < 0 else '+'}inf in {self.dtype})",
-            f"{self.new!r} (finfo({DTYPES[self.dtype].torch_name}).{bound})",
-            reason="dtype legalization (not verified: the constant was not representable)",
-        )
 
 
 def overflows(value, dtype: str) -> bool:

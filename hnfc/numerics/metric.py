@@ -1,7 +1,7 @@
 """Bits of error, float formats as ordered sets, and input sampling.
 
 In: computed results (torch tensors of any float dtype, or numpy arrays), true values (float64
-arrays, or object arrays of mpmath numbers from `hnfc.reference`), input types and domains.
+arrays, or object arrays of mpmath numbers from `hnfc.numerics.reference`), input types and domains.
 Out: bits of error per element (numpy float64), summaries, and sampled inputs (torch tensors).
 
 Bits of error (DESIGN.md, "Verification"), as in Herbie: with `truth` rounded to the result's
@@ -28,52 +28,32 @@ Nothing here imports torch at module import.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import mpmath
 import numpy as np
 from mpmath.libmp import normalize, round_nearest
 
-from hnfc.dtypes import DTYPES
-from hnfc.types import TensorType
+from hnfc.foundation.dtypes import DTYPES, FLOAT_ORDER, DType
+from hnfc.foundation.types import TensorType
 
 # ---------------------------------------------------------------------------------------------
 # Float formats
 
 
-@dataclass(frozen=True)
-class FloatFormat:
-    name: str  # short dtype name ("bf16")
-    width: int  # storage bits; also the maximal bits of error
-    mantissa: int  # significand bits including the implicit one
-    emin: int  # exponent of the smallest normal number
-    max: float  # largest finite value
-
-    @property
-    def qmin(self) -> int:
-        """Exponent of the smallest subnormal (the quantum of the subnormal range)."""
-        return self.emin - self.mantissa + 1
-
-
-FORMATS: dict[str, FloatFormat] = {
-    "f16": FloatFormat("f16", 16, 11, -14, 65504.0),
-    "bf16": FloatFormat("bf16", 16, 8, -126, DTYPES["bf16"].max),
-    "f32": FloatFormat("f32", 32, 24, -126, DTYPES["f32"].max),
-    "f64": FloatFormat("f64", 64, 53, -1022, DTYPES["f64"].max),
-}
+FORMATS: dict[str, DType] = {name: DTYPES[name] for name in FLOAT_ORDER}  # the float dtypes
 
 _NUMPY_NAMES = {"float16": "f16", "float32": "f32", "float64": "f64"}
 
 
-def format_of(x: Any) -> FloatFormat:
+def format_of(x: Any) -> DType:
     """The float format of a torch tensor, numpy array, torch/numpy dtype or short dtype name."""
-    if isinstance(x, FloatFormat):
+    if isinstance(x, DType):
         return x
     if isinstance(x, str):
         name = x
     elif type(x).__module__.startswith("torch"):
-        from hnfc.dtypes import from_torch
+        from hnfc.foundation.dtypes import from_torch
 
         name = from_torch(getattr(x, "dtype", x))
     else:
@@ -140,7 +120,7 @@ def round_mp(x: Any, fmt: Any = "f64") -> np.ndarray:
     return np.asarray(out, dtype=np.float64).reshape(x.shape)
 
 
-def _bits(x: np.ndarray, fmt: FloatFormat) -> np.ndarray:
+def _bits(x: np.ndarray, fmt: DType) -> np.ndarray:
     """Bit patterns (as uint64) of float64 values representable in `fmt`."""
     if fmt.name == "f64":
         return x.view(np.uint64).copy()
@@ -151,7 +131,7 @@ def _bits(x: np.ndarray, fmt: FloatFormat) -> np.ndarray:
     return (x.astype(np.float32).view(np.uint32) >> np.uint32(16)).astype(np.uint64)  # bf16
 
 
-def _from_bits(b: np.ndarray, fmt: FloatFormat) -> np.ndarray:
+def _from_bits(b: np.ndarray, fmt: DType) -> np.ndarray:
     b = np.asarray(b, dtype=np.uint64)
     if fmt.name == "f64":
         return b.view(np.float64).copy()
@@ -171,8 +151,8 @@ def ordinal(x: Any, fmt: Any) -> np.ndarray:
     fmt = format_of(fmt)
     x = np.array(x, dtype=np.float64)  # a contiguous copy; keeps 0-d arrays 0-d
     b = _bits(x, fmt)
-    mag = (b & np.uint64((1 << (fmt.width - 1)) - 1)).astype(np.int64)
-    neg = (b >> np.uint64(fmt.width - 1)) != 0
+    mag = (b & np.uint64((1 << (fmt.bits - 1)) - 1)).astype(np.int64)
+    neg = (b >> np.uint64(fmt.bits - 1)) != 0
     return np.where(neg, -mag, mag)
 
 
@@ -181,7 +161,7 @@ def from_ordinal(k: Any, fmt: Any) -> np.ndarray:
     fmt = format_of(fmt)
     k = np.asarray(k, dtype=np.int64)
     mag = np.abs(k).astype(np.uint64)
-    sign = np.where(k < 0, np.uint64(1 << (fmt.width - 1)), np.uint64(0))
+    sign = np.where(k < 0, np.uint64(1 << (fmt.bits - 1)), np.uint64(0))
     return _from_bits(mag | sign, fmt)
 
 
@@ -221,16 +201,16 @@ def bits_error(result: Any, truth: Any) -> np.ndarray:
     rf, tf = np.where(finite, r, 0.0), np.where(finite, t, 0.0)
     d = ulp_distance(rf, tf, fmt).astype(np.float64)
     with np.errstate(all="ignore"):
-        bits = np.minimum(np.log2(1.0 + d), float(fmt.width))
+        bits = np.minimum(np.log2(1.0 + d), float(fmt.bits))
     same = (np.isnan(r) & np.isnan(t)) | (r == t)
-    return np.where(finite, bits, np.where(same, 0.0, float(fmt.width)))
+    return np.where(finite, bits, np.where(same, 0.0, float(fmt.bits)))
 
 
 def error_summary(results: Any, truths: Any) -> dict[str, float]:
     """Mean and max bits of error over all elements of all outputs.
 
     results: a sequence of tensors/arrays (or a single one); truths: the matching sequence of
-    true values, or a `hnfc.reference.Reference` (its exact mpmath outputs are used when kept).
+    true values, or a `hnfc.numerics.reference.Reference` (its exact mpmath outputs are used when kept).
     Returns {"mean": ..., "max": ..., "elements": ...} (mean and max are 0.0 when empty).
     """
     if hasattr(truths, "outputs"):
@@ -269,7 +249,7 @@ def representable_bounds(lo: float, hi: float, fmt: Any) -> tuple[float, float]:
     return rlo, rhi
 
 
-def _sample_float(rng, shape, lo, hi, fmt: FloatFormat, mode: str) -> np.ndarray:
+def _sample_float(rng, shape, lo, hi, fmt: DType, mode: str) -> np.ndarray:
     if mode == "value":
         lo, hi = max(lo, -fmt.max), min(hi, fmt.max)  # infinite bounds: the finite range
     rlo, rhi = representable_bounds(lo, hi, fmt)
@@ -299,7 +279,7 @@ def _sample_int(rng, shape, lo, hi, dtype: str) -> np.ndarray:
 def _to_torch(arr: np.ndarray, dtype: str):
     import torch
 
-    from hnfc.dtypes import to_torch
+    from hnfc.foundation.dtypes import to_torch
 
     if DTYPES[dtype].kind == "float":
         # exact: the values are representable in `dtype`

@@ -5,7 +5,7 @@ normwise relative error every output must meet) and `dtypes` (the menu). Out: th
 choice (`assign`), a new program with `to` casts (`with_dtypes`), and, from `select`, the program
 that meets the target on the verification inputs with what was promoted and why.
 
-Error measure. For an output y with true value t (hnfc.reference, mpmath): the normwise relative
+Error measure. For an output y with true value t (hnfc.numerics.reference, mpmath): the normwise relative
 error ‖y − t‖∞ / ‖t‖∞ (max over the verification input sets). It is what `target` bounds.
 
 The requirement (DESIGN.md, "Precision assignment"; the HNF bound p ≥ log2(c·κ·D²/ε) in bits).
@@ -43,7 +43,7 @@ Lowering a node to d casts its float arguments to d (`to` nodes, hash-consed, so
 dtype share their casts) and, where a user or an output wants another dtype, casts the result back.
 
 Validation (`select`): run the mixed program on the verification inputs, legalized as the pipeline
-will run it (hnfc/legalize.py: constants that overflow a lowered node's dtype become ±finfo.max;
+will run it (hnfc/precision/legalize.py: constants that overflow a lowered node's dtype become ±finfo.max;
 unlegalized, a finfo(f32).min clamp bound in bf16 makes torch raise); while some output misses the
 target (at most `max_promotions` rounds) promote the nodes with the largest predicted error
 contribution u_d·2^(own+down) upstream of the failing outputs one step up the menu, and measure
@@ -59,17 +59,21 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from hnfc import ops
+from hnfc.foundation.config import Config
 from hnfc.analysis.curvature import node_cost
-from hnfc.analysis.intervals import Interval
-from hnfc.dtypes import DTYPES, FLOAT_ORDER, from_torch
-from hnfc.ir.program import Builder, Program
-from hnfc.legalize import legalize
+from hnfc.foundation.intervals import Interval
+from hnfc.foundation.dtypes import DTYPES, dtype_name
+from hnfc.ir.casts import float_tensor, is_compute, with_dtypes
+from hnfc.ir.program import Program
+from hnfc.numerics.reference import reference
+from hnfc.precision.legalize import legalize
+from hnfc.runtime.run import flat, runner
 from hnfc.ops.core import full_attrs
-from hnfc.types import TensorType
+from hnfc.foundation.types import TensorType
 
-COMPUTE_KINDS = frozenset({"pointwise", "reduction", "nn", "linalg"})
-LINEAR_FAMILY = frozenset({"add", "sub", "sum", "mean", "mm", "bmm", "matmul", "addmm", "linear"})
-PRODUCTS = frozenset({"mm", "bmm", "matmul", "addmm", "linear"})
+PRODUCTS = frozenset(name for name, op in ops.OPS.items() if op.contraction is not None and op.kind == "linalg")
+LINEAR_FAMILY = frozenset({"add", "sub", "sum", "mean"}) | PRODUCTS
 LOW_PRECISION = frozenset({"bf16", "f16"})
 MASK = 1e30  # additive attention masks use finfo.min or -inf; logits are never this large
 MENUS = {"cpu": ("bf16", "f32", "f64"), "cuda": ("f16", "bf16", "f32", "f64")}
@@ -79,48 +83,19 @@ MENUS = {"cpu": ("bf16", "f32", "f64"), "cuda": ("f16", "bf16", "f32", "f64")}
 # Menu
 
 
-def dtype_name(d: Any) -> str:
-    """torch.bfloat16, "bfloat16" or "bf16" -> "bf16" (float dtypes only)."""
-    if isinstance(d, str):
-        name = d.removeprefix("torch.")
-        if name in DTYPES:
-            out = name
-        else:
-            out = next((x.name for x in DTYPES.values() if x.torch_name == name), None)
-            if out is None:
-                raise ValueError(f"unknown dtype {d!r}; use a torch float dtype or one of {', '.join(FLOAT_ORDER)}")
-    else:
-        out = from_torch(d)
-    if not DTYPES[out].is_float:
-        raise ValueError(f"dtype menu entries must be float dtypes, got {d!r}")
-    return out
-
-
 def cost_key(name: str) -> tuple[int, int]:
     d = DTYPES[name]
     return (d.bits, d.mantissa)
 
 
-def menu(config, device: Any = "cpu") -> tuple[str, ...]:
+def menu(config: Config, device: Any = "cpu") -> tuple[str, ...]:
     """The configured menu, or the device's default, cheapest first."""
-    names = config.dtypes if getattr(config, "dtypes", None) else MENUS.get(getattr(device, "type", str(device)).split(":")[0], MENUS["cpu"])
+    names = config.dtypes if config.dtypes else MENUS.get(getattr(device, "type", str(device)).split(":")[0], MENUS["cpu"])
     return tuple(sorted({dtype_name(n) for n in names}, key=cost_key))
 
 
 # ---------------------------------------------------------------------------------------------
 # Nodes and FLOPs
-
-
-def _float_tensor(t: Any) -> bool:
-    return isinstance(t, TensorType) and DTYPES[t.dtype].is_float
-
-
-def is_compute(program: Program, i: int) -> bool:
-    """A float node that computes (and so can be run in another float dtype)."""
-    n = program.nodes[i]
-    if n.opdef.kind not in COMPUTE_KINDS or not _float_tensor(n.type):
-        return False
-    return any(a is not None and _float_tensor(program.nodes[a].type) and program.nodes[a].op != "const" for a in n.args)
 
 
 def _numel(t: Any) -> int:
@@ -135,14 +110,10 @@ def _contraction(program: Program, i: int) -> int:
     n = program.nodes[i]
     ts = [None if a is None else program.nodes[a].type for a in n.args]
     try:
-        if n.op in ("mm", "bmm", "matmul", "linear"):
-            k = ts[0].shape[-1]
-        elif n.op == "addmm":
-            k = ts[1].shape[-1]
+        if n.opdef.contraction is not None:
+            k = ts[n.opdef.contraction].shape[-1]
         elif n.op in ("sum", "mean", "logsumexp"):
             k = max(1, _numel(ts[0]) // max(1, _numel(n.type)))
-        elif n.op == "scaled_dot_product_attention":
-            k = ts[0].shape[-1]
         else:
             k = 1
     except (AttributeError, IndexError):
@@ -315,7 +286,7 @@ def _fits(iv: Interval | None, d: str, own_dtype: str, target: float) -> bool:
 def requirements(program: Program, ranges: Sequence[Interval], config, dtype_menu: Sequence[str] | None = None) -> dict[int, Need]:
     """The requirement and the chosen dtype of every float compute node (a pure function)."""
     target = float(config.target)
-    margin = float(getattr(config, "precision_margin", 0.0))
+    margin = float(config.precision_margin)
     dtype_menu = tuple(sorted(dtype_menu or menu(config, program.meta.get("device", "cpu")), key=cost_key))
     users = program.users()
     compute = [i for i in range(len(program.nodes)) if is_compute(program, i)]
@@ -325,7 +296,7 @@ def requirements(program: Program, ranges: Sequence[Interval], config, dtype_men
     for i in range(len(program.nodes) - 1, -1, -1):
         best = 0.0 if i in is_out else -math.inf
         for u in set(users[i]):
-            if not _float_tensor(program.nodes[u].type):
+            if not float_tensor(program.nodes[u].type):
                 continue  # an integer or bool result (a comparison) carries no rounding error on
             for k, a in enumerate(program.nodes[u].args):
                 if a == i:
@@ -338,7 +309,7 @@ def requirements(program: Program, ranges: Sequence[Interval], config, dtype_men
         o = n.type.dtype
         ob, why = own[i]
         need = target_bits + ob + down[i] + margin
-        ivs = [ranges[i]] + [ranges[a] for a in n.args if a is not None and _float_tensor(program.nodes[a].type) and program.nodes[a].op != "const"]
+        ivs = [ranges[i]] + [ranges[a] for a in n.args if a is not None and float_tensor(program.nodes[a].type) and program.nodes[a].op != "const"]
         fitting = [d for d in dtype_menu if all(_fits(iv, d, o, target) for iv in ivs)]
         enough = [d for d in fitting if DTYPES[d].mantissa >= need]
         if enough and (cost_key(enough[0]) <= cost_key(o) or target_bits + ob + margin > DTYPES[o].mantissa):
@@ -360,47 +331,6 @@ def assign(program: Program, ranges: Sequence[Interval], config, dtype_menu: Seq
 
 # ---------------------------------------------------------------------------------------------
 # The transformation
-
-
-def with_dtypes(program: Program, dtypes: Mapping[int, str]) -> tuple[Program, dict[int, int]]:
-    """The program with node i computed in `dtypes[i]` (float compute nodes; others ignored).
-
-    Float arguments are cast to the node's dtype and results cast back where a user or an output
-    wants the original; shape ops follow their argument. Returns (new program, old id -> new id).
-    """
-    b = Builder()
-    new: dict[int, int] = {}
-
-    def cast(v: int, d: str) -> int:
-        t = b.nodes[v].type
-        if not _float_tensor(t) or t.dtype == d:
-            return v
-        return b.add("to", [v], {"dtype": d})
-
-    for i, n in enumerate(program.nodes):
-        orig_args = [None if a is None else new[a] for a in n.args]
-        if n.opdef.kind == "leaf":
-            new[i] = b.add(n.op, orig_args, n.attr, n.type)
-            continue
-        d = dtypes.get(i)
-        if d is not None and d != n.type.dtype and is_compute(program, i):
-            args = [None if a is None else a if program.nodes[n.args[k]].op == "const" else cast(a, d) for k, a in enumerate(orig_args)]
-            try:
-                v = b.add(n.op, args, n.attr)
-            except Exception:
-                v = None
-            if v is not None and b.nodes[v].type == n.type.with_dtype(d):
-                new[i] = v
-                continue
-        if n.opdef.kind == "shape" and n.op != "cat" and _float_tensor(n.type):
-            v = b.add(n.op, orig_args, n.attr)  # follows its argument's dtype
-            if b.nodes[v].type.shape == n.type.shape:
-                new[i] = v
-                continue
-        args = [None if a is None else cast(a, program.nodes[n.args[k]].type.dtype) if _float_tensor(program.nodes[n.args[k]].type) else a for k, a in enumerate(orig_args)]
-        new[i] = b.add(n.op, args, n.attr, n.type)
-    outs = [cast(new[o], program.nodes[o].type.dtype) if _float_tensor(program.nodes[o].type) else new[o] for o in program.outputs]
-    return b.build(outs, program.params, program.meta), new
 
 
 def dtype_map(program: Program, dtypes: Mapping[int, str], needs: Mapping[int, Need] | None = None) -> dict[str, dict]:
@@ -437,16 +367,11 @@ def normwise_error(result: Any, truth: np.ndarray) -> float:
 
 
 def truths(program: Program, input_sets: Sequence[Sequence[Any]]) -> list[list[np.ndarray]]:
-    from hnfc.reference import reference
-    from hnfc.verify import flat
-
     return [reference(flat(program), inputs).outputs for inputs in input_sets]
 
 
 def measure(program: Program, input_sets, truth_sets) -> list[float]:
     """Normwise relative error per float output (max over input sets; 0 for integer outputs)."""
-    from hnfc.verify import runner
-
     run = runner(program)
     errs = [0.0] * len(program.outputs)
     for inputs, truth in zip(input_sets, truth_sets):
@@ -479,6 +404,13 @@ class PrecisionResult:
     warnings: list[str] = field(default_factory=list)
     demotions: list[Promotion] = field(default_factory=list)  # lowered by measurement after the target was met
 
+    def record(self, config: Config, source: Program) -> dict:
+        """What the report shows of this stage (the pipeline puts it in `Report`): the per-node
+        dtypes, the low-precision FLOP share, what was promoted or demoted and why, the summary."""
+        summary = self.summary(float(config.target), menu(config, source.meta.get("device", "cpu")), source)
+        moves = [{"kind": "promote", **asdict(p)} for p in self.promotions] + [{"kind": "demote", **asdict(p)} for p in self.demotions]
+        return {"dtypes": dtype_map(source, self.dtypes, self.needs), "low_precision_share": self.share, "promotions": moves, "precision": summary}
+
     def summary(self, target: float, dtype_menu: Sequence[str], source: Program) -> dict:
         return {
             "target": target,
@@ -501,7 +433,7 @@ def _ancestors(program: Program, outputs: Sequence[int]) -> set[int]:
 
 def _range_ivs(program: Program, ranges, i: int) -> list[Interval]:
     n = program.nodes[i]
-    return [ranges[i]] + [ranges[a] for a in n.args if a is not None and _float_tensor(program.nodes[a].type) and program.nodes[a].op != "const"]
+    return [ranges[i]] + [ranges[a] for a in n.args if a is not None and float_tensor(program.nodes[a].type) and program.nodes[a].op != "const"]
 
 
 def _next_up(d: str, dtype_menu: Sequence[str], need: Need, ranges, program: Program, target: float) -> str | None:
@@ -512,7 +444,7 @@ def _next_up(d: str, dtype_menu: Sequence[str], need: Need, ranges, program: Pro
     return None
 
 
-def select(program: Program, ranges: Sequence[Interval], input_sets, config, truth_sets=None) -> PrecisionResult:
+def select(program: Program, ranges: Sequence[Interval], input_sets, config: Config, truth_sets=None) -> PrecisionResult:
     """Assign, measure, promote until every output meets `config.target` (module doc)."""
     target = float(config.target)
     dtype_menu = menu(config, program.meta.get("device", "cpu"))
@@ -524,7 +456,7 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config, tru
         """What the pipeline will run: `mixed` legalized for its new dtypes (a bound like
         finfo(f32).min moved to bf16 would make torch raise). Only measured: `select` returns
         the unlegalized program, so the pipeline's legalize stage lists the replacements."""
-        return legalize(mixed)[0] if getattr(config, "legalize", True) else mixed
+        return legalize(mixed)[0] if config.legalize else mixed
 
     promotions: list[Promotion] = []
     warnings: list[str] = []
@@ -559,7 +491,7 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config, tru
     worst, dtypes_best, mixed, errors = best
     met = worst <= target
     demotions: list[Promotion] = []
-    if met and getattr(config, "demote", True):
+    if met and config.demote:
         dtypes_best = dict(dtypes_best)
         flops = {i: node_flops(program, i) for i in dtypes_best}
         for i in sorted(dtypes_best, key=lambda i: (-flops[i], needs[i].bits)):
@@ -585,51 +517,3 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config, tru
     return PrecisionResult(mixed, dtypes_best, needs, errors, met, share, promotions, rounds, warnings, demotions)
 
 
-__all__ = [
-    "MENUS",
-    "Need",
-    "PrecisionResult",
-    "Promotion",
-    "assign",
-    "dtype_map",
-    "dtype_name",
-    "flop_share",
-    "is_compute",
-    "measure",
-    "menu",
-    "node_flops",
-    "normwise_error",
-    "own_bits",
-    "requirements",
-    "run_stage",
-    "select",
-    "truths",
-    "with_dtypes",
-]
-
-
-def run_stage(program: Program, ranges: Sequence[Interval], input_sets, config, report) -> Program:
-    """The pipeline's precision stage: `select`, with its results written into `report`
-    (dtypes, low_precision_share, promotions, precision). Off when `config.target` is None. A
-    failure inside the stage keeps `program` as it is, with a warning: it never breaks the model."""
-    if getattr(config, "target", None) is None:
-        return program
-    import time
-    import warnings as _warnings
-
-    start = time.perf_counter()
-    try:
-        res = select(program, ranges, input_sets, config)
-    except Exception as e:  # never break the user's model
-        msg = f"precision stage failed ({type(e).__name__}: {e}); dtypes unchanged"
-        _warnings.warn(msg, stacklevel=3)
-        report.warnings.append(msg)
-        return program
-    dtype_menu = menu(config, program.meta.get("device", "cpu"))
-    report.dtypes = dtype_map(program, res.dtypes, res.needs)
-    report.low_precision_share = res.share
-    report.promotions = [{"kind": "promote", **asdict(p)} for p in res.promotions] + [{"kind": "demote", **asdict(p)} for p in res.demotions]
-    report.precision = res.summary(float(config.target), dtype_menu, program)
-    report.warnings.extend(res.warnings)
-    report.times["precision"] = report.times.get("precision", 0.0) + time.perf_counter() - start
-    return res.program
