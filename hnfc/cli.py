@@ -307,7 +307,8 @@ def show(
     nodes: bool = typer.Option(True, help="list every node with its dtype"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
 ) -> None:
-    """Ops, rewrites and per-node dtypes of an exported model."""
+    """Ops, rewrites and per-node dtypes of an exported model (read from the archive's JSON: no
+    weight is loaded, so no code in the file can run)."""
     from hnfc.export import read
 
     _quiet_torch_logs()
@@ -326,9 +327,7 @@ def show(
     from rich.table import Table
 
     console = _console()
-    sig = saved.program.graph_signature
-    user_inputs = [s.arg.name for s in sig.input_specs if s.kind.name == "USER_INPUT"]
-    console.print(f"{path}: {len(saved.nodes)} ops, {len(user_inputs)} input(s), {len(sig.output_specs)} output(s)")
+    console.print(f"{path}: {len(saved.nodes)} ops, {len(saved.inputs)} input(s), {saved.outputs} output(s)")
     counts: dict[tuple, int] = {}
     for n in saved.nodes:
         key = (n["target"], n["hnf_dtype"] or "-")
