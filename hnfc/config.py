@@ -36,6 +36,7 @@ class Config:
     precision_margin: float = 0.0  # bits added to every node's requirement
     demote: bool = True  # after the target is met, try lowering the nodes kept high, one at a time, by measurement
     # precision assignment -- end
+    trust_rules: bool = False  # user rules skip the soundness check (hnfc/rewrites/packs.py checked); the report says so
     legalize: bool = True  # finite constants that round to ±inf in their node's final dtype -> ±finfo.max (hnfc/legalize.py)
 
     @classmethod

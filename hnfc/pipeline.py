@@ -27,6 +27,7 @@ from hnfc.ir.expr import format_expr
 from hnfc.report import Report, Rewrite
 from hnfc.rewrites.compile import compile_rules
 from hnfc.rewrites.dsl import Rule, check_unique
+from hnfc.rewrites.packs import checked, trust_note
 from hnfc.verify import local_checks, measure, observe, reference_cost, verification_inputs
 
 
@@ -107,6 +108,8 @@ def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *
     report.predicted_bits_before = analysis.predicted_bits(program, ranges)
     lap("ranges")
     compiled = compile_rules(select_rules(rules, config))
+    if config.trust_rules and (note := trust_note(rules)):
+        report.warnings.append(note)
     limits = Limits(max_nodes=config.max_nodes, max_iterations=config.max_iterations, time_limit=config.time_limit)
     stitched, regions = optimize_regions(program, ranges, compiled, limits, config.region_nodes)
     candidate = live_subprogram(stitched)
@@ -222,6 +225,7 @@ def optimize(model_or_fn, example_inputs, *, input_ranges: Mapping[Any, tuple[fl
     rule packs to hnfc's library. Other keyword options are `hnfc.config.Config` fields.
     """
     config = Config.from_options(options)
+    rules = checked(rules, trust=config.trust_rules) if rules is not None else None  # unsound user rules: an error, before any work
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     start = time.perf_counter()

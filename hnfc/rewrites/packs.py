@@ -18,11 +18,18 @@
 - None: no rules.
 
 Rules from a pack keep their definitions; `source` records the pack they came from.
+
+`checked(spec)` is `resolve` plus the soundness checker (hnfc/rewrites/check.py) on every rule
+that is not one of hnfc's own (those are checked by the test suite, not at run time): a refused
+rule raises `UnsoundRuleError` naming the rule and its counterexample, unless the caller trusts
+the rules (`Config.trust_rules`), and then `trust_note` gives the report's warning. Verdicts are
+cached by the rule's content, so a rule costs one check per process.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.metadata
 import types
@@ -103,4 +110,53 @@ def _resolve_name(name: str) -> list[Rule]:
     return _with_source(_resolve(mod, name), name)
 
 
-__all__ = ["GROUP", "installed", "resolve"]
+class UnsoundRuleError(RuleError):
+    """A user rule the soundness checker refuses; the message names it and the counterexample."""
+
+
+def checked(spec: Any, *, trust: bool = False) -> tuple[Rule, ...]:
+    """`resolve(spec)`, each rule outside hnfc's library checked for soundness first (unless
+    `trust`): the first refused rule raises UnsoundRuleError."""
+    rules = resolve(spec)
+    if trust:
+        return rules
+    for r in _user_rules(rules):
+        verdict = _verdict(r)
+        if not verdict.ok:
+            where = f" (from {r.source})" if r.source != "hnfc" else ""
+            raise UnsoundRuleError(
+                f"rule {r.name!r}{where} is unsound: {r}; the soundness checker refuses it {verdict.detail}. "
+                "Add a guard that excludes the counterexample, or pass trust_rules=True to use it unchecked"
+            )
+    return rules
+
+
+def trust_note(rules: Iterable[Rule] | None) -> str | None:
+    """The report's warning when user rules run unchecked (`trust_rules=True`), else None."""
+    unchecked = _user_rules(resolve(rules)) if rules is not None else []
+    if not unchecked:
+        return None
+    return f"trust_rules=True: {len(unchecked)} user rule(s) ran without the soundness check ({', '.join(r.name for r in unchecked)})"
+
+
+def _user_rules(rules: Iterable[Rule]) -> list[Rule]:
+    library = _library()
+    return [r for r in rules if r not in library]
+
+
+@functools.lru_cache(maxsize=1)
+def _library() -> frozenset[Rule]:
+    from hnfc.rewrites.builtin import RULES
+
+    return frozenset(RULES)
+
+
+@functools.lru_cache(maxsize=1024)
+def _verdict(rule: Rule):
+    """The checker's verdict on one rule, cached by its content (a frozen, hashable dataclass)."""
+    from hnfc.rewrites.check import check_rule
+
+    return check_rule(rule)
+
+
+__all__ = ["GROUP", "UnsoundRuleError", "checked", "installed", "resolve", "trust_note"]
