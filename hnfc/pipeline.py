@@ -17,6 +17,7 @@ import torch
 
 from hnfc import analysis, precision
 from hnfc.config import Config
+from hnfc.contract import InputError, cannot_run, check_examples
 from hnfc.egraph import Limits, optimize_regions
 from hnfc.egraph.regions import refuse
 from hnfc.frontend import FrontendError, trace
@@ -228,10 +229,13 @@ def optimize(model_or_fn, example_inputs, *, input_ranges: Mapping[Any, tuple[fl
     rules = checked(rules, trust=config.trust_rules) if rules is not None else None  # unsound user rules: an error, before any work
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
+    check_examples(example_inputs)  # the input contract, before any work (hnfc/contract.py)
     start = time.perf_counter()
     try:
         program = model_or_fn if isinstance(model_or_fn, Program) else trace(model_or_fn, example_inputs)
     except FrontendError as e:
+        if not isinstance(model_or_fn, Program) and (why := cannot_run(model_or_fn, example_inputs)):
+            raise InputError(f"the model cannot run on these inputs: {why}") from None
         warnings.warn(f"hnfc could not trace the model, it runs unchanged: {e}", HnfcWarning, stacklevel=2)
         return Unoptimized(model_or_fn, Report(warnings=[f"trace failed: {e}"]))
     traced = time.perf_counter() - start
