@@ -8,7 +8,8 @@ every traced node against the op table's type rules (`check_types`), since traci
 tensors skips some of torch's own checks (addmm's meta kernel takes an f32 weight and an f64
 input that the real kernel refuses); and when a trace fails, `cannot_run` tells a model that
 cannot take the inputs at all (an error) from one that hnfc cannot trace (hnfc's limitation: the
-model runs unchanged, with a warning).
+model runs unchanged, with a warning). `random_warning` is the report's warning for a program
+that draws random numbers (train-mode dropout): its measurements are not comparable.
 """
 
 from __future__ import annotations
@@ -65,10 +66,41 @@ def cannot_run(model_or_fn, example_inputs: Sequence[Any]) -> str | None:
     return None
 
 
+def random_ops(program) -> list[str]:
+    """The program's nodes that draw random numbers (torch tags them `nondeterministic_seeded`:
+    dropout's bernoulli in train mode, rand, randn, ...), as "%i target"."""
+    found = []
+    for i, n in enumerate(program.nodes):
+        if n.op == "opaque" and _seeded(n.attr.get("target", "")):
+            found.append(f"%{i} {n.attr['target']}")
+    return found
+
+
+def random_warning(program) -> str | None:
+    """The report's warning for a program with random ops: the torch run and the mpmath reference
+    draw different numbers, so the error figures compare different computations."""
+    found = random_ops(program)
+    if not found:
+        return None
+    return (f"the model draws random numbers ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}; a module in train mode?): "
+            "the torch runs and the mpmath reference draw different values, so the error figures and the verification are not "
+            "comparable; call model.eval() before hnfc")
+
+
+def _seeded(target: str) -> bool:
+    namespace, _, rest = target.partition(".")
+    name, _, overload = rest.partition(".")
+    try:
+        op = getattr(getattr(getattr(torch.ops, namespace), name), overload or "default")
+    except (AttributeError, RuntimeError):
+        return False
+    return torch.Tag.nondeterministic_seeded in getattr(op, "tags", ())
+
+
 def input_bytes(shape: Sequence[int], dtype: torch.dtype) -> int:
     """Bytes a tensor of this shape and dtype takes (to refuse a huge input before allocating)."""
     itemsize = torch.empty((), dtype=dtype).element_size()
     return math.prod(shape) * itemsize
 
 
-__all__ = ["InputError", "cannot_run", "check_examples", "check_types", "input_bytes"]
+__all__ = ["InputError", "cannot_run", "check_examples", "check_types", "input_bytes", "random_ops", "random_warning"]

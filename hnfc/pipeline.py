@@ -17,7 +17,7 @@ import torch
 
 from hnfc import analysis, precision
 from hnfc.config import Config
-from hnfc.contract import InputError, cannot_run, check_examples
+from hnfc.contract import InputError, cannot_run, check_examples, random_warning
 from hnfc.egraph import Limits, optimize_regions
 from hnfc.egraph.regions import refuse
 from hnfc.frontend import FrontendError, trace
@@ -93,6 +93,9 @@ def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *
     """The pipeline on an IR program; returns the verified program and its report."""
     config = config or Config()
     report = Report(nodes_before=len(program.nodes))
+    if note := random_warning(program):  # train-mode dropout: torch and the reference draw different masks
+        warnings.warn(note, HnfcWarning, stacklevel=3)
+        report.warnings.append(note)
     clock = time.perf_counter()
 
     def lap(stage: str) -> None:

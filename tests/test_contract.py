@@ -62,3 +62,17 @@ def test_a_model_that_runs_but_does_not_trace_still_runs_unchanged():
     with pytest.warns(hnfc.HnfcWarning, match="could not trace"):
         m = hnfc.optimize(data_dependent, (x,))
     assert torch.equal(m(x), x * 2)
+
+
+def test_random_ops_in_train_mode_are_flagged_as_not_comparable():
+    from hnfc.contract import random_ops
+
+    m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Dropout(0.5), torch.nn.Tanh())
+    x = torch.randn(4, 8)
+    found = random_ops(hnfc.trace(m.train(), (x,)))
+    assert found and "bernoulli" in found[0]
+    with pytest.warns(hnfc.HnfcWarning, match="draws random numbers"):
+        opt = hnfc.optimize(m, (x,), samples=1)
+    assert any("not comparable" in w and "model.eval()" in w for w in opt.report.warnings)
+    assert random_ops(hnfc.trace(m.eval(), (x,))) == []
+    assert not any("random" in w for w in hnfc.optimize(m, (x,), samples=1).report.warnings)
