@@ -2,8 +2,14 @@
 
 `hnfc example` is the README's main job: trace the bundled naive model, optimize it, print the
 IR before and after and the report (bits of error against the mpmath reference).
-`hnfc optimize` exports an optimized model to .pt2, `hnfc show` prints what is in one, `hnfc lint`
-lists a model's numerical hazards and exits non-zero on failing ones (a CI gate).
+`hnfc optimize` exports an optimized model to .pt2, `hnfc show` prints what is in one (from the
+archive's JSON: no weight is loaded), `hnfc lint` lists a model's numerical hazards and exits
+non-zero on failing ones (a CI gate).
+
+The error contract, for every command: bad arguments and paths exit 2, a model that cannot run,
+trace or export exits 1, each with exactly one unwrapped `error:` line on stderr and no
+traceback; `optimize` exits 0 only after the exported model ran on the example inputs, and writes
+the .pt2 and the report together (temporary files, then os.replace) or not at all.
 """
 
 from __future__ import annotations
@@ -101,9 +107,10 @@ def _importable_cwd() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# optimize / show / lint (issue #7). User errors print one line "error: ..." on stderr and exit 2
-# (bad arguments, a module that does not import, a missing file) or 1 (the model itself failed);
-# `lint` exits 1 when it finds failing hazards. No tracebacks for user errors.
+# optimize / show / lint. User errors are UserErrors: one line "error: ..." on stderr and exit 2
+# (bad arguments, a module that does not import, a path that cannot be written or read) or 1 (the
+# model fails on its inputs, does not trace or does not export); `lint` exits 1 when it finds
+# failing hazards. No tracebacks for user errors.
 
 import json as _json
 import os
@@ -538,7 +545,10 @@ def show(
             t.add_row(n["name"], n["target"], n["hnf_op"] or "-", n["hnf_dtype"] or "-")
         console.print(t)
     if saved.report is not None:
-        _report_tables(console, saved.report)
+        try:
+            _report_tables(console, saved.report)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:  # a report hnfc did not write
+            _fail(UserError(f"{str(path)!r}: the stored hnfc report is malformed ({type(e).__name__}: {e})"))
     else:
         console.print("no hnfc report in this archive")
 

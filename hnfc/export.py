@@ -227,23 +227,13 @@ def _first_output_name(node: dict) -> str | None:
     return tensor.get("name") if isinstance(tensor, dict) else None
 
 
-def read(path) -> Saved:
-    """The hnfc report and the per-node table of a `.pt2`, parsed from the archive's JSON
-    (models/model.json and extra/hnfc/report.json); no weight is loaded, no code runs.
-    FileNotFoundError if there is no such file, ValueError if it is not a .pt2 archive."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {str(path)!r}")
-    archive = _Archive(path)
-    model = archive.json(_MODEL)
-    try:
-        gm = model["graph_module"]
-        graph, signature = gm["graph"], gm["signature"]
-        raw_nodes = graph["nodes"]
-    except (KeyError, TypeError):
-        raise ValueError(f"{str(path)!r}: {_MODEL} is not a torch.export graph") from None
+def _graph_table(model: dict) -> tuple[list[dict], list[str], int]:
+    """(one row per call node, the user inputs' names, the number of user outputs) from the
+    serialized ExportedProgram (torch's schema: graph_module.graph.nodes and .signature)."""
+    gm = model["graph_module"]
+    graph, signature = gm["graph"], gm["signature"]
     nodes = []
-    for i, n in enumerate(raw_nodes):
+    for i, n in enumerate(graph["nodes"]):
         meta = n.get("metadata") or {}
         try:
             custom = json.loads(meta["custom"]) if "custom" in meta else {}
@@ -255,6 +245,21 @@ def read(path) -> Saved:
         nodes.append({"name": str(name), "target": target, "hnf_op": custom.get("hnf_op"), "hnf_dtype": custom.get("hnf_dtype")})
     inputs = [s["user_input"]["arg"].get("as_tensor", {}).get("name", "?") for s in signature.get("input_specs", []) if "user_input" in s]
     outputs = sum("user_output" in s for s in signature.get("output_specs", []))
+    return nodes, inputs, outputs
+
+
+def read(path) -> Saved:
+    """The hnfc report and the per-node table of a `.pt2`, parsed from the archive's JSON
+    (models/model.json and extra/hnfc/report.json); no weight is loaded, no code runs.
+    FileNotFoundError if there is no such file, ValueError if it is not a .pt2 archive."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {str(path)!r}")
+    archive = _Archive(path)
+    try:
+        nodes, inputs, outputs = _graph_table(archive.json(_MODEL))
+    except (KeyError, TypeError, AttributeError, IndexError):
+        raise ValueError(f"{str(path)!r}: {_MODEL} is not a torch.export graph") from None
     report = None
     if _EXTRA + REPORT_FILE in archive.names:
         try:

@@ -114,3 +114,26 @@ def test_sample_inputs_that_need_the_unsafe_unpickler_are_refused(archives, tmp_
     with pytest.raises(ValueError, match="weights_only"):
         load(evil)
     assert read(evil).nodes and not marker.exists()
+
+
+def test_malformed_archives_are_clean_errors(archives, tmp_path):
+    _, good = archives
+    with zipfile.ZipFile(good) as zin:
+        entries = {i.filename: zin.read(i.filename) for i in zin.infolist()}
+    model = next(n for n in entries if n.endswith("models/model.json"))
+    report = next(n for n in entries if n.endswith("extra/hnfc/report.json"))
+    for name, data, message in [(model, b"[1, 2]", "not a torch.export graph"), (model, b"{not json", "not valid JSON")]:
+        bad = tmp_path / "bad.pt2"
+        with zipfile.ZipFile(bad, "w") as zout:
+            for n, d in {**entries, name: data}.items():
+                zout.writestr(n, d)
+        with pytest.raises(ValueError, match=message):
+            read(bad)
+        r = CliRunner().invoke(app, ["show", str(bad)])
+        assert r.exit_code == 2 and message in r.stderr and len(r.stderr.splitlines()) == 1, r.output
+    bad = tmp_path / "bad-report.pt2"
+    with zipfile.ZipFile(bad, "w") as zout:
+        for n, d in {**entries, report: json.dumps({"report": {"rewrites": [{"values": 3}]}}).encode()}.items():
+            zout.writestr(n, d)
+    r = CliRunner().invoke(app, ["show", str(bad)])
+    assert r.exit_code == 2 and "report is malformed" in r.stderr and "Traceback" not in r.output, r.output
