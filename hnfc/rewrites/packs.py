@@ -121,7 +121,12 @@ def checked(spec: Any, *, trust: bool = False) -> tuple[Rule, ...]:
     if trust:
         return rules
     for r in _user_rules(rules):
-        verdict = _verdict(r)
+        try:
+            verdict = _verdict(r)
+        except TypeError:  # an unhashable attribute value in a pattern: check it uncached
+            from hnfc.rewrites.check import check_rule
+
+            verdict = check_rule(r)
         if not verdict.ok:
             where = f" (from {r.source})" if r.source != "hnfc" else ""
             raise UnsoundRuleError(
@@ -141,7 +146,14 @@ def trust_note(rules: Iterable[Rule] | None) -> str | None:
 
 def _user_rules(rules: Iterable[Rule]) -> list[Rule]:
     library = _library()
-    return [r for r in rules if r not in library]
+    return [r for r in rules if not _member(r, library)]
+
+
+def _member(rule: Rule, library: frozenset[Rule]) -> bool:
+    try:
+        return rule in library
+    except TypeError:  # unhashable: not one of the library's (frozen, hashable) rules
+        return False
 
 
 @functools.lru_cache(maxsize=1)
