@@ -1,8 +1,10 @@
 """Offline rewrite: optimize a module once and save it as a torch.export `.pt2` archive.
 
     ep = hnfc.save(model, "model.pt2", example_inputs, input_ranges={0: (-4, 4)})
-    # later, anywhere (hnfc not needed):
+    # later, anywhere (hnfc not needed; a file you wrote yourself):
     ep = torch.export.load("model.pt2");  y = ep.module()(x)
+    # a file from elsewhere: hnfc.export.load refuses archives that hold pickles
+    ep = hnfc.export.load("model.pt2")
 
 In: a module (or function) and example inputs, or a module `hnfc.optimize` already returned.
 Out: the `.pt2` file and the `torch.export.ExportedProgram` written to it. Every call node of the
