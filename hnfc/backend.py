@@ -79,7 +79,10 @@ def parse_options(options: Mapping[str, Any] | None) -> BackendOptions:
     ranges = own.get("input_ranges")
     if ranges is not None and not isinstance(ranges, Mapping):
         raise ValueError(f"hnf backend option 'input_ranges' must map input names or positions to (lo, hi), not {type(ranges).__name__}")
-    return BackendOptions(inductor=inductor, input_ranges=ranges, rules=own.get("rules"), config=config)
+    from hnfc.rewrites.gate import checked
+
+    rules = checked(own["rules"], trust=config.trust_rules) if own.get("rules") is not None else None  # unsound rules: an error here
+    return BackendOptions(inductor=inductor, input_ranges=ranges, rules=rules, config=config)
 
 
 def _resolve_rules(spec) -> tuple | None:

@@ -2,15 +2,54 @@
 
 `hnfc example` is the README's main job: trace the bundled naive model, optimize it, print the
 IR before and after and the report (bits of error against the mpmath reference).
-`hnfc optimize` exports an optimized model to .pt2, `hnfc show` prints what is in one, `hnfc lint`
-lists a model's numerical hazards and exits non-zero on failing ones (a CI gate).
+`hnfc optimize` exports an optimized model to .pt2, `hnfc show` prints what is in one (from the
+archive's JSON: no weight is loaded), `hnfc lint` lists a model's numerical hazards and exits
+non-zero on failing ones (a CI gate).
+
+The error contract, for every command: bad arguments and paths exit 2, a model that cannot run,
+trace or export exits 1, each with exactly one unwrapped `error:` line on stderr and no
+traceback; `optimize` exits 0 only after the exported model ran on the example inputs, and writes
+the .pt2 and the report together (temporary files, then os.replace) or not at all.
 """
 
 from __future__ import annotations
 
-import typer
+import sys as _sys
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="hnfc: a numerical-stability compiler for PyTorch.")
+import typer
+from typer.core import TyperGroup
+
+try:  # recent typer parses with its own copy of click
+    from typer._click.exceptions import NoArgsIsHelpError as _NoArgsIsHelp, UsageError as _UsageError
+except ImportError:
+    from click.exceptions import NoArgsIsHelpError as _NoArgsIsHelp, UsageError as _UsageError
+_Abort = typer.Abort
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (unknown option, missing argument, a value click cannot convert) as one
+    `error:` line on stderr, exit 2, like every other bad argument; click would print the usage
+    and a box around the message."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _NoArgsIsHelp as e:
+            e.show()
+            _sys.exit(e.exit_code)
+        except _UsageError as e:
+            where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            _print_error(e.format_message() + where)
+            _sys.exit(EXIT_USAGE)
+        except _Abort:
+            _print_error("aborted")
+            _sys.exit(EXIT_FINDINGS)
+        _sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=_OneLineErrors, add_completion=False, no_args_is_help=True, help="hnfc: a numerical-stability compiler for PyTorch.")
 
 
 @app.callback()
@@ -43,19 +82,38 @@ def rules_check(
     samples: int = typer.Option(1000, help="sampled points per rule"),
     seed: int = typer.Option(0),
 ) -> None:
-    """Check every rule of PACK (sympy proof and sampling against mpmath); exit 1 if any is refused."""
+    """Check every rule of PACK (sympy proof and sampling against mpmath); exit 1 if any is refused.
+    PACK resolves as `optimize`'s MODULE does: modules in the current directory import."""
     from hnfc.rewrites.check import check_pack_cli
+    from hnfc.rewrites.packs import resolve
 
+    _importable_cwd()
+    try:
+        if samples < 1:
+            raise UserError(f"bad --samples {samples}: expected at least 1")
+        try:
+            resolve(pack)
+        except Exception as e:  # a pack that does not exist, import or define
+            raise UserError(f"cannot load rule pack {pack!r}: {_first_line(e)}") from None
+    except UserError as e:
+        _fail(e)
     raise typer.Exit(check_pack_cli(pack, samples=samples, seed=seed))
 
 
+def _importable_cwd() -> None:
+    """Like `python -m`: modules in the current directory import."""
+    if "" not in _sys.path and "." not in _sys.path:
+        _sys.path.insert(0, "")
+
+
 # ---------------------------------------------------------------------------------------------
-# optimize / show / lint (issue #7). User errors print one line "error: ..." on stderr and exit 2
-# (bad arguments, a module that does not import, a missing file) or 1 (the model itself failed);
-# `lint` exits 1 when it finds failing hazards. No tracebacks for user errors.
+# optimize / show / lint. User errors are UserErrors: one line "error: ..." on stderr and exit 2
+# (bad arguments, a module that does not import, a path that cannot be written or read) or 1 (the
+# model fails on its inputs, does not trace or does not export); `lint` exits 1 when it finds
+# failing hazards. No tracebacks for user errors.
 
 import json as _json
-import sys as _sys
+import os
 from pathlib import Path as _Path
 
 EXIT_FINDINGS = 1  # lint found failing hazards; or the model/optimizer failed
@@ -70,6 +128,14 @@ _DTYPES = {
     "uint8": "uint8", "bool": "bool",
 }
 INT_HIGH = 100  # integer inputs are drawn from [0, INT_HIGH)
+MAX_INPUT_BYTES = 1 << 30  # example inputs from --input, all together; the mpmath reference could not use more anyway
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
 
 
 class UserError(Exception):
@@ -79,11 +145,21 @@ class UserError(Exception):
 
 
 def _fail(e: UserError):
+    _print_error(str(e))
+    raise typer.Exit(e.code)
+
+
+def _print_error(message: str) -> None:
+    """One line on stderr, "error: ...", never wrapped (soft_wrap: rich would break it at the
+    terminal width, or at 80 columns when stderr is not a terminal)."""
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(str(e))}")
-    raise typer.Exit(e.code)
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(one_line(message))}")
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def parse_input_spec(spec: str) -> tuple[tuple[int, ...], str]:
@@ -109,10 +185,16 @@ def make_inputs(specs: list[str], seed: int = 0) -> tuple:
     [0, INT_HIGH), bool uniform; from a generator seeded with `seed` (same spec, same tensors)."""
     import torch
 
+    from hnfc.frontend.contract import input_bytes
+
+    parsed = [(spec, *parse_input_spec(spec)) for spec in specs]
+    sizes = [input_bytes(shape, getattr(torch, name)) for _, shape, name in parsed]
+    if sum(sizes) > MAX_INPUT_BYTES:  # refuse before allocating (a huge --input would fail inside torch)
+        spec = parsed[max(range(len(sizes)), key=sizes.__getitem__)][0]
+        raise UserError(f"--input {spec!r} needs {_size(max(sizes))} ({_size(sum(sizes))} in all); example inputs are limited to {_size(MAX_INPUT_BYTES)}: give a smaller shape")
     g = torch.Generator().manual_seed(seed)
     out = []
-    for spec in specs:
-        shape, name = parse_input_spec(spec)
+    for spec, shape, name in parsed:
         dtype = getattr(torch, name)
         if dtype.is_floating_point:
             out.append(torch.randn(shape, generator=g, dtype=torch.float32).to(dtype))
@@ -140,29 +222,78 @@ def parse_range(spec: str) -> tuple[int | str, tuple[float, float]]:
 
 
 def parse_options(pairs: list[str]) -> dict:
-    """--set KEY=VALUE (Config fields; VALUE read as JSON, else a string); unknown keys are errors."""
-    import dataclasses
+    """--set KEY=VALUE (Config fields), each VALUE read with its field's type: true/false for
+    flags, numbers, `none` for optional fields, and comma-separated names (or a JSON list) for
+    lists (`families=log-exp,softmax`). Unknown keys and values that do not fit are errors."""
+    from hnfc.foundation.config import Config, field_types
 
-    from hnfc.foundation.config import Config
-
-    known = {f.name for f in dataclasses.fields(Config)}
+    types = field_types()
     out = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
         key = key.strip().replace("-", "_")
         if not eq or not key:
             raise UserError(f"bad --set {pair!r}: expected KEY=VALUE")
-        if key not in known:
-            raise UserError(f"unknown option {key!r}; known options: {', '.join(sorted(known))}")
+        if key not in types:
+            raise UserError(f"unknown option {key!r}; known options: {', '.join(sorted(types))}")
         try:
-            out[key] = _json.loads(value)
-        except ValueError:
-            out[key] = value
+            out[key] = parse_value(value.strip(), types[key])
+        except ValueError as e:
+            raise UserError(f"bad --set {pair!r}: {e}") from None
     try:
         Config.from_options(out)
     except (TypeError, ValueError) as e:
         raise UserError(f"bad --set: {e}") from None
     return out
+
+
+def parse_value(text: str, tp):
+    """`text` as a value of the annotated type `tp` (the forms Config uses); ValueError if not."""
+    import typing
+    from types import UnionType
+
+    from hnfc.foundation.config import describe
+
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, UnionType):
+        members = typing.get_args(tp)
+        if type(None) in members and text.lower() in ("none", "null"):
+            return None
+        for member in members:
+            if member is not type(None):
+                try:
+                    return parse_value(text, member)
+                except ValueError:
+                    continue
+        raise ValueError(f"expected {describe(tp)}")
+    if tp is bool:
+        words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+        if text.lower() not in words:
+            raise ValueError("expected true or false")
+        return words[text.lower()]
+    if tp is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("expected an integer") from None
+    if tp is float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError("expected a number") from None
+        if value != value:
+            raise ValueError("expected a number, not NaN")
+        return value
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+        if text.startswith("["):
+            try:
+                items = _json.loads(text)
+            except ValueError:
+                raise ValueError("expected a JSON list or comma-separated values") from None
+            return tuple(parse_value(str(v), item) for v in items)
+        return tuple(parse_value(part.strip(), item) for part in text.split(",") if part.strip())
+    return text
 
 
 def load_factory(target: str):
@@ -171,8 +302,7 @@ def load_factory(target: str):
 
     if not all(target.rpartition(":")):  # MODULE, ':' and FACTORY; checked here in the CLI's words
         raise UserError(f"bad model {target!r}: expected MODULE:FACTORY, like hnfc.examples.naive:make_model")
-    if "" not in _sys.path and "." not in _sys.path:
-        _sys.path.insert(0, "")  # like `python -m`: modules in the current directory import
+    _importable_cwd()
     factory, module = import_attr(target, UserError)
     if not callable(factory):
         raise UserError(f"{target} is not callable: FACTORY must be a function returning an nn.Module")
@@ -196,8 +326,11 @@ def build_model(target: str, input_specs: list[str], seed: int):
         own = getattr(module, "example_inputs", None)
         if not callable(own):
             raise UserError(f"no --input given and {module.__name__} has no example_inputs(); give one --input SHAPE[:DTYPE] per model input")
-        inputs = own()
-        inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+        try:
+            inputs = own()
+            inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+        except Exception as e:
+            raise UserError(f"{module.__name__}.example_inputs() raised {type(e).__name__}: {e}", EXIT_FINDINGS) from None
     return model, inputs
 
 
@@ -232,6 +365,8 @@ def _report_tables(console, report: dict) -> None:
         for r in report["rewrites"]:
             t.add_row(",".join(f"%{v}" for v in r["values"]), ", ".join(r["rules"]), r["before"], r["after"])
         console.print(t)
+    elif any(str(w).startswith(("optimizer failed", "trace failed")) for w in report.get("warnings") or []):
+        console.print("rewrites: none (hnfc failed, see the warning; the original model runs)")
     else:
         console.print("rewrites: none (the model is already in its most stable known form)")
     if report.get("outputs"):
@@ -258,47 +393,108 @@ def optimize(
     options: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="an hnfc option (hnfc.foundation.config.Config field)"),
     seed: int = typer.Option(0, help="seed of the random example inputs"),
 ) -> None:
-    """Optimize MODULE:FACTORY's model and export it as a torch.export .pt2 (loads without hnfc)."""
-    try:
-        opts = parse_options(options)
-        declared = _ranges(ranges)
-        if output.parent and not output.parent.exists():
-            raise UserError(f"cannot write {str(output)!r}: directory {str(output.parent)!r} does not exist")
-        if report_path is not None and report_path.parent and not report_path.parent.exists():
-            raise UserError(f"cannot write {str(report_path)!r}: directory {str(report_path.parent)!r} does not exist")
-        console = _console()
-        with console.status(f"loading {model}"):
-            module, example = build_model(model, inputs, seed)
-        import warnings
+    """Optimize MODULE:FACTORY's model and export it as a torch.export .pt2 (loads without hnfc).
 
-        import hnfc
-        from hnfc.export import save
+    Exit 0 only when the .pt2 (and the report) are written and the exported model runs on the
+    example inputs; nothing is written otherwise (both files appear together or not at all)."""
+    import warnings
 
-        with console.status("optimizing (trace, saturate, extract, verify against mpmath)"), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", hnfc.HnfcWarning)
-            try:
-                optimized = hnfc.optimize(module, example, input_ranges=declared, **opts)
-            except ValueError as e:  # the user's mistakes: bad ranges, bad options
-                raise UserError(str(e)) from None
-        with console.status(f"exporting {output}"):
-            try:
-                save(optimized, output, example)
-            except Exception as e:
-                raise UserError(f"torch.export could not export the optimized model: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", EXIT_FINDINGS) from None
-        report = optimized.report.to_dict()
-        for w in caught:
-            if str(w.message) not in report["warnings"]:
-                report["warnings"].append(str(w.message))
-        if report_path is not None and report_path.suffix.lower() in (".html", ".htm"):
-            from hnfc.report.html import report_html
-
-            report_html(report, report_path, program=getattr(optimized, "program", None))
-        elif report_path is not None:
-            report_path.write_text(_json.dumps(report, indent=2, default=str))
-    except UserError as e:
-        _fail(e)
+    with warnings.catch_warnings(record=True) as caught:  # numpy's and torch's warnings: not on stderr
+        warnings.simplefilter("always")
+        try:
+            opts = parse_options(options)
+            declared = _ranges(ranges)
+            writable(output, "--output")
+            if report_path is not None:
+                writable(report_path, "--report")
+                if report_path.resolve() == output.resolve():
+                    raise UserError("--report and --output name the same file")
+            console = _console()
+            with console.status(f"loading {model}"):
+                module, example = build_model(model, inputs, seed)
+            with console.status("optimizing (trace, saturate, extract, verify against mpmath)"):
+                optimized = _run_api(model, lambda: __import__("hnfc").optimize(module, example, input_ranges=declared, **opts))
+            if not hasattr(optimized, "program"):  # hnfc.pipeline.Unoptimized: the trace failed
+                reason = next((w for w in optimized.report.warnings if w.startswith("trace failed")), "trace failed")
+                raise UserError(f"cannot trace {model}: {reason.removeprefix('trace failed: ')}", EXIT_FINDINGS)
+            report = optimized.report.to_dict()
+            report["warnings"] += [m for m in _hnfc_warnings(caught) if m not in report["warnings"]]
+            with console.status(f"exporting {output}"):
+                _write_outputs(optimized, example, output, report_path, report)
+        except UserError as e:
+            _fail(e)
     _report_tables(console, report)
     console.print(f"wrote {output}" + (f" and {report_path}" if report_path else ""))
+
+
+def writable(path: _Path, what: str) -> None:
+    """A path the command may write: its directory exists and it is not itself a directory."""
+    if path.is_dir():
+        raise UserError(f"cannot write {what} {str(path)!r}: it is a directory (give a file name)")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UserError(f"cannot write {what} {str(path)!r}: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write {what} {str(path)!r}: directory {str(parent)!r} is not writable")
+
+
+def _run_api(model: str, call):
+    """Run an hnfc API call, mapping its errors onto the exit codes: the model cannot take its
+    inputs or does not trace -> 1; bad options, ranges or rules -> 2."""
+    import hnfc
+    from hnfc.frontend.contract import InputError
+
+    try:
+        return call()
+    except InputError as e:
+        raise UserError(f"{model}: {e}", EXIT_FINDINGS) from None
+    except hnfc.FrontendError as e:
+        raise UserError(f"cannot trace {model}: {e}", EXIT_FINDINGS) from None
+    except ValueError as e:  # the user's mistakes: bad ranges, bad options, unsound or unknown rules
+        raise UserError(str(e)) from None
+
+
+def _hnfc_warnings(caught) -> list[str]:
+    import hnfc
+
+    return [str(w.message) for w in caught if issubclass(w.category, hnfc.HnfcWarning)]
+
+
+def _write_outputs(optimized, example, output: _Path, report_path: _Path | None, report: dict) -> None:
+    """Export, check that the exported model runs on the example inputs, render the report, and
+    only then move both files into place (temporary files in the target directories, os.replace)."""
+    import contextlib
+
+    from hnfc.export import atomic_path, export, write_archive
+
+    try:
+        ep, _ = export(optimized, example)
+    except Exception as e:
+        raise UserError(f"torch.export could not export the optimized model: {type(e).__name__}: {_first_line(e)}", EXIT_FINDINGS) from None
+    try:
+        ep.module()(*example)
+    except Exception as e:
+        raise UserError(f"the exported model fails on the example inputs: {type(e).__name__}: {_first_line(e)}", EXIT_FINDINGS) from None
+    text = None
+    if report_path is not None and report_path.suffix.lower() in (".html", ".htm"):
+        from hnfc.report.html import report_html
+
+        text = report_html(report, None, program=getattr(optimized, "program", None))
+    elif report_path is not None:
+        text = _json.dumps(report, indent=2, default=str)
+    try:
+        with contextlib.ExitStack() as stack:
+            tmp_model = stack.enter_context(atomic_path(output))
+            write_archive(ep, report, tmp_model)
+            if report_path is not None:
+                stack.enter_context(atomic_path(report_path)).write_text(text)
+    except OSError as e:
+        raise UserError(f"cannot write {e.filename or output}: {e.strerror or e}") from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
 
 
 @app.command()
@@ -307,12 +503,15 @@ def show(
     nodes: bool = typer.Option(True, help="list every node with its dtype"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
 ) -> None:
-    """Ops, rewrites and per-node dtypes of an exported model."""
+    """Ops, rewrites and per-node dtypes of an exported model (read from the archive's JSON: no
+    weight is loaded, so no code in the file can run)."""
     from hnfc.export import read
 
     _quiet_torch_logs()
     try:
         try:
+            if path.is_dir():
+                raise UserError(f"{str(path)!r} is a directory, not a .pt2 file")
             saved = read(path)
         except FileNotFoundError:
             raise UserError(f"no such file: {str(path)!r}") from None
@@ -326,9 +525,7 @@ def show(
     from rich.table import Table
 
     console = _console()
-    sig = saved.program.graph_signature
-    user_inputs = [s.arg.name for s in sig.input_specs if s.kind.name == "USER_INPUT"]
-    console.print(f"{path}: {len(saved.nodes)} ops, {len(user_inputs)} input(s), {len(sig.output_specs)} output(s)")
+    console.print(f"{path}: {len(saved.nodes)} ops, {len(saved.inputs)} input(s), {saved.outputs} output(s)")
     counts: dict[tuple, int] = {}
     for n in saved.nodes:
         key = (n["target"], n["hnf_dtype"] or "-")
@@ -348,7 +545,10 @@ def show(
             t.add_row(n["name"], n["target"], n["hnf_op"] or "-", n["hnf_dtype"] or "-")
         console.print(t)
     if saved.report is not None:
-        _report_tables(console, saved.report)
+        try:
+            _report_tables(console, saved.report)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:  # a report hnfc did not write
+            _fail(UserError(f"{str(path)!r}: the stored hnfc report is malformed ({type(e).__name__}: {e})"))
     else:
         console.print("no hnfc report in this archive")
 
@@ -370,24 +570,25 @@ def lint(
     than --max-bits that a verified rewrite fixes. Ill-conditioned nodes without a fix are notes
     (failing with --strict).
     """
-    try:
-        opts = parse_options(options)
-        declared = _ranges(ranges)
-        console = _console()
-        with console.status(f"loading {model}"):
-            module, example = build_model(model, inputs, seed)
-        import hnfc
-        from hnfc.lint import lint as run_lint
+    import math
+    import warnings
 
-        with console.status("analysing (ranges, curvature, rewrites)"):
-            try:
-                result = run_lint(module, example, input_ranges=declared, max_bits=max_bits, strict=strict, **opts)
-            except hnfc.FrontendError as e:
-                raise UserError(f"cannot trace {model}: {e}", EXIT_FINDINGS) from None
-            except ValueError as e:
-                raise UserError(str(e)) from None
-    except UserError as e:
-        _fail(e)
+    with warnings.catch_warnings(record=True):  # numpy's and torch's warnings: not on stderr
+        warnings.simplefilter("always")
+        try:
+            if not (math.isfinite(max_bits) and max_bits >= 0):
+                raise UserError(f"bad --max-bits {max_bits}: expected a number of bits >= 0 (a NaN or inf would turn the gate off)")
+            opts = parse_options(options)
+            declared = _ranges(ranges)
+            console = _console()
+            with console.status(f"loading {model}"):
+                module, example = build_model(model, inputs, seed)
+            from hnfc.lint import lint as run_lint
+
+            with console.status("analysing (ranges, curvature, rewrites)"):
+                result = _run_api(model, lambda: run_lint(module, example, input_ranges=declared, max_bits=max_bits, strict=strict, **opts))
+        except UserError as e:
+            _fail(e)
     failing = {id(f) for f in result.failing}
     if as_json:
         typer.echo(_json.dumps(result.to_dict(), indent=2, default=str))

@@ -102,7 +102,9 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
     """Find the nodes of `model_or_fn` that lose bits (see the module doc); changes nothing."""
     from hnfc import analysis
     from hnfc.foundation.config import Config
+    from hnfc.frontend.contract import check_examples
     from hnfc.frontend.tracing import trace
+    from hnfc.rewrites.gate import checked
     from hnfc.ir.expr import format_expr
     from hnfc.pipeline import _input_positions, optimize_program
     from hnfc.runtime import observe, verification_inputs
@@ -110,6 +112,8 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
     config = Config.from_options(options)
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
+    check_examples(example_inputs)
+    rules = checked(rules, trust=config.trust_rules) if rules is not None else None  # unsound user rules: an error
     program = trace(model_or_fn, tuple(example_inputs))
     flat = list(torch.utils._pytree.tree_leaves(list(example_inputs)))
     ranges_in = _input_positions(program, input_ranges)

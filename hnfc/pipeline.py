@@ -1,7 +1,7 @@
 """`hnfc.optimize`: trace, then the stages of `STAGES`, then lower.
 
 In: a module or function and example inputs (or an IR program), input ranges, rules, options.
-Out: a `torch.fx.GraphModule` called like the original, with `.report` (hnfc.report.Report) and
+Out: a `torch.fx.GraphModule` called like the original, with `.report` (hnfc.report.records.Report) and
 `.program` (the optimized IR). If any stage after tracing fails, the original program is lowered
 instead and a warning says why; if tracing itself fails, the original model is returned wrapped,
 with the reason in its report. The optimizer never breaks the user's model.
@@ -24,12 +24,14 @@ from hnfc.egraph import Limits, optimize_regions
 from hnfc.egraph.changes import Change, changes
 from hnfc.egraph.regions import refuse
 from hnfc.foundation.config import Config
+from hnfc.frontend.contract import InputError, cannot_run, check_examples, random_warning
 from hnfc.frontend.tracing import FrontendError, trace
 from hnfc.ir.program import Builder, Program, live_subprogram
 from hnfc.precision.legalize import legalize
 from hnfc.report.records import Report, Rewrite, legalization_rewrite
 from hnfc.rewrites.compile import compile_rules
 from hnfc.rewrites.dsl import Rule, check_unique
+from hnfc.rewrites.gate import checked, trust_note
 from hnfc.runtime.lowering import lower
 from hnfc.runtime.run import observe, verification_inputs
 from hnfc.verify.judge import LocalCheck, local_checks, measure, reference_cost
@@ -52,12 +54,17 @@ class Unoptimized(torch.nn.Module):
 
 
 def select_rules(rules, config: Config) -> tuple[Rule, ...]:
-    """hnfc's library plus the user's packs (anything hnfc.rewrites.packs.resolve accepts)."""
+    """hnfc's library plus the user's packs (anything hnfc.rewrites.packs.resolve accepts), each
+    user rule checked for soundness unless `config.trust_rules`; `config.families` (the rules'
+    first tags) selects among them, and a family no rule has is an error that lists the known ones."""
     from hnfc.rewrites.builtin import RULES
-    from hnfc.rewrites.packs import resolve
 
-    chosen = tuple(RULES) + (resolve(rules) if rules is not None else ())
+    chosen = tuple(RULES) + (checked(rules, trust=config.trust_rules) if rules is not None else ())
     if config.families is not None:
+        known = {r.tags[0] for r in chosen if r.tags}
+        unknown = [f for f in config.families if f not in known]
+        if unknown:
+            raise ValueError(f"unknown rule famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))}; known families: {', '.join(sorted(known))}")
         wanted = set(config.families) | {"algebra"}
         chosen = tuple(r for r in chosen if (r.tags[:1] or ("",))[0] in wanted)
     return check_unique(chosen)
@@ -115,6 +122,9 @@ class Run:
 
 
 def _ranges(run: Run) -> None:
+    if note := random_warning(run.original):  # train-mode dropout: torch and the reference draw different masks
+        warnings.warn(note, HnfcWarning, stacklevel=4)
+        run.report.warnings.append(note)
     # Observed ranges stand in for propagated ones, so they must cover the declared domain,
     # extremes included: observe on the verification inputs, not on the examples alone.
     run.input_sets = verification_inputs(run.original, run.example_inputs, run.ranges_in, run.config)
@@ -131,6 +141,8 @@ def _set_ranges(run: Run, program: Program) -> None:
 def _egraph(run: Run) -> None:
     c = run.config
     compiled = compile_rules(select_rules(run.rules, c))
+    if c.trust_rules and (note := trust_note(run.rules)):
+        run.report.warnings.append(note)
     limits = Limits(max_nodes=c.max_nodes, max_iterations=c.max_iterations, time_limit=c.time_limit)
     stitched, run.regions = optimize_regions(run.original, run.ranges, compiled, limits, c.region_nodes)
     run.program = live_subprogram(stitched)
@@ -287,12 +299,16 @@ def optimize(model_or_fn, example_inputs, *, input_ranges: Mapping[Any, tuple[fl
     rule packs to hnfc's library. Other keyword options are `hnfc.Config` fields.
     """
     config = Config.from_options(options)
+    select_rules(rules, config)  # unsound user rules and unknown families: errors, before any work
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
+    check_examples(example_inputs)  # the input contract, before any work (hnfc/frontend/contract.py)
     start = time.perf_counter()
     try:
         program = model_or_fn if isinstance(model_or_fn, Program) else trace(model_or_fn, example_inputs)
     except FrontendError as e:
+        if not isinstance(model_or_fn, Program) and (why := cannot_run(model_or_fn, example_inputs)):
+            raise InputError(f"the model cannot run on these inputs: {why}") from None
         warnings.warn(f"hnfc could not trace the model, it runs unchanged: {e}", HnfcWarning, stacklevel=2)
         return Unoptimized(model_or_fn, Report(warnings=[f"trace failed: {e}"]))
     traced = time.perf_counter() - start

@@ -14,7 +14,7 @@ from hnfc.examples.naive import block_inputs, example_inputs, make_block, make_m
 from hnfc.examples.stability import CASES
 from hnfc.pipeline import HnfcWarning, Unoptimized
 from hnfc.runtime import flat, verification_inputs
-from hnfc.verify import measure
+from hnfc.verify.judge import measure
 from tests.corpus import build
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

@@ -29,6 +29,7 @@ from torch.utils import _pytree as pytree
 
 from hnfc import ops
 from hnfc.foundation.dtypes import from_torch
+from hnfc.frontend.contract import InputError, check_types
 from hnfc.ir.program import Builder, Program
 from hnfc.foundation.types import TensorType, TupleType
 
@@ -414,7 +415,12 @@ def trace(model_or_fn, example_inputs, *, decompositions: Mapping | None = None)
         "device": device,
         "source": type(model_or_fn).__name__,
     }
-    return graph_to_program(gm, input_names=_input_names(model_or_fn, example_inputs), param_names=param_names, params=named, meta=meta)
+    program = graph_to_program(gm, input_names=_input_names(model_or_fn, example_inputs), param_names=param_names, params=named, meta=meta)
+    try:  # fake tensors skip some of torch's checks (addmm takes mixed dtypes): the op table's type rules do not
+        check_types(program)
+    except InputError as e:
+        raise FrontendError(str(e)) from None
+    return program
 
 
 # ---------------------------------------------------------------------------------------------

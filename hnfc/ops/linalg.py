@@ -9,9 +9,18 @@ from hnfc.ops.core import Alias, Call, Example, OpDef, broadcast_shapes, mp_matm
 from hnfc.foundation.types import TensorType
 
 
+def product_dtype(ts) -> str:
+    """The dtype of a matrix product: torch's mm/bmm/matmul/addmm/linear kernels take no mixed
+    dtypes (no promotion, not even a 0-d bias), so operands of two dtypes do not type."""
+    dts = sorted({t.dtype for t in ts if t is not None})
+    if len(dts) > 1:
+        raise ValueError(f"matrix product of mixed dtypes {' and '.join(dts)}: torch needs every operand in one dtype (cast the input or the model)")
+    return result_dtype([t for t in ts if t is not None])
+
+
 def _matmul_type(ts, at):
     a, b = ts
-    dt = result_dtype([a, b])
+    dt = product_dtype([a, b])
     if a.rank == 0 or b.rank == 0:
         raise ValueError("matrix products need tensors of rank >= 1")
     ka, kb = a.shape[-1], b.shape[0] if b.rank == 1 else b.shape[-2]
@@ -29,12 +38,12 @@ def _matmul_type(ts, at):
 
 def _linear_type(ts, at):
     x, w = ts[0], ts[1]
-    return TensorType(x.shape[:-1] + w.shape[:1], result_dtype([x, w]))
+    return TensorType(x.shape[:-1] + w.shape[:1], product_dtype(ts))
 
 
 def _addmm_type(ts, at):
     bias, a, b = ts
-    return TensorType((a.shape[0], b.shape[1]), result_dtype([a, b]))
+    return TensorType((a.shape[0], b.shape[1]), product_dtype(ts))
 
 
 def _addmm_ref(xs, at, out):

@@ -691,7 +691,7 @@ def check_pack_cli(spec: Any, *, samples: int = 1000, seed: int = 0, console=Non
     try:
         results = check_rules(spec, samples=samples, seed=seed)
     except Exception as e:  # a pack that cannot be loaded or defined
-        console.print(f"[red]cannot load rule pack {spec!r}: {e}[/red]")
+        console.print(f"[bold red]error:[/] cannot load rule pack {spec!r}: {e}", soft_wrap=True)
         return 2
     table = Table(title=f"rule check: {spec if isinstance(spec, str) else 'rules'}")
     table.add_column("rule")
