@@ -12,6 +12,7 @@ wrapper; the stages return their results and records, and only this module write
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from hnfc.rewrites.dsl import Rule, check_unique
 from hnfc.rewrites.gate import checked, trust_note
 from hnfc.runtime.lowering import lower
 from hnfc.runtime.run import observe, verification_inputs
+from hnfc.verify.cache import Verdicts, site_key
 from hnfc.verify.judge import LocalCheck, local_checks, measure, reference_cost
 
 
@@ -162,8 +164,9 @@ def _verify(run: Run) -> None:
         return
     refused: dict[tuple, set[int]] = {}
     refused_rewrites: list[Rewrite] = []
+    verdicts = Verdicts(run.config)
     for _ in range(3):
-        checks = {(ch.region, ch.cls): ch for ch in local_checks(run.original, run.changes, run.input_sets, run.config)}
+        checks = _judge(run, verdicts)
         found = _rewrites(run.changes, checks)
         bad = [(run.regions[k].key, c) for (k, c), ch in checks.items() if not ch.accepted]
         if not bad:
@@ -185,6 +188,26 @@ def _verify(run: Run) -> None:
     run.report.outputs = measure(run.original, run.program, run.input_sets, run.config)
     if not all(o.accepted for o in run.report.outputs):
         run.program = merge_outputs(run.original, run.program, [o.accepted for o in run.report.outputs])
+
+
+def _judge(run: Run, verdicts: Verdicts) -> dict[tuple, LocalCheck]:
+    """Every change's local check, keyed by (region, class): sites judged before (an identical
+    region, an earlier round, an earlier run) from `verdicts`, each other distinct site once."""
+    checks: dict[tuple, LocalCheck] = {}
+    todo: dict[str, list[Change]] = {}
+    for ch in run.changes:
+        known = None if ch.skipped else verdicts.get(ch)
+        if known is not None:
+            checks[(ch.region, ch.cls)] = known
+        else:
+            todo.setdefault(f"{ch.region}/{ch.cls}" if ch.skipped else site_key(ch, run.config), []).append(ch)
+    first = [same[0] for same in todo.values()]
+    for same, check in zip(todo.values(), local_checks(run.original, first, run.input_sets, run.config)):
+        if not same[0].skipped:
+            verdicts.put(same[0], check)
+        for ch in same:
+            checks[(ch.region, ch.cls)] = dataclasses.replace(check, region=ch.region, key=ch.key, cls=ch.cls, values=ch.values)
+    return checks
 
 
 def _explain(run: Run) -> None:

@@ -1,5 +1,6 @@
 """Shared test setup: the repository root on sys.path (so `hnfc` and `tests.corpus` import
-without installing), one torch thread per xdist worker, a seeded RNG for every test, and
+without installing), one torch thread per xdist worker, a seeded RNG and its own verdict cache
+for every test, and
 helpers that build one-op programs from the op table's examples."""
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ torch.set_num_threads(1)  # CI runs two xdist workers on two cores: one thread e
 def _seeded():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _own_verdict_cache(tmp_path, monkeypatch):
+    """Each test its own verdict cache (hnfc/verify/cache.py): no verdict from another test or
+    from the user's ~/.cache decides what a test measures; subprocesses inherit it."""
+    monkeypatch.setenv("HNFC_CACHE_DIR", str(tmp_path / "hnfc-cache"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class Config:
     tolerance_mean_bits: float = 0.05  # an output may not get worse than this on average
     tolerance_max_bits: float = 1.0  # nor worse than this at its worst element
     max_reference_ops: int = 20_000_000  # mpmath operations per verification run; beyond: not verifiable
+    cache: bool = True  # keep local verdicts on disk (hnfc/verify/cache.py; $HNFC_CACHE_DIR), reused by later runs
     measure_outputs: bool = True  # also measure whole outputs when affordable (a second judge after
     # the local checks, and the report's per-output bits); the backend turns it off: compile time
     # precision assignment (hnfc/precision/) -- begin

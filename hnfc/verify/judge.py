@@ -165,26 +165,26 @@ def fewer_rows(old: Program, new: Program, budget: int) -> tuple[Program, Progra
 
 
 def local_checks(program: Program, changes: Sequence[Change], input_sets, config: Config) -> list[LocalCheck]:
-    """Measure every rewrite on its neighbourhood, fed with the original program's values."""
-    checks: list[LocalCheck] = []
+    """Measure every rewrite on its neighbourhood, fed with the original program's values; one
+    check per change, in order."""
     sites = [ch for ch in changes if not ch.skipped]
-    for ch in changes:
-        if ch.skipped:
-            checks.append(LocalCheck(ch.region, ch.key, ch.cls, (), 0.0, 0.0, 0.0, 0.0, False, ch.skipped))
     needed = sorted({v for s in sites for v in s.frontier})
     capture = runner(flat(program, needed)) if needed else None
     captured = [dict(zip(needed, capture(inputs))) if needed else {} for inputs in input_sets]
-    for s in sites:
-        old, new, cuts = s.old, s.new, {}
-        budget = config.max_reference_ops // max(len(input_sets), 1)
-        if reference_cost(old) > budget:
-            fewer = fewer_rows(old, new, budget)
-            if fewer is None:
-                checks.append(LocalCheck(s.region, s.key, s.cls, s.values, 0.0, 0.0, 0.0, 0.0, False, "too large for the reference"))
-                continue
-            old, new, cuts = fewer
-        out_shape = s.old.nodes[s.old.outputs[0]].type.shape
-        sets = [[_cut_value(cap[v], out_shape, cuts) for v in s.frontier] for cap in captured]
-        (m,) = measure(old, new, sets, config)
-        checks.append(LocalCheck(s.region, s.key, s.cls, s.values, m.before_mean, m.before_max, m.after_mean, m.after_max, m.accepted, "" if m.accepted else "measured worse"))
-    return checks
+    return [_local_check(ch, captured, len(input_sets), config) for ch in changes]
+
+
+def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config) -> LocalCheck:
+    if s.skipped:
+        return LocalCheck(s.region, s.key, s.cls, (), 0.0, 0.0, 0.0, 0.0, False, s.skipped)
+    old, new, cuts = s.old, s.new, {}
+    budget = config.max_reference_ops // max(n_sets, 1)
+    if reference_cost(old) > budget:
+        fewer = fewer_rows(old, new, budget)
+        if fewer is None:
+            return LocalCheck(s.region, s.key, s.cls, s.values, 0.0, 0.0, 0.0, 0.0, False, "too large for the reference")
+        old, new, cuts = fewer
+    out_shape = s.old.nodes[s.old.outputs[0]].type.shape
+    sets = [[_cut_value(cap[v], out_shape, cuts) for v in s.frontier] for cap in captured]
+    (m,) = measure(old, new, sets, config)
+    return LocalCheck(s.region, s.key, s.cls, s.values, m.before_mean, m.before_max, m.after_mean, m.after_max, m.accepted, "" if m.accepted else "measured worse")
