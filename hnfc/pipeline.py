@@ -111,6 +111,7 @@ def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *
     stitched, regions = optimize_regions(program, ranges, compiled, limits, config.region_nodes)
     candidate = live_subprogram(stitched)
     report.egraph = _egraph_summary(regions)
+    report.warnings += [r.note for r in regions if r.note and not r.reused]  # failure is local: hnfc/egraph/regions.py
     lap("egraph")
     report.times["saturate"] = sum(r.saturated.seconds for r in regions if not r.reused)
     report.times["extract"] = report.times.pop("egraph") - report.times["saturate"]
