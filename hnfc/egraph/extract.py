@@ -6,7 +6,8 @@ predicted cost in bits. Each e-node costs the bits its op loses on its input box
 charge, so at equal accuracy fewer nodes win, and an untouched node beats an equal new one.
 The cost is a DAG cost, as DESIGN.md asks: a shared value counts once (greedy bottom-up over
 sets of classes, iterated to a fixpoint). E-nodes whose type disagrees with their class are
-never chosen.
+never chosen, except the user's own (typed by tracing), which are always a choice; a node the
+cost model cannot price costs +inf.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ topological order, cut where the fewest values cross the boundary (in a transfor
 residual stream between blocks), so a rule rarely needs nodes on both sides. Leaves
 (inputs, parameters, constants) belong to no region: each region copies those it uses.
 Regions with the same structure, types and (coarsely) the same ranges share one optimization:
-the repeated blocks of a transformer are optimized once.
+the repeated blocks of a transformer are optimized once. Failure is local: a region whose
+optimization raises keeps the user's code, and its `RegionResult.note` says which and why.
 """
 
 from __future__ import annotations
