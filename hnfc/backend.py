@@ -7,7 +7,8 @@ back to an aten GraphModule whose placeholders are gm's placeholders in order (p
 included, so gradients reach the real parameters), and then
 
 - handed to inductor (`compile_fx`, with `emulate_precision_casts` patched on so the casts the
-  precision stage chose are honoured, forward and backward), the default; or
+  precision stage chose are honoured, forward and backward, and train-mode dropout's
+  `bernoulli.p` drawn as inductor draws its own masks, see `_decompositions`), the default; or
 - returned as is (`options={"inductor": False}`): eager aten, autograd included.
 
 Rewriting happens before autograd: aot_autograd / eager autograd derive the backward from the
@@ -202,10 +203,38 @@ def rewrite_graph(gm: fx.GraphModule, example_inputs: Sequence, opts: BackendOpt
     return rewritten, report
 
 
+def _bernoulli_p(self, p=0.5, *, generator=None):
+    """aten.bernoulli.p as inductor's own dropout draws its mask: uniform noise below p."""
+    import torch
+
+    if generator is not None:
+        return NotImplemented
+    return (torch.rand_like(self, dtype=torch.float32) < p).to(self.dtype)
+
+
+def _decompositions() -> dict:
+    """Inductor's decomposition table, plus `aten.bernoulli.p` as random noise compared to p.
+
+    Why: a traced train-mode dropout is `bernoulli.p(empty_like(h), 1 - p)` (what aten's CPU
+    dropout does, functionalized). Inductor lowers bernoulli.p on CPU as an in-place fallback on a
+    clone of its input, and fuses the clone (an empty buffer) with the mask's consumers (the
+    `/ (1 - p)` and `* h`) into one kernel that runs before the fallback fills the buffer: the
+    mask read is uninitialized memory, and the loss is NaN (torch 2.13; `backend="inductor"`
+    never meets this, since it decomposes dropout itself into `rand_like(h) < 1 - p`, which is
+    the form given here). Masks then come from inductor's random stream, as with
+    `backend="inductor"`: same distribution, not eager's bits."""
+    import torch
+    from torch._inductor.decomposition import select_decomp_table
+
+    table = dict(select_decomp_table())
+    table[torch.ops.aten.bernoulli.p] = _bernoulli_p
+    return table
+
+
 def _inductor(gm: fx.GraphModule, example_inputs):
     from torch._inductor.compile_fx import compile_fx
 
-    return compile_fx(gm, list(example_inputs), config_patches={"emulate_precision_casts": True})
+    return compile_fx(gm, list(example_inputs), config_patches={"emulate_precision_casts": True}, decompositions=_decompositions())
 
 
 def _warn(msg: str) -> None:

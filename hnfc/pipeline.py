@@ -150,6 +150,7 @@ def _egraph(run: Run) -> None:
     run.program = live_subprogram(stitched)
     run.changes = changes(run.original, run.regions)
     run.report.egraph = _egraph_summary(run.regions)
+    run.report.warnings += [r.note for r in run.regions if r.note and not r.reused]  # failure is local: hnfc/egraph/regions.py
     run.report.times["saturate"] = sum(r.saturated.seconds for r in run.regions if not r.reused)
 
 
@@ -335,6 +336,9 @@ def optimize(model_or_fn, example_inputs, *, input_ranges: Mapping[Any, tuple[fl
         warnings.warn(f"hnfc could not trace the model, it runs unchanged: {e}", HnfcWarning, stacklevel=2)
         return Unoptimized(model_or_fn, Report(warnings=[f"trace failed: {e}"]))
     traced = time.perf_counter() - start
+    notes = list(program.meta.get("notes", ()))  # what tracing left out (a key/value cache)
+    for note in notes:
+        warnings.warn(note, HnfcWarning, stacklevel=2)
     flat_inputs = list(torch.utils._pytree.tree_leaves(list(example_inputs)))
     ranges_in = _input_positions(program, input_ranges)  # the user's mistakes are errors, not fallbacks
     try:
@@ -342,6 +346,7 @@ def optimize(model_or_fn, example_inputs, *, input_ranges: Mapping[Any, tuple[fl
     except Exception as e:  # never break the user's model
         result, report = _fallback(program, e)
     report.times = {"trace": traced, **report.times}
+    report.warnings = notes + report.warnings
     t = time.perf_counter()
     gm = lower(result)
     report.times["lower"] = time.perf_counter() - t

@@ -18,6 +18,28 @@ import torch  # noqa: E402
 torch.set_num_threads(1)  # CI runs two xdist workers on two cores: one thread each
 
 
+def _quiet_torch_trace() -> None:
+    """torch's structured-trace logger `torch.__trace` is always at DEBUG and does not propagate,
+    so it logs only where it has handlers (TORCH_TRACE set). pytest (>= 8.4) attaches its capture
+    handlers to every non-propagating logger, which switches torch's tracing on in every test and
+    prints hundreds of empty `DEBUG torch.__trace` lines under each failure. Unless the user asked
+    for a trace: no handlers there, and propagating, so pytest leaves it alone; disabled, so
+    nothing it is asked to log reaches the root logger."""
+    import logging
+    import os
+
+    if os.environ.get("TORCH_TRACE") or os.environ.get("TORCH_COMPILE_DEBUG") == "1":
+        return
+    trace = logging.getLogger("torch.__trace")
+    for h in list(trace.handlers):
+        trace.removeHandler(h)
+    trace.propagate = True
+    trace.disabled = True
+
+
+_quiet_torch_trace()
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)

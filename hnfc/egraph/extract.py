@@ -6,11 +6,13 @@ predicted cost in bits. Each e-node costs the bits its op loses on its input box
 charge, so at equal accuracy fewer nodes win, and an untouched node beats an equal new one.
 The cost is a DAG cost, as DESIGN.md asks: a shared value counts once (greedy bottom-up over
 sets of classes, iterated to a fixpoint). E-nodes whose type disagrees with their class are
-never chosen.
+never chosen, except the user's own (typed by tracing), which are always a choice; a node the
+cost model cannot price costs +inf.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from hnfc import ops
@@ -99,6 +101,10 @@ class _Extractor:
             return False
         if n.op in ("$num", "none") or n.op in IDENTITY_OPS:
             return True
+        if self.is_original(n):
+            # the user's node has the type tracing gave it: where the op table's inference
+            # disagrees (a gap there), the user's code stays rather than leaving no choice
+            return True
         want = self.sat.types.get(n.cls)
         try:
             got = ops.OPS[n.op].infer([self.sat.types.get(k) for k in n.children], self.sat.attrs[n.attrs])
@@ -114,7 +120,10 @@ class _Extractor:
             else:
                 args, arg_types = self.sat.child_facts(n)
                 exact_args = [k in self.exact for k in n.children]
-                bits = node_bits(n.op, args, self.sat.attrs[n.attrs], self.sat.intervals.get(n.cls), self.sat.types.get(n.cls), arg_types, exact_args)
+                try:
+                    bits = node_bits(n.op, args, self.sat.attrs[n.attrs], self.sat.intervals.get(n.cls), self.sat.types.get(n.cls), arg_types, exact_args)
+                except Exception:  # the cost model cannot price it: never prefer it, never lose the choice
+                    bits = math.inf
                 bits += NODE_BITS + (0.0 if self.is_users(n) else NEW_NODE_BITS)
             self.own[key] = bits
         return self.own[key]

@@ -6,7 +6,8 @@ topological order, cut where the fewest values cross the boundary (in a transfor
 residual stream between blocks), so a rule rarely needs nodes on both sides. Leaves
 (inputs, parameters, constants) belong to no region: each region copies those it uses.
 Regions with the same structure, types and (coarsely) the same ranges share one optimization:
-the repeated blocks of a transformer are optimized once.
+the repeated blocks of a transformer are optimized once. Failure is local: a region whose
+optimization raises keeps the user's code, and its `RegionResult.note` says which and why.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class RegionResult:
     value_map: dict[int, int]  # region program value id -> original value id
     source: Program  # the region program the extraction was made for (differs when reused)
     key: tuple = ()  # structure and rounded ranges: regions with one key share one optimization
+    note: str = ""  # why this region keeps the user's code (its optimization failed), else ""
 
 
 def partition(program: Program, max_nodes: int) -> list[Region]:
@@ -146,11 +148,26 @@ def optimize_regions(program: Program, ranges: Sequence[Interval | None], rules:
         key = _signature(sub, sub_ranges)
         reused = key in cache
         if not reused:
-            sat = saturate(sub, sub_ranges, rules, limits)
-            cache[key] = (sat, extract(sat), sub)
-        sat, ex, source = cache[key]
-        results.append(RegionResult(region, sub, sat, ex, reused, back, source, key))
+            cache[key] = _optimize_region(sub, sub_ranges, rules, limits)
+        sat, ex, source, note = cache[key]
+        results.append(RegionResult(region, sub, sat, ex, reused, back, source, key, note))
     return _stitch(program, results), results
+
+
+def _optimize_region(sub: Program, sub_ranges, rules, limits) -> tuple[Saturated, Extraction, Program, str]:
+    """Saturate and extract one region. Failure is local: a region whose optimization fails
+    keeps the user's code (saturated with no rules, every class held to its original e-node),
+    with a note naming the region and the reason; the other regions are optimized as usual."""
+    try:
+        sat = saturate(sub, sub_ranges, rules, limits)
+        return sat, extract(sat), sub, ""
+    except Exception as e:
+        why = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+    sat = saturate(sub, sub_ranges, (), limits)  # the user's code, as an e-graph (raises if even that fails)
+    ex = extract(sat, frozenset(sat.class_of.values()))
+    computed = [n for n in sub.nodes if n.op not in LEAVES]
+    what = ", ".join(sorted({n.op for n in computed}))[:120]
+    return sat, ex, sub, f"a region of {len(computed)} nodes ({what}) keeps the user's code: its optimization failed ({why})"
 
 
 def refuse(program: Program, results: list[RegionResult], refused: dict[tuple, set[int]]) -> tuple[Program, list[RegionResult]]:

@@ -205,6 +205,12 @@ class _Converter:
             if leaf and isinstance(self.env.get(mutated), int):
                 ir = self.b.nodes[self.env[mutated]]
                 what = f"{'input' if ir.op == 'input' else 'parameter/buffer'} {ir.attr['name']!r}"
+            if any(k in what for k in ("running_mean", "running_var", "num_batches_tracked")):
+                raise FrontendError(
+                    f"the model mutates {what} in place ({name}): batch norm in training mode updates its running statistics; "
+                    "hnfc.optimize traces a pure function: optimize the model in eval mode (model.eval()), "
+                    "or train through torch.compile(model, backend='hnf'), where such a graph runs unchanged"
+                )
             raise FrontendError(
                 f"the model mutates {what} in place ({name}); hnfc needs a pure function: "
                 "do not mutate inputs or buffers (call model.eval() for BatchNorm)"
@@ -333,6 +339,36 @@ def _input_names(fn, args) -> list[str]:
     return names
 
 
+def _is_cache(x) -> bool:
+    """A key/value cache object (transformers' `Cache` and its subclasses: DynamicCache, ...)."""
+    return any(c.__name__ == "Cache" and c.__module__.startswith("transformers") for c in type(x).__mro__)
+
+
+def _drop_caches(out):
+    """The model's outputs with key/value caches replaced by None, and one note per cache.
+
+    A cache is a Python object holding tensors that generation feeds back to the next call; a
+    traced program returns tensors. For accuracy the cache adds nothing (its tensors are the
+    keys and values the attention already computed), so the optimized model returns None where
+    the model returned a cache (as the model does with use_cache=False) and the report says so."""
+    pairs, _ = pytree.tree_flatten_with_path(out)
+    found = [(path, x) for path, x in pairs if _is_cache(x)]
+    if not found:
+        return out, []
+    out = pytree.tree_map(lambda x: None if _is_cache(x) else x, out)
+    notes = [
+        f"output {_path_text(path)!r} is a {type(x).__name__} (a key/value cache): the optimized model returns None there "
+        "(as with use_cache=False); run the original model where generation needs the cache"
+        for path, x in found
+    ]
+    return out, notes
+
+
+def _path_text(path) -> str:
+    keys = [getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path]
+    return ".".join(str(k) for k in keys) or "value"
+
+
 @contextlib.contextmanager
 def _compiling():
     """Tell libraries we are compiling, as torch.export does: transformers then builds its masks
@@ -368,6 +404,7 @@ def trace(model_or_fn, example_inputs, *, decompositions: Mapping | None = None)
         named.update(dict(module.named_buffers()))
     param_names = list(named)
     out_spec_box: list = []
+    notes_box: list = []
 
     def flat_fn(*flat):
         ps, xs = flat[: len(param_names)], flat[len(param_names) :]
@@ -377,6 +414,8 @@ def trace(model_or_fn, example_inputs, *, decompositions: Mapping | None = None)
                 out = torch.func.functional_call(module, dict(zip(param_names, ps)), tuple(args))
             else:
                 out = model_or_fn(*args)
+        out, dropped = _drop_caches(out)
+        notes_box[:] = dropped
         leaves, spec = pytree.tree_flatten(out)
         out_spec_box[:] = [spec]
         if not all(isinstance(x, torch.Tensor) for x in leaves):
@@ -405,6 +444,13 @@ def trace(model_or_fn, example_inputs, *, decompositions: Mapping | None = None)
     except FrontendError:
         raise
     except Exception as e:
+        if "DataDependent" in type(e).__name__:
+            raise FrontendError(
+                "the model branches on a tensor's values (data-dependent control flow, e.g. `if x.sum() > 0:`), "
+                "which one traced program cannot hold: compile it with torch.compile(model, backend='hnf'), which "
+                "optimizes each graph between the branches, or write the branch with torch.where or torch.cond "
+                f"({type(e).__name__}: {_first_line(e, 120)})"
+            ) from e
         raise FrontendError(f"tracing failed: {type(e).__name__}: {_first_line(e)}") from e
     gm.graph.eliminate_dead_code()  # autograd's saved `detach`es and unused results
     device = flat_inputs[0].device if flat_inputs else next(iter(named.values())).device if named else torch.device("cpu")
@@ -415,6 +461,8 @@ def trace(model_or_fn, example_inputs, *, decompositions: Mapping | None = None)
         "device": device,
         "source": type(model_or_fn).__name__,
     }
+    if notes_box:
+        meta["notes"] = tuple(notes_box)
     program = graph_to_program(gm, input_names=_input_names(model_or_fn, example_inputs), param_names=param_names, params=named, meta=meta)
     try:  # fake tensors skip some of torch's checks (addmm takes mixed dtypes): the op table's type rules do not
         check_types(program)

@@ -32,6 +32,7 @@ from hnfc.ops.core import (
     reduce_type,
     same_type,
 )
+from hnfc.foundation.dtypes import DTYPES
 from hnfc.foundation.types import TensorType
 
 _RED_EXAMPLES = (
@@ -50,6 +51,12 @@ def _dims(d):
 
 def _axes(x: np.ndarray, dim) -> tuple[int, ...]:
     return norm_dims(dim, x.ndim)
+
+
+def _sum_type(ts, at):
+    """torch sums bool and integer tensors in int64 (a count of a bool/int32 mask is i64)."""
+    t = reduce_type(ts, at)
+    return TensorType(t.shape, "i64") if DTYPES[t.dtype].kind in ("int", "bool") else t
 
 
 def _reduction(name, mp_fn, *, aliases, emit, to_float=False, domain=(-3.0, 3.0), doc="", infer=None, examples=_RED_EXAMPLES, **analysis):
@@ -254,7 +261,7 @@ def _variance_like(name: str, finish, doc: str, analysis: dict) -> OpDef:
 
 
 OPS = [
-    _reduction("sum", mp_sum, aliases=_sum_like_aliases("sum", "dim_IntList"), emit=_sum_like_emit("sum", "dim_IntList"), doc="sum over `dim`", **reduction_bounds.SUM),
+    _reduction("sum", mp_sum, aliases=_sum_like_aliases("sum", "dim_IntList"), emit=_sum_like_emit("sum", "dim_IntList"), doc="sum over `dim`", infer=_sum_type, **reduction_bounds.SUM),
     _reduction(
         "mean",
         mp_mean,
