@@ -189,7 +189,7 @@ DL: tuple[Pattern, ...] = (
     Pattern("logsumexp-rows-negative", _logsumexp_rows, -1000.0, -950.0, "softmax"),
     Pattern("logsumexp-with-max", _logsumexp_with_max, -1000.0, 1000.0, "softmax"),
     Pattern("gelu-erf-negative", _gelu_erf, -10.0, -1.0, "special"),
-    Pattern("log-prod", _log_prod, 1e-3, 1e-1, "log-exp"),
+    Pattern("log-prod", _log_prod, 1e-4, 1e-2, "log-exp"),
     Pattern("masked-softmax-multiply", _masked_softmax, -100.0, 100.0, "softmax"),
     Pattern("masked-fill-softmax", _masked_fill_softmax, -100.0, 100.0, "softmax"),
     Pattern("cross-entropy-by-hand", _cross_entropy_by_hand, -100.0, 100.0, "softmax"),
