@@ -98,7 +98,12 @@ def widen_observed(observed: Any, margin: float = 0.1) -> Interval | None:
 
 
 def _tighten(propagated: Interval, observed: Interval) -> Interval:
-    lo, hi = max(propagated.lo, observed.lo), min(propagated.hi, observed.hi)
+    # An infinite observed bound is the float program's overflow, not the real value's range
+    # (x*y observed at +inf is 1e400 in the reals): it narrows nothing. Keeping it would give the
+    # value's e-class the range [inf, inf], and every equivalent form of it the same hazard.
+    olo = -INF if observed.lo in (INF, -INF) else observed.lo
+    ohi = INF if observed.hi in (INF, -INF) else observed.hi
+    lo, hi = max(propagated.lo, olo), min(propagated.hi, ohi)
     return Interval(lo, hi) if lo <= hi else propagated
 
 
