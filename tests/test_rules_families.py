@@ -284,3 +284,25 @@ def test_region_ranges_round_outward_near_the_largest_float():
     for lo, hi in [(3.0, 5.0), (-5.0, -3.0), (-3.0, 5.0), (1e-310, 1e-300), (0.0, 1.0)]:
         c = coarse(Interval(lo, hi))
         assert c.lo <= lo and c.hi >= hi and (c.lo >= 0) == (lo >= 0)
+
+
+def test_an_observed_underflow_does_not_narrow_a_range():
+    # exp(x) observed at 0 for x in [-1000, -950] (float32 underflow): the range keeps its
+    # positive upper bound, so log of it is not -inf everywhere and logsumexp can win
+    from hnfc import analysis
+    from hnfc.ir import parse_expr
+    from hnfc.foundation.types import TensorType
+
+    program = parse_expr("log(exp(x))", {"x": TensorType((4,), "f32")})
+    iv = analysis.ranges(program, {0: (-1000.0, -950.0)}, observed={1: (0.0, 0.0), 2: (float("-inf"), float("-inf"))})
+    assert iv[1].lo == 0 and iv[1].hi > 0
+    assert iv[2].hi > float("-inf")
+
+
+def test_cross_entropy_by_hand_takes_the_log_of_the_row():
+    # -log(p[:, 0]) with p a hand-written softmax: the log moves inside the select, then log_softmax
+    assert_rewrites(
+        "log(select(exp(x) / sum(exp(x), dim=(-1,), keepdim=True), dim=-1, index=0))",
+        "select(log_softmax(x, dim=-1), dim=-1, index=0)",
+        x=(-100.0, 100.0),
+    )

@@ -8,14 +8,14 @@ matter in patterns (the compiler matches both orders).
 from __future__ import annotations
 
 from hnfc.rewrites.builders import acos, acosh, amax, asin, asinh, atan, atanh, bmm, cos, cosh, erf, erfc, exp, expm1, hypot, layer_norm, log, log1p, log_softmax, logaddexp, logsigmoid, logsumexp, matmul, mean, mm
-from hnfc.rewrites.builders import reciprocal, reshape, rms_norm, rsqrt, sigmoid, sin, sinh, softmax, softplus, sqrt, square, std, tanh, var
+from hnfc.rewrites.builders import reciprocal, reshape, select, rms_norm, rsqrt, sigmoid, sin, sinh, softmax, softplus, sqrt, square, std, tanh, var
 from hnfc.rewrites.builders import prod as rprod
 from hnfc.rewrites.builders import sum as rsum
 from hnfc.rewrites.builders import tan
 from hnfc.rewrites.dsl import FUSION, attr_vars, check_unique, const_vars, in_range, negative, nonneg, nonzero, pos, rank, rule, vars
 
 x, y, z, w = vars("x y z w")
-d, D, k, S, N, E, C = attr_vars("d D k S N E C")
+d, D, k, S, N, E, C, I = attr_vars("d D k S N E C I")
 e, c = const_vars("e c")
 
 LOG_EXP = ("log-exp",)
@@ -65,6 +65,8 @@ RULES = check_unique(
         rule("softmax-intro", exp(x) / rsum(exp(x), dim=(d,), keepdim=True), softmax(x, dim=d), tags=SOFTMAX),
         rule("softmax-intro-vector", exp(x) / rsum(exp(x), dim=(-1,), keepdim=False), softmax(x, dim=-1), when=[rank(x, 1)], tags=SOFTMAX),
         rule("log-softmax-intro", log(softmax(x, dim=d)), log_softmax(x, dim=d), tags=SOFTMAX),
+        # a log taken of one class's probability (hand-written cross-entropy) is the log of the row first
+        rule("log-of-select", log(select(x, dim=S, index=I)), select(log(x), dim=S, index=I), tags=SOFTMAX),
         rule("logsumexp-intro", log(rsum(exp(x), dim=D, keepdim=k)), logsumexp(x, dim=D, keepdim=k), tags=SOFTMAX),
         rule("log-softmax-from-logsumexp", x - logsumexp(x, dim=(d,), keepdim=True), log_softmax(x, dim=d), tags=SOFTMAX),
         rule("softmax-max-shift", softmax(x - amax(x, dim=(d,), keepdim=True), dim=d), softmax(x, dim=d), tags=SOFTMAX),
