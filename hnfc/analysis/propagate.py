@@ -161,6 +161,9 @@ def ranges(program, input_ranges: Mapping | Sequence | None = None, *, observed:
         if w is not None:
             obs[int(vid)] = w
     out: list[Interval] = []
+    # Values computed from an observed overflow (±inf where the propagated range is not just ±inf)
+    # were not observed on the real function: their observations narrow nothing.
+    broken: set[int] = set()
     for i, n in enumerate(program.nodes):
         t = n.type
         if not isinstance(t, TensorType):
@@ -174,8 +177,13 @@ def ranges(program, input_ranges: Mapping | Sequence | None = None, *, observed:
             args = [None if a is None else out[a] for a in n.args]
             arg_types = [None if a is None else program.nodes[a].type for a in n.args]
             iv = interval_of_node(n.opdef, args, n.attr, t, arg_types)
-            if i in obs:
-                iv = _tighten(iv, obs[i])
+            if any(a in broken for a in n.args if a is not None):
+                broken.add(i)
+            elif i in obs:
+                o = obs[i]
+                if (o.lo == INF or o.hi == -INF or o.hi == INF or o.lo == -INF) and not (iv.lo == iv.hi and iv.lo in (INF, -INF)):
+                    broken.add(i)
+                iv = _tighten(iv, o)
         out.append(iv)
     return out
 
