@@ -101,10 +101,11 @@ def _tighten(propagated: Interval, observed: Interval) -> Interval:
     # An infinite observed bound is the float program's overflow, not the real value's range
     # (x*y observed at +inf is 1e400 in the reals): it narrows nothing. Keeping it would give the
     # value's e-class the range [inf, inf], and every equivalent form of it the same hazard.
-    # Likewise an observed 0 where the propagated range goes past it is an underflow (e^-1000
-    # is 0 in float32, not in the reals): it may not become a bound.
-    olo = -INF if observed.lo in (INF, -INF) or (observed.lo == 0 and propagated.lo < 0) else observed.lo
-    ohi = INF if observed.hi in (INF, -INF) or (observed.hi == 0 and propagated.hi > 0) else observed.hi
+    # Likewise a value observed only as 0 where the propagated range is not just 0 is an
+    # underflow (e^-1000 is 0 in float32, not in the reals): it may not become a bound.
+    zero = observed.lo == 0 and observed.hi == 0
+    olo = -INF if observed.lo in (INF, -INF) or (zero and propagated.lo < 0) else observed.lo
+    ohi = INF if observed.hi in (INF, -INF) or (zero and propagated.hi > 0) else observed.hi
     lo, hi = max(propagated.lo, olo), min(propagated.hi, ohi)
     return Interval(lo, hi) if lo <= hi else propagated
 
