@@ -219,3 +219,90 @@ def test_vector_softmax_rule_needs_a_vector():
     _, sat, ex = optimize_expr("exp(x) / sum(exp(x), dim=(-1,))", {"x": (-3.0, 3.0)}, shape=(4, 4))
     assert "softmax-intro-vector" not in {a.rule for a in sat.applied}
     assert "softmax" not in {n.op for n in ex.program.nodes}
+
+
+# Issue 14: small identities by family that combine in the e-graph. The expected forms are
+# what the composition reaches: a conjugate, then the cancellation inside its quotient.
+@pytest.mark.parametrize(
+    "before, after, ranges",
+    [
+        # roots: conjugates against a value, cube roots, reciprocal square roots
+        ("sqrt(x * x + 1) - x", "1 / (sqrt(x * x + 1) + x)", {"x": (1.0, 1e8)}),
+        ("x - sqrt(x * x - 1)", "1 / (x + sqrt(x * x - 1))", {"x": (1.5, 1e8)}),
+        ("sqrt(1 + x) - 1", "x / (sqrt(1 + x) + 1)", {"x": (1e-12, 1.0)}),
+        ("sqrt(x + 1) - sqrt(x - 1)", "2.0 / (sqrt(x + 1) + sqrt(x - 1))", {"x": (2.0, 1e15)}),
+        # logs of sums and quotients, atanh, asinh
+        ("log(x + 1) - log(x)", "log1p(1 / x)", {"x": (1.0, 1e15)}),
+        ("log(1 - x)", "log1p(-x)", {"x": (1e-12, 0.5)}),
+        ("log(x + sqrt(x * x + 1))", "asinh(x)", {"x": (1e-8, 1e8)}),
+        ("log((1 + x) / (1 - x))", "atanh(x) * 2.0", {"x": (1e-10, 0.5)}),
+        ("log(x * y)", "log(x) + log(y)", {"x": (1e20, 1e30), "y": (1e20, 1e30)}),
+        # inverse trig differences, trig sum-to-product
+        ("atan(x + 1) - atan(x)", "atan(1 / (1 + (x + 1) * x))", {"x": (1.0, 1e15)}),
+        ("cos(x) - cos(y)", "sin((x + y) / 2.0) * sin((x - y) / 2.0) * -2.0", {"x": (0.5, 0.6), "y": (0.5, 0.6)}),
+        ("cosh(x) - 1", "square(sinh(x / 2.0)) * 2.0", {"x": (1e-9, 0.1)}),
+        # complementary special functions
+        ("1 - erf(x)", "erfc(x)", {"x": (0.5, 25.0)}),
+        ("1 + erf(x)", "erfc(-x)", {"x": (-25.0, -0.5)}),
+        # fractions: a quotient whose denominator overflows
+        ("x / (x * x + 1)", "1 / (x + 1 / x)", {"x": (1e20, 1e30)}),
+    ],
+)
+def test_composed_family_rewrites(before, after, ranges):
+    assert_rewrites(before, after, **ranges)
+
+
+def test_log_of_prod_becomes_a_sum_of_logs_where_the_product_underflows():
+    assert_rewrites("log(prod(x, dim=(-1,)))", "sum(log(x), dim=(-1,))", x=(1e-4, 1e-2))
+
+
+def test_logsumexp_is_taken_where_the_naive_form_overflows():
+    # every exp overflows: the observed range of the sum is +inf, which must not hide the fix
+    assert_rewrites("log(sum(exp(x), dim=(-1,)))", "logsumexp(x, dim=(-1,))", x=(950.0, 1000.0))
+
+
+def test_an_observed_overflow_does_not_narrow_a_range():
+    # exp(x) observed at +inf on every input: the real values are finite, only beyond the float
+    # range; the range stays [max float, inf] so log of it keeps a finite lower bound
+    from hnfc import analysis
+    from hnfc.ir import parse_expr
+    from hnfc.foundation.types import TensorType
+
+    program = parse_expr("log(exp(x))", {"x": TensorType((4,), "f32")})
+    inf = float("inf")
+    iv = analysis.ranges(program, {0: (950.0, 1000.0)}, observed={1: (inf, inf), 2: (inf, inf)})
+    assert iv[1].hi == inf and iv[1].lo < inf
+    assert 700 < iv[2].lo < 1000
+
+
+def test_region_ranges_round_outward_near_the_largest_float():
+    from hnfc.egraph.regions import coarse
+    from hnfc.foundation.intervals import Interval
+
+    big = coarse(Interval(1.7976931348623151e308, float("inf")))
+    assert big.lo <= 1.7976931348623151e308 and big.lo > 0 and big.hi == float("inf")
+    for lo, hi in [(3.0, 5.0), (-5.0, -3.0), (-3.0, 5.0), (1e-310, 1e-300), (0.0, 1.0)]:
+        c = coarse(Interval(lo, hi))
+        assert c.lo <= lo and c.hi >= hi and (c.lo >= 0) == (lo >= 0)
+
+
+def test_an_observed_underflow_does_not_narrow_a_range():
+    # exp(x) observed at 0 for x in [-1000, -950] (float32 underflow): the range keeps its
+    # positive upper bound, so log of it is not -inf everywhere and logsumexp can win
+    from hnfc import analysis
+    from hnfc.ir import parse_expr
+    from hnfc.foundation.types import TensorType
+
+    program = parse_expr("log(exp(x))", {"x": TensorType((4,), "f32")})
+    iv = analysis.ranges(program, {0: (-1000.0, -950.0)}, observed={1: (0.0, 0.0), 2: (float("-inf"), float("-inf"))})
+    assert iv[1].lo == 0 and iv[1].hi > 0
+    assert iv[2].hi > float("-inf")
+
+
+def test_cross_entropy_by_hand_takes_the_log_of_the_row():
+    # -log(p[:, 0]) with p a hand-written softmax: the log moves inside the select, then log_softmax
+    assert_rewrites(
+        "log(select(exp(x) / sum(exp(x), dim=(-1,), keepdim=True), dim=-1, index=0))",
+        "select(log_softmax(x, dim=-1), dim=-1, index=0)",
+        x=(-100.0, 100.0),
+    )

@@ -98,7 +98,15 @@ def widen_observed(observed: Any, margin: float = 0.1) -> Interval | None:
 
 
 def _tighten(propagated: Interval, observed: Interval) -> Interval:
-    lo, hi = max(propagated.lo, observed.lo), min(propagated.hi, observed.hi)
+    # An infinite observed bound is the float program's overflow, not the real value's range
+    # (x*y observed at +inf is 1e400 in the reals): it narrows nothing. Keeping it would give the
+    # value's e-class the range [inf, inf], and every equivalent form of it the same hazard.
+    # Likewise a value observed only as 0 where the propagated range is not just 0 is an
+    # underflow (e^-1000 is 0 in float32, not in the reals): it may not become a bound.
+    zero = observed.lo == 0 and observed.hi == 0
+    olo = -INF if observed.lo in (INF, -INF) or (zero and propagated.lo < 0) else observed.lo
+    ohi = INF if observed.hi in (INF, -INF) or (zero and propagated.hi > 0) else observed.hi
+    lo, hi = max(propagated.lo, olo), min(propagated.hi, ohi)
     return Interval(lo, hi) if lo <= hi else propagated
 
 
@@ -154,6 +162,9 @@ def ranges(program, input_ranges: Mapping | Sequence | None = None, *, observed:
         if w is not None:
             obs[int(vid)] = w
     out: list[Interval] = []
+    # Values computed from an observed overflow (±inf where the propagated range is not just ±inf)
+    # were not observed on the real function: their observations narrow nothing.
+    broken: set[int] = set()
     for i, n in enumerate(program.nodes):
         t = n.type
         if not isinstance(t, TensorType):
@@ -167,8 +178,13 @@ def ranges(program, input_ranges: Mapping | Sequence | None = None, *, observed:
             args = [None if a is None else out[a] for a in n.args]
             arg_types = [None if a is None else program.nodes[a].type for a in n.args]
             iv = interval_of_node(n.opdef, args, n.attr, t, arg_types)
-            if i in obs:
-                iv = _tighten(iv, obs[i])
+            if any(a in broken for a in n.args if a is not None):
+                broken.add(i)
+            elif i in obs:
+                o = obs[i]
+                if (o.lo == INF or o.hi == -INF or o.hi == INF or o.lo == -INF) and not (iv.lo == iv.hi and iv.lo in (INF, -INF)):
+                    broken.add(i)
+                iv = _tighten(iv, o)
         out.append(iv)
     return out
 

@@ -108,7 +108,15 @@ def _site(sat, ex, sub: Program, c: int, olds: list[int], by_class, class_of_new
         frontier_classes.clear()
         new_nodes = walk(ex.program, ex.value_of[c], class_of_new.get)
         old_nodes = walk(sub, old_root, sat.class_of.get)
-        dependent = {k for k in frontier_classes if _depends_on(sub, by_class[k][0], {v for j in frontier_classes if j != k for v in by_class[j]})}
+        # Nor may two be computed from a common value: sqrt(x + 1) and sqrt(x) fed independently
+        # break the relation a rewrite like 1 / (sqrt(x + 1) + sqrt(x)) is an identity under.
+        anc = {k: _ancestors(sub, by_class[k][0]) for k in frontier_classes}
+        dependent = {
+            k
+            for k in frontier_classes
+            for j in frontier_classes
+            if j != k and (anc[k] & (anc[j] | set(by_class[j])) or anc[j] & set(by_class[k]))
+        }
         if not dependent:
             break
         stop -= dependent
@@ -120,18 +128,17 @@ def _site(sat, ex, sub: Program, c: int, olds: list[int], by_class, class_of_new
     return old, new, frontier_values
 
 
-def _depends_on(prog: Program, value: int, others: set[int]) -> bool:
-    """Whether `value` is computed (transitively) from any of `others`."""
+def _ancestors(prog: Program, value: int) -> set[int]:
+    """The values `value` is computed from (transitively), constants and parameters left out:
+    those are copied into a site, never fed."""
     seen, stack = set(), list(prog.nodes[value].args)
     while stack:
         a = stack.pop()
         if a is None or a in seen:
             continue
-        if a in others:
-            return True
         seen.add(a)
         stack.extend(prog.nodes[a].args)
-    return False
+    return {a for a in seen if prog.nodes[a].op not in ("const", "param")}
 
 
 def _site_program(prog: Program, root: int, inner: set[int], class_of, frontier_classes: list[int], types, rename: dict[str, str]) -> Program:

@@ -120,9 +120,12 @@ def coarse(iv: Interval | None) -> Interval | None:
     def out(x: float, up: bool) -> float:
         if x == 0 or not math.isfinite(x):
             return x
-        e = math.log2(abs(x))
+        m, e = math.frexp(abs(x))  # |x| = m 2^e, 0.5 <= m < 1 (exact, unlike log2 near 2^1024)
         grow = (x > 0) == up  # moving away from zero widens on this side
-        return math.copysign(2.0 ** (math.ceil(e) if grow else math.floor(e)), x)
+        if m == 0.5:
+            return x  # already a power of two
+        k = e if grow else e - 1
+        return math.copysign(math.ldexp(1.0, k) if k < 1024 else math.inf, x)
 
     return Interval(out(iv.lo, False), out(iv.hi, True))
 

@@ -33,6 +33,7 @@ from hnfc.ops.core import (
     r_softplus,
     r_sqrt,
 )
+from hnfc.ops.core import NAN, isnan
 
 _UNARY_EXAMPLES = (Example(shapes=((3, 5),)), Example(shapes=((),)))
 
@@ -144,6 +145,33 @@ def _gelu(x, approximate):
 
 SQRT_DOC = "sqrt(x); NaN below 0"
 
+
+def _on(lo, hi, fn, *, at_lo=None, at_hi=None):
+    """fn on [lo, hi] (NaN outside, the real function is undefined there); at_lo/at_hi: the
+    value at an endpoint where mpmath would answer with a complex or raise (atanh(±1) = ±inf)."""
+
+    def f(x):
+        if isnan(x) or x < lo or x > hi:
+            return NAN
+        if at_lo is not None and x == lo:
+            return at_lo
+        if at_hi is not None and x == hi:
+            return at_hi
+        return fn(x)
+
+    return f
+
+
+_INF = mpmath.inf
+
+
+def _erfc(x):
+    # mpmath's erfc raises beyond ~1e150 (a float conversion inside); there the leading terms of
+    # the asymptotic series e^(-x²)/(x√π) (1 - 1/(2x²)) are exact to ~1/x⁴, far below any precision used
+    if not isnan(x) and x > 1e20:
+        return mpmath.exp(-x * x) / (x * mpmath.sqrt(mpmath.pi)) * (1 - 1 / (2 * x * x))
+    return mpmath.erfc(x)
+
 OPS = [
     _binary("add", lambda a, b: a + b, commutative=True, doc="a + b", **pointwise_bounds.ADD),
     _binary(
@@ -208,7 +236,21 @@ OPS = [
     _unary("cosh", mpmath.cosh, domain=(-5.0, 5.0), doc="cosh x", **pointwise_bounds.COSH),
     _unary("sigmoid", r_sigmoid, domain=(-10.0, 10.0), doc="1 / (1 + e^-x)", **pointwise_bounds.SIGMOID),
     _unary("erf", mpmath.erf, doc="error function", **pointwise_bounds.ERF),
+    _unary("erfc", _erfc, domain=(-5.0, 25.0), doc="1 - erf x without the cancellation (complementary error function)", **pointwise_bounds.ERFC),
     _unary("sin", mpmath.sin, doc="sin x", **pointwise_bounds.SIN),
+    _unary("tan", mpmath.tan, domain=(-1.5, 1.5), doc="tan x (poles at π/2 + kπ)", **pointwise_bounds.TAN),
+    _unary("atan", mpmath.atan, domain=(-50.0, 50.0), doc="arctangent, in (-π/2, π/2)", **pointwise_bounds.ATAN),
+    _unary("asin", _on(-1, 1, mpmath.asin), domain=(-0.99, 0.99), doc="arcsine; NaN outside [-1, 1]", **pointwise_bounds.ASIN),
+    _unary("acos", _on(-1, 1, mpmath.acos), domain=(-0.99, 0.99), doc="arccosine; NaN outside [-1, 1]", **pointwise_bounds.ACOS),
+    _unary("asinh", mpmath.asinh, domain=(-50.0, 50.0), doc="inverse hyperbolic sine", **pointwise_bounds.ASINH),
+    _unary("acosh", _on(1, _INF, mpmath.acosh), domain=(1.01, 50.0), doc="inverse hyperbolic cosine; NaN below 1", **pointwise_bounds.ACOSH),
+    _unary(
+        "atanh",
+        _on(-1, 1, mpmath.atanh, at_lo=-_INF, at_hi=_INF),
+        domain=(-0.99, 0.99),
+        doc="inverse hyperbolic tangent; ±inf at ±1, NaN outside",
+        **pointwise_bounds.ATANH,
+    ),
     _unary("cos", mpmath.cos, doc="cos x", **pointwise_bounds.COS),
     _unary("relu", lambda x: r_max(x, mpmath.mpf(0)), float_out=False, doc="max(x, 0)", **pointwise_bounds.RELU),
     OpDef(

@@ -9,7 +9,7 @@ import math
 
 from hnfc.foundation.intervals import INF, Interval, add_down, add_up, down, up
 from hnfc.ops.pointwise_bounds import _addsub_cond
-from hnfc.ops.formulas import _bundle, _changes_sign, _count, _exp, _identity, _iv, _one, _prod, _ratio, _rel_down, _rel_up, _result_mag, _scale_count, _softplus, _term_mag, _ts, _unknown, COMPOUND_ULPS
+from hnfc.ops.formulas import _bundle, _changes_sign, _count, _exp, _identity, _iv, _one, _pow, _prod, _ratio, _rel_down, _rel_up, _result_mag, _scale_count, _softplus, _term_mag, _ts, _unknown, COMPOUND_ULPS
 
 
 # -- reductions --------------------------------------------------------------------------------
@@ -157,6 +157,30 @@ def _cond_log_softmax(a, at, out, t, ts, wrt=None):
 
 
 SUM = _bundle(_iv_sum, _cond_sum)
+
+
+def _iv_prod(a, at, t, ts):
+    """n factors in x: within [lo^n, hi^n] when x >= 0, within ±|x|^n otherwise (n unknown: whole)."""
+    n = _count(_ts(ts, 0), at.get("dim"))
+    x = a[0]
+    if n is None:
+        return Interval(0.0, INF) if x.is_nonneg else Interval.whole()
+    if n == 0:
+        return Interval(1.0, 1.0)
+    ulps = 2 * n + 2  # one rounding per product, outward
+    if x.is_nonneg:
+        return _iv(_pow(x.lo, n), _pow(x.hi, n), ulps, clip=(0.0, INF))
+    m = _pow(x.mag, n)
+    return _iv(-m, m, ulps)
+
+
+def _cond_prod(a, at, out, t, ts, wrt=None):
+    # ∂ log|Π x| / ∂ log|x_i| = 1 for each of the n factors
+    n = _count(_ts(ts, 0), at.get("dim"))
+    return INF if n is None else float(n)
+
+
+PROD = _bundle(_iv_prod, _cond_prod)
 MEAN = _bundle(_identity, _cond_mean)
 AMAX = _bundle(_identity, _one)
 AMIN = _bundle(_identity, _one)

@@ -260,8 +260,43 @@ def _variance_like(name: str, finish, doc: str, analysis: dict) -> OpDef:
     )
 
 
+def _mp_prod(x: np.ndarray, axes, keepdim: bool) -> np.ndarray:
+    return obj(np.prod(x, axis=axes, keepdims=keepdim, initial=mpmath.mpf(1)))
+
+
+def _prod_type(ts, at):
+    # aten.prod reduces one dim (prod.dim_int) or all of them (prod.default, no keepdim)
+    dim = at["dim"]
+    if dim is None:
+        if at["keepdim"]:
+            raise ValueError("prod over every dim has no keepdim form in aten")
+    elif len(dim) != 1:
+        raise ValueError(f"prod reduces one dim at a time, got dim={dim}")
+    return reduce_type(ts, at)
+
+
+def _prod_emit(a, at, out):
+    if at["dim"] is None:
+        return Call("aten.prod.default", (a[0],))
+    return Call("aten.prod.dim_int", (a[0], at["dim"][0], at["keepdim"]))
+
+
 OPS = [
     _reduction("sum", mp_sum, aliases=_sum_like_aliases("sum", "dim_IntList"), emit=_sum_like_emit("sum", "dim_IntList"), doc="sum over `dim`", infer=_sum_type, **reduction_bounds.SUM),
+    _reduction(
+        "prod",
+        _mp_prod,
+        aliases=(
+            Alias("aten.prod.dim_int", lambda a: ([a["self"]], {"dim": (a["dim"],), "keepdim": a["keepdim"]}) if a.get("dtype") is None else None),
+            Alias("aten.prod.default", lambda a: ([a["self"]], {"dim": None, "keepdim": False}) if a.get("dtype") is None else None),
+        ),
+        emit=_prod_emit,
+        infer=_prod_type,
+        domain=(0.5, 2.0),
+        examples=(Example(shapes=((3, 5),), attrs={"dim": (-1,), "keepdim": False}), Example(shapes=((2, 3, 4),), attrs={"dim": (1,), "keepdim": True}), Example(shapes=((3, 4),), attrs={"dim": None, "keepdim": False})),
+        doc="product over one dim (or all)",
+        **reduction_bounds.PROD,
+    ),
     _reduction(
         "mean",
         mp_mean,

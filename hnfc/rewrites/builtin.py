@@ -7,13 +7,15 @@ matter in patterns (the compiler matches both orders).
 
 from __future__ import annotations
 
-from hnfc.rewrites.builders import amax, bmm, cos, cosh, exp, expm1, hypot, layer_norm, log, log1p, log_softmax, logaddexp, logsigmoid, logsumexp, matmul, mean, mm
-from hnfc.rewrites.builders import reciprocal, reshape, rms_norm, rsqrt, sigmoid, sin, sinh, softmax, softplus, sqrt, square, std, tanh, var
+from hnfc.rewrites.builders import acos, acosh, amax, asin, asinh, atan, atanh, bmm, cos, cosh, erf, erfc, exp, expm1, hypot, layer_norm, log, log1p, log_softmax, logaddexp, logsigmoid, logsumexp, matmul, mean, mm
+from hnfc.rewrites.builders import reciprocal, reshape, select, rms_norm, rsqrt, sigmoid, sin, sinh, softmax, softplus, sqrt, square, std, tanh, var
+from hnfc.rewrites.builders import prod as rprod
 from hnfc.rewrites.builders import sum as rsum
-from hnfc.rewrites.dsl import FUSION, attr_vars, check_unique, const_vars, nonneg, nonzero, pos, rank, rule, vars
+from hnfc.rewrites.builders import tan
+from hnfc.rewrites.dsl import FUSION, attr_vars, check_unique, const_vars, in_range, negative, nonneg, nonzero, pos, rank, rule, vars
 
-x, y, z = vars("x y z")
-d, D, k, S, N, E, C = attr_vars("d D k S N E C")
+x, y, z, w = vars("x y z w")
+d, D, k, S, N, E, C, I = attr_vars("d D k S N E C I")
 e, c = const_vars("e c")
 
 LOG_EXP = ("log-exp",)
@@ -24,6 +26,12 @@ STATS = ("statistics",)
 STATS_FUSION = ("statistics", FUSION)
 ATTENTION = ("attention",)
 LOSSES = ("losses",)
+ROOTS = ("roots",)
+TRIG = ("trig",)
+INVERSE = ("inverse",)
+SPECIAL = ("special",)
+FRACTIONS = ("fractions",)
+THIRD = 1.0 / 3.0  # pow(x, 1/3): how a cube root is written in torch (no cbrt op)
 
 # The ways a square is written: x * x, x ** 2 (pow), torch.square.
 SQUARES = {"mul": lambda t: t * t, "pow": lambda t: t**2, "square": square}
@@ -57,6 +65,8 @@ RULES = check_unique(
         rule("softmax-intro", exp(x) / rsum(exp(x), dim=(d,), keepdim=True), softmax(x, dim=d), tags=SOFTMAX),
         rule("softmax-intro-vector", exp(x) / rsum(exp(x), dim=(-1,), keepdim=False), softmax(x, dim=-1), when=[rank(x, 1)], tags=SOFTMAX),
         rule("log-softmax-intro", log(softmax(x, dim=d)), log_softmax(x, dim=d), tags=SOFTMAX),
+        # a log taken of one class's probability (hand-written cross-entropy) is the log of the row first
+        rule("log-of-select", log(select(x, dim=S, index=I)), select(log(x), dim=S, index=I), tags=SOFTMAX),
         rule("logsumexp-intro", log(rsum(exp(x), dim=D, keepdim=k)), logsumexp(x, dim=D, keepdim=k), tags=SOFTMAX),
         rule("log-softmax-from-logsumexp", x - logsumexp(x, dim=(d,), keepdim=True), log_softmax(x, dim=d), tags=SOFTMAX),
         rule("softmax-max-shift", softmax(x - amax(x, dim=(d,), keepdim=True), dim=d), softmax(x, dim=d), tags=SOFTMAX),
@@ -106,6 +116,60 @@ RULES = check_unique(
         rule("div-add-combine", x / z + y / z, (x + y) / z, when=[nonzero(z)], tags=CANCEL),
         rule("one-minus-fraction", 1 - x / (x + y), y / (x + y), tags=CANCEL),
         rule("fraction-minus-one", x / (x + y) - 1, -y / (x + y), tags=CANCEL),
+        # roots: conjugates, so a difference of nearly equal roots becomes a quotient without it
+        rule("sqrt-minus-value", sqrt(x) - y, (x - y * y) / (sqrt(x) + y), when=[nonneg(x), pos(y)], tags=ROOTS),
+        rule("value-minus-sqrt", y - sqrt(x), (y * y - x) / (y + sqrt(x)), when=[nonneg(x), pos(y)], tags=ROOTS),
+        rule("value-plus-sqrt", y + sqrt(x), (x - y * y) / (sqrt(x) - y), when=[nonneg(x), negative(y)], tags=ROOTS),
+        rule("rsqrt-diff", rsqrt(x) - rsqrt(y), (sqrt(y) - sqrt(x)) * (rsqrt(x) * rsqrt(y)), when=[pos(x), pos(y)], tags=ROOTS),
+        rule(
+            "cbrt-diff",
+            x**THIRD - y**THIRD,
+            (x - y) / (x ** (2 * THIRD) + x**THIRD * y**THIRD + y ** (2 * THIRD)),
+            when=[pos(x), nonneg(y)],
+            tags=ROOTS,
+        ),
+        # logs of sums and quotients: the ratio near 1 goes through log1p
+        rule("log-diff-add", log(x + y) - log(x), log1p(y / x), when=[pos(x), nonneg(y)], tags=LOG_EXP),
+        rule("log-diff-add-rev", log(x) - log(x + y), -log1p(y / x), when=[pos(x), nonneg(y)], tags=LOG_EXP),
+        rule("log1p-minus-log", log1p(x) - log(x), log1p(1 / x), when=[pos(x)], tags=LOG_EXP),
+        rule("log-minus-log1p", log(x) - log1p(x), -log1p(1 / x), when=[pos(x)], tags=LOG_EXP),
+        rule("log-one-minus", log(1 - x), log1p(-x), tags=LOG_EXP),
+        rule("log1p-one-minus", log1p(x - 1), log(x), tags=LOG_EXP),
+        rule("exp-diff-expm1", exp(x) - exp(y), exp(y) * expm1(x - y), when=[in_range(x, -700, 700), in_range(y, -700, 700)], tags=LOG_EXP),
+        rule("log-prod-sum-log", log(rprod(x, dim=D, keepdim=k)), rsum(log(x), dim=D, keepdim=k), when=[pos(x)], tags=LOG_EXP),
+        rule("mul-over-one-plus-exp", x / (1 + exp(-y)), x * sigmoid(y), tags=LOG_EXP),
+        # inverse trig/hyperbolic functions written with logs and roots, and their differences
+        rule("asinh-intro", log(x + sqrt(x * x + 1)), asinh(x), tags=INVERSE),
+        rule("asinh-intro-hypot", log(x + hypot(x, 1)), asinh(x), tags=INVERSE),
+        rule("acosh-intro", log(x + sqrt(x * x - 1)), acosh(x), tags=INVERSE),
+        rule("atanh-intro", log((1 + x) / (1 - x)), atanh(x) * 2, tags=INVERSE),
+        rule("atanh-intro-neg", log((1 - x) / (1 + x)), atanh(x) * -2, tags=INVERSE),
+        rule("atanh-from-log1p", log1p(x) - log1p(-x), atanh(x) * 2, tags=INVERSE),
+        rule("atan-diff", atan(x) - atan(y), atan((x - y) / (1 + x * y)), when=[nonneg(x), nonneg(y)], tags=INVERSE),
+        rule("acos-one-minus", acos(1 - x), asin(sqrt(x / 2)) * 2, tags=INVERSE),
+        # trigonometric and hyperbolic differences as products (sum-to-product formulas)
+        rule("sin-diff-product", sin(x) - sin(y), cos((x + y) / 2) * sin((x - y) / 2) * 2, tags=TRIG),
+        rule("cos-diff-product", cos(x) - cos(y), sin((x + y) / 2) * sin((x - y) / 2) * -2, tags=TRIG),
+        rule("tan-diff-quotient", tan(x) - tan(y), sin(x - y) / (cos(x) * cos(y)), tags=TRIG),
+        rule("cosh-minus-one", cosh(x) - 1, square(sinh(x / 2)) * 2, tags=TRIG),
+        rule("tanh-from-sigmoid", sigmoid(x * 2) * 2 - 1, tanh(x), tags=TRIG),
+        # complementary special functions: 1 - erf cancels in the tail, erfc does not
+        rule("erfc-intro", 1 - erf(x), erfc(x), tags=SPECIAL),
+        rule("erfc-intro-neg", 1 + erf(x), erfc(-x), tags=SPECIAL),
+        rule("erf-minus-one", erf(x) - 1, -erfc(x), tags=SPECIAL),
+        # fractions: combine over a common denominator, split a quotient that overflows
+        rule("sum-minus-diff", (x + y) - (x - y), y * 2, tags=FRACTIONS),
+        rule("sub-sub-cancel", x - (x - y), y, tags=FRACTIONS),
+        rule("sub-sub-cancel-left", (x - y) - x, -y, tags=FRACTIONS),
+        rule("neg-times-neg", (-x) * (-y), x * y, tags=FRACTIONS),
+        # the same cancellations inside a quotient or product, where a constant left over (the 1
+        # of (x·x + 1) − x·x) takes the other operand's shape: a conjugate's numerator simplifies
+        rule("add-sub-cancel-div", ((x + y) - x) / z, y / z, tags=FRACTIONS),
+        rule("sub-sub-cancel-div", (x - (x - y)) / z, y / z, tags=FRACTIONS),
+        rule("sub-sub-cancel-left-div", ((x - y) - x) / z, -y / z, tags=FRACTIONS),
+        rule("add-minus-sub-div", ((x + y) - (x - w)) / z, (y + w) / z, tags=FRACTIONS),
+        rule("add-sub-cancel-mul", ((x + y) - x) * z, y * z, tags=FRACTIONS),
+        rule("div-over-square-plus", x / (x * x + y), 1 / (x + y / x), when=[nonzero(x)], tags=FRACTIONS),
         # statistics: E[x²] - E[x]² cancels when |mean| >> std; the variance kernel does not
         *(
             rule(
