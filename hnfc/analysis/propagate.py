@@ -166,7 +166,11 @@ def ranges(program, input_ranges: Mapping | Sequence | None = None, *, observed:
         else:
             args = [None if a is None else out[a] for a in n.args]
             arg_types = [None if a is None else program.nodes[a].type for a in n.args]
-            iv = interval_of_node(n.opdef, args, n.attr, t, arg_types)
+            if n.op == "mul" and len(n.args) == 2 and n.args[0] == n.args[1]:
+                # x * x is a square (>= 0), which independent operands would not show
+                iv = interval_of_node("pow", args[:1], {"exponent": 2.0}, t, arg_types[:1])
+            else:
+                iv = interval_of_node(n.opdef, args, n.attr, t, arg_types)
             if i in obs:
                 iv = _tighten(iv, obs[i])
         out.append(iv)
