@@ -419,9 +419,15 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
     seen_fix: set[int] = set()
     hazard_at: set[int] = set()
     seen_costs = {i: reason for i, _, _, _, reason in analysis.explain(program, seen)}
+    unknown = _unknown_values(program, sound)
     for i, op, cond, bits, reason in analysis.explain(program, sound):
         # an op without a range rule has the whole line as its range: that is "unknown" (below), not an overflow
+        # (and an overflow of a range that is infinite only because an argument is unknown is
+        # unknown too: reported where it meets a pole)
         hazard = reason.startswith("hazard:") and program.nodes[i].opdef.interval is not None
+        if hazard and "overflow" in reason and any(a is not None and unknown[a] for a in program.nodes[i].args):
+            hazard = False
+            reason = ""
         rw = fixes.get(i)
         if hazard:
             hazard_at.add(i)
@@ -451,7 +457,6 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
             hazard_at.add(i)
             findings.append(Finding("hazard", i, program.nodes[i].op, analysis.HAZARD_BITS, issue, expr(at), _fix_text("const", "hazard", issue), source=sources.get(at) or sources.get(i)))
     # unknown values reaching a pole
-    unknown = _unknown_values(program, sound)
     for i in live:
         n = program.nodes[i]
         for pos in _SINGULAR_CONSUMERS.get(n.op, ()):
