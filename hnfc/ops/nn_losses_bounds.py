@@ -90,12 +90,24 @@ def _hz_bce(a, at, t, ts):
 
 
 def _cond_bce(a, at, out, t, ts, wrt=None):
-    # relative cond of -log(1 - p) w.r.t. p: p / ((1 - p) |log(1 - p)|), largest as p -> 1
-    p = a[0]
-    q = min(p.hi, 1 - 2.0**-24)
-    if q <= 0:
-        return 1.0
-    return max(1.0, q / ((1 - q) * abs(math.log1p(-q)))) if q > 0.5 else 1.0
+    # Per term L(p, t) = -(t log p + (1 - t) log(1 - p)) >= 0 (a mean of such terms is no worse).
+    # Relative sensitivities: to t, t (log(1-p) - log p) / L; to p, (-t + (1 - t) p / (1 - p)) / L.
+    # Numerators are bounded by the box's ends (log((1-p)/p) is monotone); L is linear in t and
+    # convex in p with its minimum at p = t, so its least value is at a t end with p = clip(t).
+    p, y = a[0], a[1]
+    if _unknown(p) or _unknown(y) or p.lo <= 0 or p.hi >= 1 or y.lo < 0 or y.hi > 1:
+        return INF
+
+    def loss(pv, tv):
+        return -(tv * max(math.log(pv), -100.0) + (1 - tv) * max(math.log1p(-pv), -100.0))
+
+    lmin = min(loss(min(max(tv, p.lo), p.hi), tv) for tv in (y.lo, y.hi))
+    if lmin <= 0:
+        return INF
+    tm = y.mag
+    d = max(abs(math.log((1 - p.lo) / p.lo)), abs(math.log((1 - p.hi) / p.hi)))
+    num = tm * d + tm + (1 + tm) * p.hi / (1 - p.hi)
+    return max(1.0, num / lmin)
 
 
 BCE = _bundle(_iv_bce, _cond_bce, _hz_bce)
