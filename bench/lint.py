@@ -45,7 +45,8 @@ def really_fails(bug) -> str | None:
 
 
 def _at_root(f, bug) -> bool:
-    return f.op in bug.root and (f.source is None or "# root" in f.source)
+    # on a root op at the root line, or naming the root line as where its infinity is written
+    return (f.op in bug.root and (f.source is None or "# root" in f.source)) or bool(f.origin and "# root" in f.origin)
 
 
 def run_bug(bug, lint):
@@ -67,7 +68,7 @@ def run_bug(bug, lint):
 
 
 def _brief(f):
-    return {"kind": f.kind, "op": f.op, "reason": f.reason[:200], "source": f.source, "trigger": f.trigger, "fix": (f.fix or "")[:160]}
+    return {"kind": f.kind, "op": f.op, "reason": f.reason[:240], "source": f.source, "origin": f.origin, "trigger": f.trigger, "fix": (f.fix or "")[:160]}
 
 
 def run_clean(case, lint):

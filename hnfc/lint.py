@@ -64,6 +64,7 @@ class Finding:
     trigger: str | None = None  # an input that triggers it (checked by running), if one was found
     effect: float | None = None  # bits the outputs gain when this node is exact (None: not measured)
     observed: bool = False  # the example/sampled inputs already reach the hazard
+    origin: str | None = None  # where an infinite value the hazard meets is written (its source line)
 
 
 FAILING_ALWAYS = ("hazard", "grad-hazard", "unknown")
@@ -477,6 +478,10 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
             if g is not None:
                 findings.append(Finding("grad-hazard", i, program.nodes[i].op, analysis.HAZARD_BITS, g, expr(i), _fix_text(program.nodes[i].op, "grad-hazard", g), source=sources.get(i)))
 
+    # an infinity a hazard meets is usually written by the user (a mask of -inf, -float("-inf")):
+    # name where
+    findings = [_with_origin(program, f, sources) if f.kind == "hazard" and "inf" in f.reason and f.op not in ("const", "full") else f for f in findings]
+
     # triggers (checked by running) and effects on the outputs
     domains = input_domains(program, flat, ranges_in)
     cands = _candidates(program, flat, domains, sets)
@@ -512,6 +517,23 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
     findings.sort(key=lambda f: (ORDER[f.kind], -f.bits, f.value))
     times["lint"] = time.perf_counter() - t2
     return LintResult(findings, float(max_bits), strict, report, times)
+
+
+def _with_origin(program, f: Finding, sources) -> Finding:
+    """`f` with the nearest infinite constant upstream of its node named (origin, reason)."""
+    seen, todo = set(), [f.value]
+    while todo:
+        i = todo.pop(0)
+        if i in seen:
+            continue
+        seen.add(i)
+        n = program.nodes[i]
+        v = n.attr.get("value") if n.op in ("const", "full") else None
+        if isinstance(v, float) and math.isinf(v) and i != f.value:
+            where = sources.get(i) or next((sources[u] for u in sorted(seen) if u in sources and i in program.nodes[u].args), None)
+            return dataclasses.replace(f, origin=where, reason=f.reason + f"; the {v:+g} is written at {where or 'a constant'}")
+        todo.extend(a for a in n.args if a is not None)
+    return f
 
 
 def _live(program) -> list[int]:

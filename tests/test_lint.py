@@ -112,3 +112,20 @@ def test_bce_on_saturating_sigmoid_is_a_hazard():
 
     res = lint(lambda x, t: F.binary_cross_entropy(torch.sigmoid(x), t), (torch.randn(4), torch.rand(4)), input_ranges={0: (-50.0, 50.0), 1: (0.0, 1.0)}, samples=2)
     assert "hazard" in _kinds(res, "binary_cross_entropy")
+
+
+def test_lost_bits_that_never_reach_the_loss_do_not_fail():
+    # 1 - sigmoid(x) loses every relative bit for x >> 0, but scaled by 1e-6 next to x*x the loss
+    # never sees it: measured on the outputs, it is a note
+    def absorbed(x):
+        return ((1 - torch.sigmoid(x)) * 1e-6 + x * x).mean()
+
+    def reaches(x):
+        return torch.log(1 - torch.sigmoid(x)).mean()
+
+    x = torch.linspace(-30, 30, 64)
+    a = lint(absorbed, (x,), input_ranges={0: (-30.0, 30.0)})
+    sub = [f for f in a.findings if f.op == "sub" and f.kind in ("fixable", "candidate")]
+    assert sub and sub[0].effect is not None and sub[0].effect < 0.5 and a.ok
+    b = lint(reaches, (x,), input_ranges={0: (-30.0, 30.0)})
+    assert not b.ok and any(f.effect is not None and f.effect >= 0.5 for f in b.failing)

@@ -75,7 +75,18 @@ def _hz_recip(a, at, t, ts):
 
 ADD = _bundle(lambda a, at, t, ts: a[0] + a[1], _cond_add)
 SUB = _bundle(lambda a, at, t, ts: a[0] - a[1], _cond_sub)
-MUL = _bundle(lambda a, at, t, ts: a[0] * a[1], _cond_per_arg(2))
+def _hz_mul(a, at, t, ts):
+    # 0 * inf = NaN: one factor can be 0 while the other can be infinite (p * log p at p = 0)
+    x, y = a
+    if _unknown(x) or _unknown(y):
+        return None
+    for u, v in ((x, y), (y, x)):
+        if u.contains_zero and (math.isinf(v.lo) or math.isinf(v.hi)):
+            return f"a factor in {u} (reaches 0) times one in {v} (reaches inf): 0 * inf is NaN"
+    return None
+
+
+MUL = _bundle(lambda a, at, t, ts: a[0] * a[1], _cond_per_arg(2), _hz_mul)
 DIV = _bundle(lambda a, at, t, ts: a[0] / a[1], _cond_per_arg(2), _hz_div)
 NEG = _bundle(lambda a, at, t, ts: -a[0], _one)
 RECIPROCAL = _bundle(lambda a, at, t, ts: a[0].recip(), _one, _hz_recip)
