@@ -1,26 +1,50 @@
-"""Lint: where a model loses bits, and what would fix it. Changes nothing.
+"""Lint: where a model goes wrong numerically, and what would fix it. Changes nothing.
 
 In: a module or function, example inputs, declared input ranges, options (as `hnfc.optimize`).
-Out: a `LintResult` with one `Finding` per node worth a look, most severe first:
+Out: a `LintResult` with one `Finding` per node worth a look, most severe first. It sits on top
+of the pipeline (hnfc.optimize's report gives the fixes) and of the analysis (ranges, costs).
 
-- "hazard": the cost model sees a real hazard at the node (overflow of its dtype, log of a range
-  reaching 0, division by a range holding 0, underflow into one of those). Always failing.
-- "fixable": the optimizer found a verified, more stable form for the node (a rewrite in its
-  report); the fix is that rewrite. Failing when its predicted bits lost exceed `max_bits`.
-- "candidate": the e-graph found a more stable form but verification on these inputs did not
-  measure it better (the report's refused rewrites): the fix is suggested, fails like "fixable"
-  (a hand-written log(softmax) is worth fixing even where the samples do not show it).
-- "ill-conditioned": the node is predicted to lose more than `max_bits` bits and no rewrite
-  helps (typically a sum or matmul whose result can cancel to 0). Listed as a note; failing
-  only with `strict=True`.
+Kinds of finding:
 
-Ranges are the optimizer's: declared input domains plus values observed on the example and
-sampled inputs. Predicted bits are `hnfc.analysis.explain`'s.
+- "hazard": on ranges propagated soundly from the declared input ranges, the node can overflow
+  its dtype, meet a domain edge (log of 0, division by a range holding 0, sqrt of negatives), or
+  underflow into one; or a constant does not fit its dtype (overflows to inf, underflows to 0).
+  Always failing.
+- "grad-hazard": the forward value is fine but the derivative the backward graph computes at
+  this node is not (sqrt at exactly 0: an infinite slope, inf * 0 = NaN upstream); from the op
+  entry's `grad_hazard` on the same sound ranges, at nodes gradients reach. Failing (turn off
+  with `backward=False`).
+- "unknown": an op hnfc has no range rule for (an opaque kernel) feeds a division, log, sqrt,
+  exp or a negative power: nothing shows it cannot hit the pole. Failing.
+- "fixable": the optimizer found a verified, more stable form for the node; failing when its
+  predicted bits lost exceed `max_bits` and its error reaches the outputs (below).
+- "candidate": the e-graph found a more stable form that verification did not measure better on
+  these inputs; judged like "fixable".
+- "ill-conditioned": predicted to lose more than `max_bits` bits and no rewrite helps (a sum or
+  matmul that can cancel). A note; failing only with `strict=True`.
+
+Ranges. Hazards are judged on the sound ranges: declared input ranges (inputs without one take the
+range their example and sampled values span, widened by `margin`), parameters' actual values, and
+each op's interval rule. Observed ranges (the values on the example and sampled inputs) only rank
+and explain (a hazard the samples also hit says so); they never hide one. A value computed by an
+op without a range rule is unknown, and so is anything whose range it makes infinite.
+
+Effect on the outputs. A fixable/candidate/ill-conditioned node over `max_bits` is measured: the
+outputs' bits of error against a float64 run, with and without the node's own value replaced by
+its float64 value. When fixing the node changes no output by half a bit on any input set, its
+lost bits do not reach the outputs and the finding is a note ("absorbed").
+
+Each finding names the user's source line (`program.meta["sources"]`, recorded by the frontend),
+what goes wrong, an input that triggers it where one among the tried ones does (the declared
+bounds filled everywhere, 0, alternating bounds, the sampled sets; checked by running the model,
+and for gradient hazards by running backward), and the fix: the rewrite hnfc applies, or a
+suggestion.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -28,14 +52,25 @@ import torch
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-    kind: str  # "hazard" | "fixable" | "candidate" | "ill-conditioned"
+    kind: str  # "hazard" | "grad-hazard" | "unknown" | "fixable" | "candidate" | "ill-conditioned"
     value: int  # SSA value id in the traced program
     op: str
     bits: float  # predicted bits lost at the node (>= 1000 for a hazard)
-    reason: str
+    reason: str  # what goes wrong
     expr: str  # the node as an expression
-    fix: str | None = None  # the suggested change
+    fix: str | None = None  # the rewrite hnfc applies, or a suggestion
     rules: tuple[str, ...] = ()
+    source: str | None = None  # the user's line: "file:line: code"
+    trigger: str | None = None  # an input that triggers it (checked by running), if one was found
+    effect: float | None = None  # bits the outputs gain when this node is exact (None: not measured)
+    observed: bool = False  # the example/sampled inputs already reach the hazard
+    origin: str | None = None  # where an infinite value the hazard meets is written (its source line)
+
+
+FAILING_ALWAYS = ("hazard", "grad-hazard", "unknown")
+ORDER = {"hazard": 0, "grad-hazard": 1, "unknown": 2, "fixable": 3, "candidate": 4, "ill-conditioned": 5}
+# Below this many bits of change in every output, a node's lost bits do not reach the outputs.
+ABSORBED_BITS = 0.5
 
 
 @dataclasses.dataclass
@@ -44,13 +79,17 @@ class LintResult:
     max_bits: float
     strict: bool
     report: Any = None  # the optimizer's Report (what `hnfc optimize` would do)
+    times: dict = dataclasses.field(default_factory=dict)
 
     @property
     def failing(self) -> list[Finding]:
         out = []
         for f in self.findings:
-            if f.kind == "hazard" or (f.bits > self.max_bits and (f.kind in ("fixable", "candidate") or self.strict)):
+            if f.kind in FAILING_ALWAYS:
                 out.append(f)
+            elif f.bits > self.max_bits and (f.kind in ("fixable", "candidate") or self.strict):
+                if f.effect is None or f.effect >= ABSORBED_BITS or self.strict:
+                    out.append(f)
         return out
 
     @property
@@ -77,13 +116,39 @@ _GENERIC_FIX = {
     "mm": "cancellation in a dot product: accumulate in higher precision if it matters",
     "bmm": "cancellation in a dot product: accumulate in higher precision if it matters",
 }
+_HAZARD_FIX = {
+    "exp": "exp overflows: subtract a max first (softmax/logsumexp), use softplus/logaddexp, or clamp the argument",
+    "log": "log reaches 0: use log_softmax / logsigmoid / log1p / BCE-with-logits on logits, or clamp(min=eps) (an eps that survives the dtype)",
+    "div": "the divisor can be 0: add an eps that survives the dtype or clamp(min=eps); for x / |x| use F.normalize(x, eps=...)",
+    "sqrt": "sqrt argument can be negative or 0: clamp(min=0) rounding-negative values; for a norm, use torch.linalg.vector_norm",
+    "rsqrt": "rsqrt of 0: add eps inside (var + eps)",
+    "reciprocal": "1/x at 0: add an eps that survives the dtype or clamp",
+    "pow": "a negative power of 0, or a fractional power of a negative: clamp the base",
+    "const": "the constant does not fit the dtype: use torch.finfo(dtype).min/max (hnfc's legalize pass does this for masks)",
+    "full": "the constant does not fit the dtype: use torch.finfo(dtype).min/max (hnfc's legalize pass does this for masks)",
+    "binary_cross_entropy": "probabilities that round to 0 or 1: pass logits to F.binary_cross_entropy_with_logits",
+}
+_GRAD_FIX = {
+    "sqrt": "the derivative of sqrt is infinite at 0: use torch.linalg.vector_norm (its backward is 0 at 0) or sqrt(x + eps)",
+    "pow": "a fractional power has an infinite derivative at 0: add eps to the base",
+    "log": "the derivative 1/x overflows the dtype near 0: clamp the argument away from 0",
+    "div": "the derivative -x/y² overflows where y is tiny: keep the divisor away from 0",
+    "abs": "abs has a kink at 0 (its gradient there is 0): fine unless you divide by it",
+}
+_SINGULAR_CONSUMERS = {  # op -> argument positions where an unknown value can hit a pole/overflow
+    "div": (1,), "reciprocal": (0,), "rsqrt": (0,), "log": (0,), "log2": (0,), "log10": (0,), "log1p": (0,),
+    "sqrt": (0,), "exp": (0,), "exp2": (0,), "pow": (0,),
+}
 
 
-def _generic_fix(op: str, hazard: bool, reason: str) -> str:
-    if hazard:
-        if "overflow" in reason:
-            return "overflow: rescale (subtract a max, work in log space) or use a wider dtype"
-        return "domain edge: keep the argument away from it (clamp, eps) or use the fused op (log1p, log_softmax, ...)"
+def _fix_text(op: str, kind: str, reason: str) -> str:
+    if kind == "hazard":
+        return _HAZARD_FIX.get(op) or ("overflow: rescale (subtract a max, work in log space) or use a wider dtype" if "overflow" in reason
+                                       else "domain edge: keep the argument away from it (clamp, eps) or use the fused op")
+    if kind == "grad-hazard":
+        return _GRAD_FIX.get(op, "the derivative is not finite at the range's edge: keep the argument away from it")
+    if kind == "unknown":
+        return "declare a range for the inputs, or bound the value (clamp) before this op"
     return _GENERIC_FIX.get(op, "ill-conditioned here: narrow the declared input range or compute in higher precision")
 
 
@@ -97,9 +162,218 @@ def _why(reason: str, rw) -> str:
     return "; ".join(parts) or "rewrite found"
 
 
+# -- sound ranges, unknown values, constants, gradients ------------------------------------------------------
+
+
+def _unknown_values(program, ranges) -> list[bool]:
+    """Per value: computed by an op without a range rule, or made infinite by such a value."""
+    out: list[bool] = []
+    for i, n in enumerate(program.nodes):
+        od = n.opdef
+        if od.kind == "leaf" or not _is_float(n.type):
+            out.append(False)
+        elif od.interval is None:
+            out.append(True)
+        else:
+            iv = ranges[i]
+            out.append(any(a is not None and out[a] for a in n.args) and not (math.isfinite(iv.lo) and math.isfinite(iv.hi)))
+    return out
+
+
+def _is_float(t) -> bool:
+    from hnfc.foundation.dtypes import DTYPES
+    from hnfc.foundation.types import TensorType
+
+    return isinstance(t, TensorType) and DTYPES[t.dtype].is_float
+
+
+def _constant_issue(node) -> str | None:
+    """A constant that overflows its float dtype (to inf) or underflows it (a nonzero value to 0)."""
+    from hnfc.foundation.dtypes import DTYPES
+    from hnfc.precision.legalize import overflows
+
+    if node.op not in ("const", "full"):
+        return None
+    at = node.attr
+    value, dtype = at.get("value"), at.get("dtype")
+    if dtype not in DTYPES or not DTYPES[dtype].is_float or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if overflows(value, dtype):
+        return f"constant {value:g} overflows {dtype} (max {DTYPES[dtype].max:.4g}): it becomes {'-' if value < 0 else '+'}inf"
+    d = DTYPES[dtype]
+    smallest = d.tiny * 2.0 ** -d.mantissa  # the smallest subnormal
+    if value != 0 and math.isfinite(value) and abs(value) < smallest / 2:
+        return f"constant {value:g} underflows {dtype} (smallest {smallest:.3g}): it becomes 0"
+    return None
+
+
+def _grad_reach(program) -> list[bool]:
+    """Per value: gradients flow back through it (float inputs, parameters that require grad, and
+    what is computed from them, up to a detach)."""
+    out: list[bool] = []
+    for n in program.nodes:
+        if n.op == "input":
+            out.append(_is_float(n.type))
+        elif n.op == "param":
+            v = program.params.get(n.attr["name"])
+            out.append(_is_float(n.type) and bool(getattr(v, "requires_grad", False)))
+        elif n.op == "detach" or not _is_float(n.type):
+            out.append(False)
+        else:
+            out.append(any(a is not None and out[a] for a in n.args))
+    return out
+
+
+def _grad_hazard(program, i, ranges) -> str | None:
+    from hnfc.foundation.types import TensorType
+    from hnfc.ops.core import full_attrs
+
+    n = program.nodes[i]
+    fn = getattr(n.opdef, "grad_hazard", None)
+    if fn is None:
+        return None
+    ts = [None if a is None else program.nodes[a].type for a in n.args]
+    held = [None if a is None else ranges[a].in_dtype(t.dtype if isinstance(t, TensorType) else n.type.dtype) for a, t in zip(n.args, ts)]
+    return fn(held, full_attrs(n.opdef, n.attr), n.type, ts)
+
+
+# -- running: triggers and effects ---------------------------------------------------------------------------------------
+
+
+def _candidates(program, flat, domains, sets) -> list[tuple[str, list[torch.Tensor]]]:
+    """Input sets to try, each with a description: bounds everywhere, 0, alternating, samples."""
+    names = program.input_names
+    out: list[tuple[str, list[torch.Tensor]]] = []
+
+    def filled(how: str):
+        xs, parts = [], []
+        for name, x, dom in zip(names, flat, domains):
+            if dom is None or not x.is_floating_point():
+                xs.append(x)
+                continue
+            lo, hi = dom
+            if how == "lo":
+                v, text = torch.full_like(x, lo), f"{name} = {lo:g} everywhere"
+            elif how == "hi":
+                v, text = torch.full_like(x, hi), f"{name} = {hi:g} everywhere"
+            elif how == "zero":
+                z = min(max(0.0, lo), hi)
+                v, text = torch.full_like(x, z), f"{name} = {z:g} everywhere"
+            else:
+                alt = torch.arange(x.numel()).reshape(x.shape) % 2 == 0
+                v, text = torch.where(alt, torch.full_like(x, lo), torch.full_like(x, hi)), f"{name} alternating {lo:g}, {hi:g}"
+            xs.append(v)
+            parts.append(text)
+        return ", ".join(parts) or "the example inputs", xs
+
+    for how in ("hi", "lo", "zero", "alt"):
+        out.append(filled(how))
+    for k, s in enumerate(sets):
+        out.append(("the example inputs" if k == 0 else f"sampled input set {k}", list(s)))
+    return out
+
+
+def _nonfinite(t: torch.Tensor | None) -> bool:
+    return t is not None and t.is_floating_point() and not bool(torch.isfinite(t).all())
+
+
+def _forward_trigger(run_nodes, ids, i, candidates) -> str | None:
+    k = ids.index(i)
+    for text, xs in candidates:
+        try:
+            vals = run_nodes(xs)
+        except Exception:  # an input that the model rejects (a shape check): try the next
+            continue
+        v = vals[k]
+        if _nonfinite(v) or (v.is_floating_point() and bool((v == 0).any()) and "constant" in text):
+            return f"{text} gives {_describe(v)} here"
+    return None
+
+
+def _describe(v: torch.Tensor) -> str:
+    if torch.isnan(v).any():
+        return "NaN"
+    if torch.isinf(v).any():
+        return "inf"
+    return f"values in [{float(v.min()):.3g}, {float(v.max()):.3g}]"
+
+
+def _backward_trigger(lowered, candidates, params) -> str | None:
+    """The first candidate whose backward gives a non-finite gradient where the forward outputs
+    are finite (checked by running autograd on the lowered program)."""
+    for text, xs in candidates:
+        leaves = [x.detach().clone().requires_grad_(True) if x.is_floating_point() else x for x in xs]
+        try:
+            with torch.enable_grad():
+                outs = lowered(*leaves)
+                outs = [o for o in (outs if isinstance(outs, (list, tuple)) else [outs]) if o.is_floating_point() and o.requires_grad]
+                if not outs or any(_nonfinite(o) for o in outs):
+                    continue
+                total = sum(o.sum() for o in outs)
+                grads = torch.autograd.grad(total, [x for x in leaves if x.requires_grad] + params, allow_unused=True)
+        except Exception:
+            continue
+        if any(_nonfinite(g) for g in grads):
+            return f"{text}: outputs finite, gradient {'NaN' if any(g is not None and torch.isnan(g).any() for g in grads) else 'inf'}"
+    return None
+
+
+def _output_effect(program, i, input_sets) -> float | None:
+    """Bits of error the outputs lose because of node `i` (max over outputs and sets): outputs vs
+    a float64 run, with and without node i's value replaced by its float64 value."""
+    from hnfc.ir.program import Builder
+    from hnfc.numerics.metric import bits_error
+    from hnfc.runtime.lowering import lower
+    from hnfc.runtime.run import flat as flat_program
+
+    outs = list(program.outputs)
+    f64 = {j: "f64" for j, n in enumerate(program.nodes) if _is_float(n.type) and n.opdef.kind != "leaf"}
+    wide = lower(flat_program(program, outs + [i]), dtypes=f64)
+    plain = lower(flat_program(program, outs))
+    b, remap = Builder(), {}
+    for j, n in enumerate(program.nodes):
+        if j == i:
+            remap[j] = b.input("__hnfc_exact", n.type)
+        else:
+            remap[j] = b.add(n.op, [None if a is None else remap[a] for a in n.args], n.attr, n.type)
+    injected = b.build([remap[o] for o in outs], program.params, {k: v for k, v in program.meta.items() if k not in ("in_spec", "out_spec")})
+    fed = lower(injected)
+    order = [remap[j] if j != i else None for j in program.inputs]
+    best = 0.0
+    with torch.no_grad():
+        for xs in input_sets:
+            ref = list(wide(*xs))
+            exact_i = ref[-1].to(_torch_dtype(program.nodes[i].type.dtype))
+            got = list(plain(*xs))
+            pos = {vid: k for k, vid in enumerate(injected.inputs)}
+            args: list[Any] = [None] * len(injected.inputs)
+            for x, j in zip(xs, order):
+                args[pos[j]] = x
+            args[pos[remap[i]]] = exact_i
+            fixed = list(fed(*args))
+            for o, g, fx_, r in zip(outs, got, fixed, ref[:-1]):
+                if not g.is_floating_point():
+                    continue
+                before = float(bits_error(g, r.double()).mean())
+                after = float(bits_error(fx_, r.double()).mean())
+                best = max(best, before - after)
+    return best
+
+
+def _torch_dtype(name: str):
+    from hnfc.foundation.dtypes import to_torch
+
+    return to_torch(name)
+
+
+# -- lint -------------------------------------------------------------------------------------------------------------------------
+
+
 def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, rules: Iterable | None = None,
-         max_bits: float = 8.0, strict: bool = False, **options) -> LintResult:
-    """Find the nodes of `model_or_fn` that lose bits (see the module doc); changes nothing."""
+         max_bits: float = 8.0, strict: bool = False, backward: bool = True, measure_effect: bool = True, **options) -> LintResult:
+    """Find the nodes of `model_or_fn` that go wrong numerically (see the module doc); changes nothing."""
+    import time
+
     from hnfc import analysis
     from hnfc.foundation.config import Config
     from hnfc.frontend.contract import check_examples
@@ -108,7 +382,11 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
     from hnfc.ir.expr import format_expr
     from hnfc.pipeline import _input_positions, optimize_program
     from hnfc.runtime import observe, verification_inputs
+    from hnfc.runtime.lowering import lower
+    from hnfc.runtime.run import flat as flat_program, input_domains
 
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
     config = Config.from_options(options)
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
@@ -118,9 +396,19 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
     flat = list(torch.utils._pytree.tree_leaves(list(example_inputs)))
     ranges_in = _input_positions(program, input_ranges)
     sets = verification_inputs(program, flat, ranges_in, config)
-    ranges = analysis.ranges(program, ranges_in, observed=observe(program, sets), margin=config.margin)
+    observed = observe(program, sets)
+    times["trace+observe"] = time.perf_counter() - t0
+    # Sound ranges: inputs without a declared range take their observed span (the example is the
+    # only domain the user gave); everything else is propagated, never narrowed by observation.
+    obs_inputs = {i: observed[i] for i in program.inputs if i in observed}
+    sound = analysis.ranges(program, ranges_in, observed=obs_inputs, margin=config.margin)
+    seen = analysis.ranges(program, ranges_in, observed=observed, margin=config.margin)
+    t1 = time.perf_counter()
     _, report = optimize_program(program, flat, input_ranges=ranges_in, rules=rules, config=config)
+    times["optimize"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
 
+    sources = dict(program.meta.get("sources", {}))
     fixes: dict[int, Any] = {}
     kinds: dict[int, str] = {}
     for kind, found in (("candidate", getattr(report, "rewrites_refused", ())), ("fixable", report.rewrites)):
@@ -128,27 +416,136 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
             kinds[id(rw)] = kind
             for v in rw.values:
                 fixes[v] = rw
+
+    def expr(i):
+        return format_expr(program, i, depth=3)
+
     findings: list[Finding] = []
     seen_fix: set[int] = set()
-    for i, op, cond, bits, reason in analysis.explain(program, ranges):
-        hazard = reason.startswith("hazard:")
+    hazard_at: set[int] = set()
+    seen_costs = {i: reason for i, _, _, _, reason in analysis.explain(program, seen)}
+    unknown = _unknown_values(program, sound)
+    for i, op, cond, bits, reason in analysis.explain(program, sound):
+        # an op without a range rule has the whole line as its range: that is "unknown" (below), not an overflow
+        # (and an overflow of a range that is infinite only because an argument is unknown is
+        # unknown too: reported where it meets a pole)
+        hazard = reason.startswith("hazard:") and program.nodes[i].opdef.interval is not None
+        if hazard and "overflow" in reason and any(a is not None and unknown[a] for a in program.nodes[i].args):
+            hazard = False
+            reason = ""
         rw = fixes.get(i)
-        if rw is not None:
+        if hazard:
+            hazard_at.add(i)
+            observed_too = seen_costs.get(i, "").startswith("hazard:")
+            why = reason + ("" if observed_too else " (at the edge of the declared range: the sampled inputs stay inside)")
+            fix = f"{rw.before}  ->  {rw.after}" if rw is not None else _fix_text(op, "hazard", reason)
+            if rw is not None:
+                seen_fix.add(id(rw))
+            findings.append(Finding("hazard", i, op, bits, why, expr(i), fix, tuple(rw.rules) if rw else (), sources.get(i), observed=observed_too))
+        elif rw is not None:
             seen_fix.add(id(rw))
-            findings.append(Finding("hazard" if hazard else kinds[id(rw)], i, op, bits, _why(reason, rw), format_expr(program, i, depth=3),
-                                    f"{rw.before}  ->  {rw.after}", tuple(rw.rules)))
-        elif hazard:
-            findings.append(Finding("hazard", i, op, bits, reason, format_expr(program, i, depth=3), _generic_fix(op, True, reason)))
+            findings.append(Finding(kinds[id(rw)], i, op, bits, _why(reason, rw), expr(i), f"{rw.before}  ->  {rw.after}", tuple(rw.rules), sources.get(i)))
         elif bits > max_bits:
-            findings.append(Finding("ill-conditioned", i, op, bits, reason, format_expr(program, i, depth=3), _generic_fix(op, False, reason)))
+            findings.append(Finding("ill-conditioned", i, op, bits, reason, expr(i), _fix_text(op, "ill-conditioned", reason), source=sources.get(i)))
     for rw in [*report.rewrites, *getattr(report, "rewrites_refused", ())]:  # nodes the cost model did not itemize
         if id(rw) not in seen_fix and rw.values:
             v = rw.values[-1]
-            findings.append(Finding(kinds[id(rw)], v, program.nodes[v].op, 0.0, _why("", rw), format_expr(program, v, depth=3),
-                                    f"{rw.before}  ->  {rw.after}", tuple(rw.rules)))
-    order = {"hazard": 0, "fixable": 1, "candidate": 2, "ill-conditioned": 3}
-    findings.sort(key=lambda f: (order[f.kind], -f.bits, f.value))
-    return LintResult(findings, float(max_bits), strict, report)
+            findings.append(Finding(kinds[id(rw)], v, program.nodes[v].op, 0.0, _why("", rw), expr(v), f"{rw.before}  ->  {rw.after}", tuple(rw.rules), sources.get(v)))
+
+    live = _live(program)
+    # constants that do not fit their dtype
+    for i in live:
+        issue = _constant_issue(program.nodes[i])
+        if issue is not None and i not in hazard_at:
+            users = [u for u in live if i in program.nodes[u].args]
+            at = users[0] if users else i
+            hazard_at.add(i)
+            findings.append(Finding("hazard", i, program.nodes[i].op, analysis.HAZARD_BITS, issue, expr(at), _fix_text("const", "hazard", issue), source=sources.get(at) or sources.get(i)))
+    # unknown values reaching a pole
+    for i in live:
+        n = program.nodes[i]
+        for pos in _SINGULAR_CONSUMERS.get(n.op, ()):
+            if pos < len(n.args) and n.args[pos] is not None and unknown[n.args[pos]] and i not in hazard_at:
+                src = program.nodes[n.args[pos]]
+                what = src.attr.get("target", src.op) if src.op == "opaque" else src.op
+                findings.append(Finding("unknown", i, n.op, 0.0, f"argument {pos} comes from {what}, which has no range rule: nothing shows {n.op} stays away from its pole/overflow",
+                                        expr(i), _fix_text(n.op, "unknown", ""), source=sources.get(i)))
+                hazard_at.add(i)
+                break
+    # derivative hazards, at nodes gradients reach
+    if backward:
+        reach = _grad_reach(program)
+        for i in live:
+            if i in hazard_at or not reach[i]:
+                continue
+            g = _grad_hazard(program, i, sound)
+            if g is not None:
+                findings.append(Finding("grad-hazard", i, program.nodes[i].op, analysis.HAZARD_BITS, g, expr(i), _fix_text(program.nodes[i].op, "grad-hazard", g), source=sources.get(i)))
+
+    # an infinity a hazard meets is usually written by the user (a mask of -inf, -float("-inf")):
+    # name where
+    findings = [_with_origin(program, f, sources) if f.kind == "hazard" and "inf" in f.reason and f.op not in ("const", "full") else f for f in findings]
+
+    # triggers (checked by running) and effects on the outputs
+    domains = input_domains(program, flat, ranges_in)
+    cands = _candidates(program, flat, domains, sets)
+    need = [f for f in findings if f.kind in ("hazard", "unknown")]
+    if need:
+        ids = sorted({f.value for f in need})
+        try:
+            run_nodes = lower(flat_program(program, ids))
+            trig = {}
+            for i in ids:
+                trig[i] = _forward_trigger(lambda xs: list(run_nodes(*xs)), ids, i, cands)
+            findings = [dataclasses.replace(f, trigger=trig.get(f.value)) if f.kind in ("hazard", "unknown") else f for f in findings]
+        except Exception:  # running is for the explanation; the finding stands without it
+            pass
+    if any(f.kind == "grad-hazard" for f in findings):
+        try:
+            lowered = lower(flat_program(program))
+            params = [p for p in lowered.parameters() if p.requires_grad]
+            trig = _backward_trigger(lowered, cands, params)
+            findings = [dataclasses.replace(f, trigger=trig) if f.kind == "grad-hazard" else f for f in findings]
+        except Exception:
+            pass
+    if measure_effect:
+        judged = [f for f in findings if f.kind in ("fixable", "candidate", "ill-conditioned") and f.bits > max_bits][:12]
+        for f in judged:
+            try:
+                eff = _output_effect(program, f.value, sets)
+            except Exception:
+                continue
+            k = findings.index(f)
+            note = f"; fixing it changes the outputs by {eff:.2f} bits" + (" (absorbed: a note)" if eff < ABSORBED_BITS else "")
+            findings[k] = dataclasses.replace(f, effect=eff, reason=f.reason + note)
+    findings.sort(key=lambda f: (ORDER[f.kind], -f.bits, f.value))
+    times["lint"] = time.perf_counter() - t2
+    return LintResult(findings, float(max_bits), strict, report, times)
+
+
+def _with_origin(program, f: Finding, sources) -> Finding:
+    """`f` with the nearest infinite constant upstream of its node named (origin, reason)."""
+    seen, todo = set(), [f.value]
+    while todo:
+        i = todo.pop(0)
+        if i in seen:
+            continue
+        seen.add(i)
+        n = program.nodes[i]
+        v = n.attr.get("value") if n.op in ("const", "full") else None
+        if isinstance(v, float) and math.isinf(v) and i != f.value:
+            where = sources.get(i) or next((sources[u] for u in sorted(seen) if u in sources and i in program.nodes[u].args), None)
+            return dataclasses.replace(f, origin=where, reason=f.reason + f"; the {v:+g} is written at {where or 'a constant'}")
+        todo.extend(a for a in n.args if a is not None)
+    return f
+
+
+def _live(program) -> list[int]:
+    live = set(program.outputs)
+    for i in range(len(program.nodes) - 1, -1, -1):
+        if i in live:
+            live.update(a for a in program.nodes[i].args if a is not None)
+    return sorted(live)
 
 
 __all__ = ["Finding", "LintResult", "lint"]

@@ -177,7 +177,13 @@ def ranges(program, input_ranges: Mapping | Sequence | None = None, *, observed:
         else:
             args = [None if a is None else out[a] for a in n.args]
             arg_types = [None if a is None else program.nodes[a].type for a in n.args]
-            iv = interval_of_node(n.opdef, args, n.attr, t, arg_types)
+            if n.op == "mul" and len(n.args) == 2 and n.args[0] == n.args[1]:
+                # x * x is a square (>= 0), which independent operands would not show
+                iv = interval_of_node("pow", args[:1], {"exponent": 2.0}, t, arg_types[:1])
+            else:
+                iv = interval_of_node(n.opdef, args, n.attr, t, arg_types)
+            if _divides_by_own_norm(program, n):
+                iv = iv.intersect(Interval(-1.0, 1.0)) or iv  # |a_i| <= ||a||: F.normalize's x / max(||x||, eps)
             if any(a in broken for a in n.args if a is not None):
                 broken.add(i)
             elif i in obs:
@@ -187,6 +193,19 @@ def ranges(program, input_ranges: Mapping | Sequence | None = None, *, observed:
                 iv = _tighten(iv, o)
         out.append(iv)
     return out
+
+
+def _divides_by_own_norm(program, n) -> bool:
+    """`a / b` where b is a's own vector norm (keepdim, p >= 1) through expand or clamp(min >= 0):
+    each |a_i| is at most the norm of the slice holding it, so the quotient lies in [-1, 1]."""
+    if n.op != "div" or len(n.args) != 2 or n.args[1] is None:
+        return False
+    b = program.nodes[n.args[1]]
+    while b.op in ("expand", "clamp"):
+        if b.op == "clamp" and (b.attr.get("max") is not None or not isinstance(b.attr.get("min"), (int, float)) or b.attr["min"] < 0):
+            return False
+        b = program.nodes[b.args[0]]
+    return b.op == "vector_norm" and b.args[0] == n.args[0] and bool(b.attr.get("keepdim")) and float(b.attr.get("ord", 2.0)) >= 1
 
 
 # -- sampled observation (small programs) ----------------------------------------------------------

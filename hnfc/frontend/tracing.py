@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import linecache
+import os
+import sys
 import operator
 from typing import Any, Callable, Mapping
 
@@ -100,18 +103,36 @@ class _NoGradRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if torch.is_grad_enabled():
-            return func(*args, **kwargs)
         mode = get_proxy_mode()
         graph = mode.tracer.graph if mode is not None else None
         last = graph._root.prev if graph is not None else None
+        no_grad = not torch.is_grad_enabled()
         out = func(*args, **kwargs)
         if graph is not None:
             n = last.next
+            source = _user_frame() if n is not graph._root else None
             while n is not graph._root:
-                n.meta["hnf_no_grad"] = True
+                if no_grad:
+                    n.meta["hnf_no_grad"] = True
+                n.meta.setdefault("hnf_source", source)  # the user's line (lint names it)
                 n = n.next
         return out
+
+
+_LIBRARY_DIRS = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, ops) if getattr(m, "__file__", None))
+_HNFC_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _user_frame() -> str | None:
+    """'file:line: code' of the innermost caller outside torch and hnfc (None when there is none)."""
+    f = sys._getframe(2)
+    while f is not None:
+        name = f.f_code.co_filename
+        if not (name.startswith(_LIBRARY_DIRS) or name.startswith(_HNFC_DIR) or name.startswith("<frozen")):
+            line = linecache.getline(name, f.f_lineno).strip()
+            return f"{name}:{f.f_lineno}" + (f": {line}" if line else "")
+        f = f.f_back
+    return None
 
 
 class _Converter:
@@ -282,6 +303,8 @@ def graph_to_program(
     role_of = dict(zip(placeholders, roles))
     outputs: list[int] = []
     all_params = dict(params or {})
+    # value id -> the user's source line of the first aten node that produced it (lint names it)
+    sources: dict[int, str] = {}
     # Whether gradients can reach a value: float inputs, parameters that require grad, and what
     # is computed from them. A value computed with grad mode off that gradients could reach gets
     # a `detach` before any grad-mode user sees it.
@@ -304,6 +327,9 @@ def graph_to_program(
             conv.call(n)
             grad[n] = any(grad.get(a, False) for a in n.all_input_nodes)
             v = conv.env[n]
+            vid = v.id if isinstance(v, _Selected) else v
+            if n.meta.get("hnf_source") and isinstance(vid, int):
+                sources.setdefault(vid, n.meta["hnf_source"])
             if n.meta.get("hnf_no_grad") and grad[n] and isinstance(v, int) and _is_float(conv.b.type_of(v)):
                 if any(not u.meta.get("hnf_no_grad") for u in n.users):  # incl. the output node
                     conv.env[n] = conv.b.add("detach", [v])
@@ -315,6 +341,8 @@ def graph_to_program(
                 outputs.append(conv.env[o])
         else:
             raise FrontendError(f"unsupported graph node {n.format_node()}")
+    if sources:
+        meta = {**meta, "sources": sources}
     return conv.b.build(outputs, all_params, meta)
 
 

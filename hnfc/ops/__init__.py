@@ -6,7 +6,7 @@ Every layer reads ops from here; adding an op means adding one entry to one fami
 
 from __future__ import annotations
 
-from hnfc.ops import linalg, misc, pointwise, reductions, shape
+from hnfc.ops import linalg, misc, nn_losses, pointwise, reductions, shape
 from hnfc.ops.core import Alias, AsTensor, Call, DeviceArg, DeviceStr, DTypeArg, Example, OpDef, Scalar, TorchAttr, V, full_attrs
 from hnfc.ops.misc import IDENTITY_TARGETS, decode_template
 
@@ -14,7 +14,7 @@ from hnfc.ops.misc import IDENTITY_TARGETS, decode_template
 def _build() -> tuple[dict[str, OpDef], dict[str, tuple[OpDef, Alias]]]:
     ops: dict[str, OpDef] = {}
     aliases: dict[str, tuple[OpDef, Alias]] = {}
-    for family in (pointwise, reductions, linalg, shape, misc):
+    for family in (pointwise, reductions, linalg, shape, misc, nn_losses):
         for op in family.OPS:
             if op.name in ops:
                 raise ValueError(f"op {op.name!r} declared twice")

@@ -99,6 +99,10 @@ class OpDef:
     cond: Callable[..., float] | None = None
     # hazard(arg intervals as their dtypes hold them, attrs, out type, arg types) -> reason or None
     hazard: Callable[..., str | None] | None = None
+    # grad_hazard(arg intervals as their dtypes hold them, attrs, out type, arg types) -> reason or
+    # None: where the derivative the backward pass computes is not finite although the forward
+    # value is (sqrt at 0). Written beside `hazard` in the family's *_bounds.py.
+    grad_hazard: Callable[..., str | None] | None = None
 
     def check_call(self, args: Sequence, attrs: Mapping) -> None:
         """Raise ValueError naming the op when arity or attribute names are wrong."""

@@ -351,6 +351,12 @@ OPS = [
         aliases=tuple(
             Alias(f"aten.where.{ov}", lambda a: ([a["condition"], a["self"], a["other"]], {}))
             for ov in ("self", "ScalarSelf", "ScalarOther", "Scalar")
+        )
+        # masked_fill(x, mask, v) selects exactly as where(mask, v, x) (attention masks): ranges and
+        # hazards then see the fill value instead of an opaque kernel
+        + tuple(
+            Alias(f"aten.masked_fill.{ov}", lambda a: ([a["mask"], a["value"], a["self"]], {}) if getattr(a["mask"].type, "dtype", None) == "bool" else None)
+            for ov in ("Scalar", "Tensor")
         ),
         examples=(Example(shapes=((3, 5), (3, 5), (3, 5)), dtypes=("bool", "f64", "f64")),),
         doc="cond ? a : b",

@@ -75,7 +75,18 @@ def _hz_recip(a, at, t, ts):
 
 ADD = _bundle(lambda a, at, t, ts: a[0] + a[1], _cond_add)
 SUB = _bundle(lambda a, at, t, ts: a[0] - a[1], _cond_sub)
-MUL = _bundle(lambda a, at, t, ts: a[0] * a[1], _cond_per_arg(2))
+def _hz_mul(a, at, t, ts):
+    # 0 * inf = NaN: one factor can be 0 while the other can be infinite (p * log p at p = 0)
+    x, y = a
+    if _unknown(x) or _unknown(y):
+        return None
+    for u, v in ((x, y), (y, x)):
+        if u.contains_zero and (math.isinf(v.lo) or math.isinf(v.hi)):
+            return f"a factor in {u} (reaches 0) times one in {v} (reaches inf): 0 * inf is NaN"
+    return None
+
+
+MUL = _bundle(lambda a, at, t, ts: a[0] * a[1], _cond_per_arg(2), _hz_mul)
 DIV = _bundle(lambda a, at, t, ts: a[0] / a[1], _cond_per_arg(2), _hz_div)
 NEG = _bundle(lambda a, at, t, ts: -a[0], _one)
 RECIPROCAL = _bundle(lambda a, at, t, ts: a[0].recip(), _one, _hz_recip)
@@ -134,7 +145,15 @@ def _hz_pow(a, at, t, ts):
     return None
 
 
-POW = _bundle(_iv_pow, lambda a, at, out, t, ts, wrt=None: abs(float(at["exponent"])), _hz_pow)
+def _gz_pow(a, at, t, ts):
+    # d/dx x^p = p x^(p-1): infinite at x = 0 for 0 < p < 1
+    x, p = a[0], float(at["exponent"])
+    if not _unknown(x) and 0 < p < 1 and x.lo <= 0 <= x.hi:
+        return f"d/dx x^{p:g} = {p:g} x^{p - 1:g} is infinite at x = 0, and x in {x} reaches 0: the gradient is inf (NaN once multiplied by 0)"
+    return None
+
+
+POW = {**_bundle(_iv_pow, lambda a, at, out, t, ts, wrt=None: abs(float(at["exponent"])), _hz_pow), "grad_hazard": _gz_pow}
 
 
 # -- exp / log family --------------------------------------------------------------------------
@@ -205,7 +224,17 @@ def _iv_log_like(fn, edge):
 
 EXP = _bundle(lambda a, at, t, ts: _inc(_exp, a[0], clip=(0.0, INF)), lambda a, at, out, t, ts, wrt=None: a[0].mag)
 EXPM1 = _bundle(lambda a, at, t, ts: _inc(_expm1, a[0], clip=(-1.0, INF), zero_at=0.0), _cond_expm1)
-LOG = _bundle(_iv_log_like(_log, 0.0), _cond_log, _hz_log(0.0, "log"))
+def _gz_log(a, at, t, ts):
+    # d/dx log x = 1/x overflows the dtype for x below 1/max (forward log is still finite there)
+    from hnfc.foundation.dtypes import DTYPES
+
+    x, d = a[0], DTYPES.get(getattr(t, "dtype", ""))
+    if d is not None and d.is_float and not _unknown(x) and 0 < x.lo < 1 / d.max:
+        return f"d/dx log x = 1/x overflows {d.name} for x below {1 / d.max:.3g}, and x in {x} gets there: the gradient is inf"
+    return None
+
+
+LOG = {**_bundle(_iv_log_like(_log, 0.0), _cond_log, _hz_log(0.0, "log")), "grad_hazard": _gz_log}
 LOG2 = _bundle(_iv_log_like(_log2, 0.0), _cond_log, _hz_log(0.0, "log2"))
 LOG1P = _bundle(_iv_log_like(_log1p, -1.0), _cond_log1p, _hz_log(-1.0, "log1p"))
 
@@ -239,7 +268,15 @@ def _hz_rsqrt(a, at, t, ts):
 
 
 _HALF = lambda a, at, out, t, ts, wrt=None: 0.5  # noqa: E731
-SQRT = _bundle(_iv_sqrt, _HALF, _hz_sqrt)
+def _gz_sqrt(a, at, t, ts):
+    # d/dx sqrt x = 1/(2 sqrt x): infinite at exactly 0, where the forward value (0) is fine
+    x = a[0]
+    if not _unknown(x) and x.lo <= 0 <= x.hi:
+        return f"d/dx sqrt(x) = 1/(2 sqrt x) is infinite at x = 0, and x in {x} reaches 0: the gradient is inf, NaN once multiplied by 0 (x*x's own derivative there)"
+    return None
+
+
+SQRT = {**_bundle(_iv_sqrt, _HALF, _hz_sqrt), "grad_hazard": _gz_sqrt}
 RSQRT = _bundle(_iv_rsqrt, _HALF, _hz_rsqrt)
 
 

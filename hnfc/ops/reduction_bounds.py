@@ -187,8 +187,16 @@ AMIN = _bundle(_identity, _one)
 VAR = _bundle(_iv_var, _cond_var, _hz_var)
 STD = _bundle(_iv_std, _cond_std, _hz_var)
 LOGSUMEXP = _bundle(_iv_logsumexp, _cond_logsumexp)
-SOFTMAX = _bundle(_iv_softmax, _cond_softmax)
-LOG_SOFTMAX = _bundle(_iv_log_softmax, _cond_log_softmax)
+def _hz_softmax_like(a, at, t, ts):
+    # the kernel subtracts the row max: a +inf logit makes inf - inf = NaN
+    x = a[0]
+    if not _unknown(x) and x.hi == INF:
+        return f"logits in {x} reach +inf: x - max(x) is inf - inf = NaN"
+    return None
+
+
+SOFTMAX = _bundle(_iv_softmax, _cond_softmax, _hz_softmax_like)
+LOG_SOFTMAX = _bundle(_iv_log_softmax, _cond_log_softmax, _hz_softmax_like)
 
 
 # -- normalizations ----------------------------------------------------------------------------

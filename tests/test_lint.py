@@ -1,0 +1,131 @@
+"""hnfc.lint: hazards on sound ranges, unknown values, constants, gradient hazards, source lines,
+triggers checked by running, the library-kernel op entries it relies on."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hnfc import ops
+from hnfc.foundation.intervals import Interval
+from hnfc.lint import lint
+
+
+def _kinds(res, op=None):
+    return {f.kind for f in res.failing if op is None or f.op == op}
+
+
+def test_hazard_at_declared_edge_not_hidden_by_samples():
+    # the example and samples sit far below 88.7 (exp overflow); the declared range reaches 100
+    res = lint(lambda s: torch.exp(s), (torch.tensor(3.0),), input_ranges={0: (0.0, 100.0)}, samples=2)
+    f = [f for f in res.failing if f.op == "exp"]
+    assert f and f[0].kind == "hazard"
+    assert f[0].trigger and "inf" in f[0].trigger  # checked by running at the bound
+    assert f[0].source and "torch.exp(s)" in f[0].source
+
+
+def test_safe_range_is_ok():
+    res = lint(lambda s: torch.exp(s), (torch.tensor(3.0),), input_ranges={0: (0.0, 50.0)}, samples=2)
+    assert res.ok
+
+
+def test_division_by_norm_reported():
+    res = lint(lambda a: a / a.norm(), (torch.randn(8),), input_ranges={0: (-1.0, 1.0)}, samples=2)
+    assert "hazard" in _kinds(res, "div")
+
+
+def test_sqrt_gradient_hazard_checked_by_backward():
+    def f(a):
+        return torch.sqrt((a * a).sum(-1))
+
+    res = lint(f, (torch.randn(3, 4),), input_ranges={0: (-1.0, 1.0)}, samples=2)
+    g = [f for f in res.failing if f.kind == "grad-hazard"]
+    assert g and g[0].op == "sqrt"
+    assert g[0].trigger and "gradient" in g[0].trigger
+    assert lint(f, (torch.randn(3, 4),), input_ranges={0: (-1.0, 1.0)}, samples=2, backward=False).ok
+
+
+def test_vector_norm_is_not_a_gradient_hazard():
+    res = lint(lambda a: torch.linalg.vector_norm(a, dim=-1), (torch.randn(3, 4),), input_ranges={0: (-1.0, 1.0)}, samples=2)
+    assert res.ok
+
+
+def test_constant_underflow_is_a_hazard():
+    def f(x):
+        return x / torch.sqrt(x.var(-1, keepdim=True) + 1e-12)
+
+    res = lint(f, (torch.randn(2, 8, dtype=torch.float16),), input_ranges={0: (-4.0, 4.0)}, samples=2)
+    assert any(f.kind == "hazard" and "underflows" in f.reason for f in res.failing)
+
+
+def test_unknown_feeding_log():
+    def f(x):
+        return torch.log(torch.special.i0(x))  # i0 has no range rule in the op table
+
+    res = lint(f, (torch.randn(4),), input_ranges={0: (-1.0, 1.0)}, samples=2)
+    assert "unknown" in _kinds(res, "log")
+
+
+def test_frontend_records_sources():
+    import hnfc
+
+    def f(x):
+        y = torch.exp(x)
+        return torch.log1p(y)
+
+    p = hnfc.trace(f, (torch.randn(3),))
+    assert any("torch.exp(x)" in s for s in p.meta["sources"].values())
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, math.inf])
+def test_vector_norm_entry_matches_torch(p):
+    x = torch.randn(3, 5, dtype=torch.float64)
+    import numpy as np
+    import mpmath
+
+    from hnfc.foundation.types import TensorType
+    from hnfc.ops.core import obj
+
+    op = ops.get("vector_norm")
+    xs = obj(np.frompyfunc(mpmath.mpf, 1, 1)(x.numpy()))
+    at = {"ord": p, "dim": (-1,), "keepdim": False}
+    got = np.array([float(v) for v in op.ref([xs], at, TensorType((3,), "f64")).flat])
+    assert np.allclose(got, torch.linalg.vector_norm(x, ord=p, dim=-1).numpy(), rtol=1e-12)
+    iv = op.interval([Interval(-2.0, 3.0)], at, TensorType((3,), "f32"), [TensorType((3, 5), "f32")])
+    assert iv.lo == 0.0 and iv.hi >= 3.0
+
+
+def test_nll_and_bce_stay_whole():
+    import hnfc
+    import torch.nn.functional as F
+
+    p = hnfc.trace(lambda x, y: F.cross_entropy(x, y), (torch.randn(4, 5), torch.randint(0, 5, (4,))))
+    assert any(n.op == "nll_loss" for n in p.nodes)
+    p = hnfc.trace(lambda x, t: F.binary_cross_entropy(torch.sigmoid(x), t), (torch.randn(4), torch.rand(4)))
+    assert any(n.op == "binary_cross_entropy" for n in p.nodes)
+
+
+def test_bce_on_saturating_sigmoid_is_a_hazard():
+    import torch.nn.functional as F
+
+    res = lint(lambda x, t: F.binary_cross_entropy(torch.sigmoid(x), t), (torch.randn(4), torch.rand(4)), input_ranges={0: (-50.0, 50.0), 1: (0.0, 1.0)}, samples=2)
+    assert "hazard" in _kinds(res, "binary_cross_entropy")
+
+
+def test_lost_bits_that_never_reach_the_loss_do_not_fail():
+    # 1 - sigmoid(x) loses every relative bit for x >> 0, but scaled by 1e-6 next to x*x the loss
+    # never sees it: measured on the outputs, it is a note
+    def absorbed(x):
+        return ((1 - torch.sigmoid(x)) * 1e-6 + x * x).mean()
+
+    def reaches(x):
+        return torch.log(1 - torch.sigmoid(x)).mean()
+
+    x = torch.linspace(-30, 30, 64)
+    a = lint(absorbed, (x,), input_ranges={0: (-30.0, 30.0)})
+    sub = [f for f in a.findings if f.op == "sub" and f.kind in ("fixable", "candidate")]
+    assert sub and sub[0].effect is not None and sub[0].effect < 0.5 and a.ok
+    b = lint(reaches, (x,), input_ranges={0: (-30.0, 30.0)})
+    assert not b.ok and any(f.effect is not None and f.effect >= 0.5 for f in b.failing)
