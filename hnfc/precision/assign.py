@@ -460,7 +460,10 @@ def reference_truths(program: Program, input_sets, max_ops: int) -> tuple[list[l
     if reference_cost(program) * len(input_sets) <= max_ops:
         return truths(program, input_sets), "mpmath"
     comp = {i: "f64" for i in range(len(program.nodes)) if is_compute(program, i)}
-    run = runner(with_dtypes(program, comp)[0])
+    wide, _ = with_dtypes(program, comp)
+    # the outputs without their cast back to the program's own dtype
+    outs = [wide.nodes[o].args[0] if wide.nodes[o].op == "to" and wide.nodes[wide.nodes[o].args[0]].type.dtype == "f64" else o for o in wide.outputs]
+    run = runner(flat(wide, outs))
     out = []
     for inputs in input_sets:
         ys = run([x.double() if x.is_floating_point() else x for x in inputs])
@@ -482,12 +485,12 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config: Con
         if how != "mpmath":
             warnings.append("precision: the program is too large for the mpmath reference; float64 results stand in for the truth")
     flops = {i: node_flops(program, i) for i in needs}
-    fits = sn.fits_check(program, ranges, target, _fits)
+    fits = sn.fits_check(program, ranges, target)
     # the estimate uses half of the input sets; measuring uses all, so the other half are inputs
     # the estimate never saw
     est_sets = list(input_sets)[: max(1, (len(input_sets) + 1) // 2)]
     sens = sn.sensitivities(program, est_sets, seed=config.seed)
-    budget = HEADROOM * target
+    budget = HEADROOM * target * 2.0 ** -float(config.precision_margin)  # a margin of m bits: 2^-m of the budget
     alloc = sn.allocate(program, sens, dtype_menu, budget, fits, flops)
     dtypes = dict(alloc.dtypes)
     for i in needs:

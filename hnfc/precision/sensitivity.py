@@ -49,6 +49,7 @@ from hnfc.runtime.lowering import lower
 
 POINTWISE_WEIGHT = 0.125  # a memory-bound op gains little from 16-bit storage next to a product
 PRODUCTS = frozenset(name for name, op in ops.OPS.items() if op.contraction is not None)
+UNKNOWN = 1e100  # the sensitivity of a site whose adjoint is not finite
 PASS_THROUGH = ("shape",)  # op kinds whose result is its argument rearranged: no rounding of their own
 
 
@@ -189,10 +190,12 @@ def sensitivities(program: Program, input_sets: Sequence[Sequence[torch.Tensor]]
                     w = torch.randn(y.shape, generator=gen, dtype=torch.float64)
                     grads = torch.autograd.grad((y * w).sum(), deltas, retain_graph=True, allow_unused=True)
                     for s, (g, v) in enumerate(zip(grads, values)):
-                        if g is not None:
-                            acc[s] += float((g * v).square().sum())
+                        if g is not None:  # ±inf (an additive mask) rounds to itself: no error
+                            acc[s] += float(torch.where(torch.isfinite(v), g * v, 0.0).square().sum())
                 rel[:, k] = np.maximum(rel[:, k], np.sqrt(acc / probes) * spread)
-    return Sensitivity(sites, np.nan_to_num(rel, nan=np.inf, posinf=np.inf), len(program.outputs), len(input_sets), probes)
+    # a site whose adjoint is not finite (NaN through a masked softmax, say) is never lowered: a
+    # large finite sensitivity, so that budgets still subtract
+    return Sensitivity(sites, np.nan_to_num(rel, nan=UNKNOWN, posinf=UNKNOWN), len(program.outputs), len(input_sets), probes)
 
 
 def _site_values(program: Program, sites: list[Site], inputs) -> list[torch.Tensor]:
@@ -332,8 +335,10 @@ def allocate(
     return Allocation(dtypes, [float(x) for x in np.sqrt(total())], raised)
 
 
-def fits_check(program: Program, ranges: Sequence[Interval], target: float, fits: Callable[..., bool]) -> Callable[[int, str], bool]:
-    """`fits(i, d)` from the worst-case ranges of node i's result and its float arguments."""
+def fits_check(program: Program, ranges: Sequence[Interval], target: float) -> Callable[[int, str], bool]:
+    """`fits(i, d)` from the worst-case ranges of node i's result and its float arguments (the
+    range rule of hnfc.precision.assign: the dtype's max, and its subnormal spacing)."""
+    from hnfc.precision.assign import _fits as fits
 
     def check(i: int, d: str) -> bool:
         n = program.nodes[i]
