@@ -148,3 +148,25 @@ def test_float64_stands_in_for_the_reference_beyond_its_budget():
     approx, how = precision.reference_truths(p, [list(inputs)], 1)
     assert how == "float64"
     assert np.allclose(exact[0][0], approx[0][0], rtol=1e-12, atol=1e-12)
+
+
+def test_fused_bf16_kernels_round_once_on_cpu():
+    """The model's assumption for softmax, norms and reductions in bf16: torch's CPU kernel
+    accumulates in float32 and rounds the result once, so its error is the input's and the
+    result's rounding (within one bf16 ulp of float32-then-round; a float32-free kernel would be
+    off by many ulps on a 768-wide row)."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(64, 768, generator=g) * 3 + 10).bfloat16()
+    kernels = {
+        "softmax": lambda z: torch.softmax(z, -1),
+        "layer_norm": lambda z: torch.nn.functional.layer_norm(z, (768,)),
+        "rms_norm": lambda z: torch.nn.functional.rms_norm(z, (768,)),
+        "sum": lambda z: z.sum(-1),
+        "mean": lambda z: z.mean(-1),
+        "var": lambda z: z.var(-1),
+    }
+    for name, f in kernels.items():
+        low = f(x).float()
+        once = f(x.float()).bfloat16().float()
+        ulp = once.abs().clamp_min(torch.finfo(torch.float32).tiny) * 2.0**-7
+        assert ((low - once).abs() <= ulp).all(), name

@@ -69,6 +69,8 @@ from hnfc.ir.program import Program
 from hnfc.numerics.reference import reference
 from hnfc.precision.legalize import legalize
 from hnfc.runtime.run import flat, runner
+from hnfc.precision import sensitivity as sn
+from hnfc.precision.sensitivity import range_fits as _fits
 from hnfc.ops.core import full_attrs
 from hnfc.foundation.types import TensorType
 
@@ -273,16 +275,6 @@ def edge_bits(program: Program, ranges: Sequence[Interval], u: int, k: int) -> f
     return _log2(cond, DTYPES[n.type.dtype].bits, -16.0)
 
 
-def _fits(iv: Interval | None, d: str, own_dtype: str, target: float) -> bool:
-    dd, od = DTYPES[d], DTYPES[own_dtype]
-    if iv is None or dd.max >= od.max and dd.tiny <= od.tiny:
-        return True  # at least the node's own dtype's range
-    if not iv.mag < dd.max:
-        return False
-    spacing = dd.tiny * 2.0 ** (1 - dd.mantissa)  # of subnormals
-    return iv.mag == 0 or spacing <= target * iv.mag
-
-
 def requirements(program: Program, ranges: Sequence[Interval], config, dtype_menu: Sequence[str] | None = None) -> dict[int, Need]:
     """The requirement and the chosen dtype of every float compute node (a pure function)."""
     target = float(config.target)
@@ -446,7 +438,7 @@ def _next_up(d: str, dtype_menu: Sequence[str], need: Need, ranges, program: Pro
     return None
 
 
-HEADROOM = 0.8  # the allocation's budget is HEADROOM·target: room for inputs not sampled
+HEADROOM = 0.9  # the allocation's budget is HEADROOM·target: room for the estimate's noise and inputs not sampled
 DEMOTE_TRIALS = 12  # measured one-at-a-time lowerings after the target is met (largest benefit first)
 
 
@@ -474,8 +466,6 @@ def reference_truths(program: Program, input_sets, max_ops: int) -> tuple[list[l
 def select(program: Program, ranges: Sequence[Interval], input_sets, config: Config, truth_sets=None) -> PrecisionResult:
     """Allocate from measured sensitivity, measure, promote until every output meets
     `config.target` on the verification inputs, then try lowering what stayed high (module doc)."""
-    from hnfc.precision import sensitivity as sn
-
     target = float(config.target)
     dtype_menu = menu(config, program.meta.get("device", "cpu"))
     needs = requirements(program, ranges, config, dtype_menu)
@@ -491,7 +481,10 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config: Con
     est_sets = list(input_sets)[: max(1, (len(input_sets) + 1) // 2)]
     sens = sn.sensitivities(program, est_sets, seed=config.seed)
     budget = HEADROOM * target * 2.0 ** -float(config.precision_margin)  # a margin of m bits: 2^-m of the budget
-    alloc = sn.allocate(program, sens, dtype_menu, budget, fits, flops)
+    # products first, by estimate, then by measurement (repair, demotion); the other ops last,
+    # with the budget the measurement leaves
+    first_stages = ("raise", "products")
+    alloc = sn.allocate(program, sens, dtype_menu, budget, fits, flops, stages=first_stages)
     dtypes = dict(alloc.dtypes)
     for i in needs:
         dtypes.setdefault(i, needs[i].original)
@@ -512,14 +505,13 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config: Con
     ratio = [e / p if p > 0 and math.isfinite(e) else 1.0 for e, p in zip(errors, pred)]
     if any(abs(math.log2(r)) > 0.5 for r in ratio if r > 0):
         sens.rel = sens.rel * np.array([min(max(r, 1 / 64), 64.0) for r in ratio])[None, :]
-        again = dict(sn.allocate(program, sens, dtype_menu, budget, fits, flops).dtypes)
+        again = dict(sn.allocate(program, sens, dtype_menu, budget, fits, flops, stages=first_stages).dtypes)
         for i in needs:
             again.setdefault(i, needs[i].original)
         if again != dtypes:
             m2, e2 = measured(again)
             if max(e2, default=0.0) <= target or max(e2, default=0.0) <= max(errors, default=0.0):
                 dtypes, mixed, errors = again, m2, e2
-    first = dict(dtypes)
 
     promotions: list[Promotion] = []
     best = None
@@ -552,7 +544,7 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config: Con
     demotions: list[Promotion] = []
     if met and config.demote:
         dtypes_best = dict(dtypes_best)
-        order = sorted((i for i in dtypes_best if flops[i]), key=lambda i: -sn.node_benefit(program, i, flops[i]))
+        order = sorted((i for i in dtypes_best if flops[i] and sn._is_product(program, i)), key=lambda i: -flops[i])
         trials = 0
         for i in order:
             d = dtypes_best[i]
@@ -562,8 +554,15 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config: Con
             trials += 1
             trial = {**dtypes_best, i: lower[-1]}
             m, e = measured(trial)
-            if max(e, default=0.0) <= HEADROOM * target:  # keep headroom for inputs not sampled
-                demotions.append(Promotion(0, i, program.nodes[i].op, d, lower[-1], f"measured {max(e, default=0.0):.3g} <= {HEADROOM:g}·target with it lowered"))
+            if max(e, default=0.0) <= target:  # measured on every verification set, half of them unseen by the estimate
+                demotions.append(Promotion(0, i, program.nodes[i].op, d, lower[-1], f"measured {max(e, default=0.0):.3g} <= target with it lowered"))
+                dtypes_best, mixed, errors = trial, m, e
+    if met:
+        rest = sn.allocate(program, sens, dtype_menu, budget, fits, flops, start=dtypes_best, stages=("others",), spent=errors)
+        trial = {**dtypes_best, **rest.dtypes}
+        if trial != dtypes_best:
+            m, e = measured(trial)
+            if max(e, default=0.0) <= target:
                 dtypes_best, mixed, errors = trial, m, e
     if not met:
         original = {i: r.original for i, r in needs.items()}
@@ -575,5 +574,5 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config: Con
             warnings.append(f"precision target {target:g} not met after {rounds} promotion round(s): measured {worst:.3g}")
     share, _ = flop_share(mixed)
     res = PrecisionResult(mixed, dtypes_best, needs, errors, met, share, promotions, rounds, warnings, demotions)
-    res.predicted = [float(x) for x in sn.predicted_errors(program, sens, first)]
+    res.predicted = [float(x) for x in sn.predicted_errors(program, sens, dtypes_best)]
     return res

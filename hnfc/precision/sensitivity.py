@@ -220,7 +220,7 @@ def _producer(program: Program, v: int) -> int:
 
 
 def node_benefit(program: Program, i: int, flops: float) -> float:
-    return flops if program.nodes[i].op in PRODUCTS or program.nodes[i].op == "scaled_dot_product_attention" else POINTWISE_WEIGHT * flops
+    return flops if _is_product(program, i) else POINTWISE_WEIGHT * flops
 
 
 @dataclass(frozen=True)
@@ -260,17 +260,25 @@ def allocate(
     budget: float,
     fits: Callable[[int, str], bool],
     flops: Mapping[int, float],
+    *,
+    start: Mapping[int, str] | None = None,
+    stages: Sequence[str] = ("raise", "products", "others"),
+    spent: np.ndarray | None = None,
 ) -> Allocation:
     """Value id -> dtype for every float compute node of `program` (module doc). `fits(i, d)`:
-    whether node i's ranges allow dtype d (the hazard check); `flops[i]`: its FLOPs."""
+    whether node i's ranges allow dtype d (the hazard check); `flops[i]`: its FLOPs. `start`:
+    the dtypes to start from (default each node's own); `stages`: which of (1) "raise", (2)
+    "products", "others" to run; `spent`: per output, the error already there (e.g. measured)
+    in place of the prediction for `start`."""
     dtype_menu = sorted(dtype_menu, key=_cost_key)
     compute = [i for i in range(len(program.nodes)) if is_compute(program, i)]
-    dtypes = {i: program.nodes[i].type.dtype for i in compute}
+    dtypes = {i: (start or {}).get(i, program.nodes[i].type.dtype) for i in compute}
+    offset = 0.0 if spent is None else np.asarray(spent, dtype=float) ** 2 - predicted_errors(program, sens, dtypes) ** 2
     users = program.users()
     limit = budget**2
 
     def total() -> np.ndarray:
-        return predicted_errors(program, sens, dtypes) ** 2
+        return predicted_errors(program, sens, dtypes) ** 2 + offset
 
     def affected(i: int) -> set[int]:
         """Nodes whose squared error changes when node i's dtype does: i and its readers."""
@@ -290,7 +298,7 @@ def allocate(
     # (1) raise the largest contributors while the prediction misses the budget
     raised: list[int] = []
     sq = total()
-    for _ in range(len(compute)):
+    for _ in range(len(compute) if "raise" in stages else 0):
         if (sq <= limit).all():
             break
         worst = int(np.argmax(sq - limit))
@@ -307,8 +315,24 @@ def allocate(
         dtypes[best[1]] = best[2]
         raised.append(best[1])
         sq = total()
-    # (2) lower greedily by benefit per unit of squared budget
-    candidates = {i for i in compute if flops.get(i, 0.0) > 0 and i not in raised}
+    # (2) lower greedily by benefit per unit of squared budget: matrix products first (they are
+    # where 16 bits pay on a CPU), then the other ops with what budget is left
+    products = {i for i in compute if flops.get(i, 0.0) > 0 and i not in raised and _is_product(program, i)}
+    others = {i for i in compute if flops.get(i, 0.0) > 0 and i not in raised and i not in products}
+    for stage, candidates in (("products", products), ("others", others)):
+        if stage not in stages:
+            continue
+        sq = _lower(program, sens, dtypes, candidates, dtype_menu, fits, flops, sq, limit, delta)
+    return Allocation(dtypes, [float(x) for x in np.sqrt(np.maximum(total(), 0.0))], raised)
+
+
+def _is_product(program: Program, i: int) -> bool:
+    return program.nodes[i].op in PRODUCTS or program.nodes[i].op == "scaled_dot_product_attention"
+
+
+def _lower(program, sens, dtypes, candidates, dtype_menu, fits, flops, sq, limit, delta):
+    """Step (2) of `allocate` over `candidates`, in place on `dtypes`; returns the new squared errors."""
+    candidates = set(candidates)
     while True:
         best = None
         for i in candidates:
@@ -332,13 +356,26 @@ def allocate(
         sq = sq + dsq
         if not any(_cost_key(c) < _cost_key(d) for c in dtype_menu):
             candidates.discard(i)
-    return Allocation(dtypes, [float(x) for x in np.sqrt(total())], raised)
+    return sq
+
+
+def range_fits(iv: Interval | None, d: str, own_dtype: str, target: float) -> bool:
+    """Whether a value in `iv` is safe in dtype d: below its max (fp16: 65504) and, unless d has
+    at least the range of the node's own dtype, not so small that d's subnormal spacing exceeds
+    target·|value| (the worst-case range bound: hazards are not first order)."""
+    dd, od = DTYPES[d], DTYPES[own_dtype]
+    if iv is None or dd.max >= od.max and dd.tiny <= od.tiny:
+        return True  # at least the node's own dtype's range
+    if not iv.mag < dd.max:
+        return False
+    spacing = dd.tiny * 2.0 ** (1 - dd.mantissa)  # of subnormals
+    return iv.mag == 0 or spacing <= target * iv.mag
 
 
 def fits_check(program: Program, ranges: Sequence[Interval], target: float) -> Callable[[int, str], bool]:
     """`fits(i, d)` from the worst-case ranges of node i's result and its float arguments (the
-    range rule of hnfc.precision.assign: the dtype's max, and its subnormal spacing)."""
-    from hnfc.precision.assign import _fits as fits
+    dtype's max, and its subnormal spacing: `range_fits`)."""
+    fits = range_fits
 
     def check(i: int, d: str) -> bool:
         n = program.nodes[i]
