@@ -372,6 +372,16 @@ def range_fits(iv: Interval | None, d: str, own_dtype: str, target: float) -> bo
     return iv.mag == 0 or spacing <= target * iv.mag
 
 
+MASK = 1e30  # additive attention masks use -inf or finfo.min; no logit is this large
+
+
+def _additive_mask(iv: Interval) -> bool:
+    """A range [-inf or -huge, <= 0]: an additive attention mask, whose masked entries are -inf in
+    every dtype (a finite -huge constant is legalized to -finfo.max, hnfc/precision/legalize.py);
+    its range is no overflow hazard."""
+    return iv.lo <= -MASK and iv.hi <= 0
+
+
 def fits_check(program: Program, ranges: Sequence[Interval], target: float) -> Callable[[int, str], bool]:
     """`fits(i, d)` from the worst-case ranges of node i's result and its float arguments (the
     dtype's max, and its subnormal spacing: `range_fits`)."""
@@ -380,7 +390,7 @@ def fits_check(program: Program, ranges: Sequence[Interval], target: float) -> C
     def check(i: int, d: str) -> bool:
         n = program.nodes[i]
         ivs = [ranges[i]] + [ranges[a] for a in n.args if a is not None and float_tensor(program.nodes[a].type) and program.nodes[a].op != "const"]
-        return all(fits(iv, d, n.type.dtype, target) for iv in ivs)
+        return all(fits(iv, d, n.type.dtype, target) for iv in ivs if not _additive_mask(iv))
 
     return check
 
