@@ -69,6 +69,8 @@ from hnfc.ir.program import Program
 from hnfc.numerics.reference import reference
 from hnfc.precision.legalize import legalize
 from hnfc.runtime.run import flat, runner
+from hnfc.precision import sensitivity as sn
+from hnfc.precision.sensitivity import range_fits as _fits
 from hnfc.ops.core import full_attrs
 from hnfc.foundation.types import TensorType
 
@@ -273,16 +275,6 @@ def edge_bits(program: Program, ranges: Sequence[Interval], u: int, k: int) -> f
     return _log2(cond, DTYPES[n.type.dtype].bits, -16.0)
 
 
-def _fits(iv: Interval | None, d: str, own_dtype: str, target: float) -> bool:
-    dd, od = DTYPES[d], DTYPES[own_dtype]
-    if iv is None or dd.max >= od.max and dd.tiny <= od.tiny:
-        return True  # at least the node's own dtype's range
-    if not iv.mag < dd.max:
-        return False
-    spacing = dd.tiny * 2.0 ** (1 - dd.mantissa)  # of subnormals
-    return iv.mag == 0 or spacing <= target * iv.mag
-
-
 def requirements(program: Program, ranges: Sequence[Interval], config, dtype_menu: Sequence[str] | None = None) -> dict[int, Need]:
     """The requirement and the chosen dtype of every float compute node (a pure function)."""
     target = float(config.target)
@@ -403,6 +395,7 @@ class PrecisionResult:
     rounds: int = 0
     warnings: list[str] = field(default_factory=list)
     demotions: list[Promotion] = field(default_factory=list)  # lowered by measurement after the target was met
+    predicted: list[float] = field(default_factory=list)  # per output: the sensitivity model's error for the allocation
 
     def record(self, config: Config, source: Program) -> dict:
         """What the report shows of this stage (the pipeline puts it in `Report`): the per-node
@@ -419,6 +412,7 @@ class PrecisionResult:
             "errors": self.errors,
             "rounds": self.rounds,
             "low_precision_flop_share": self.share,
+            "predicted": self.predicted,
             "casts": sum(1 for n in self.program.nodes if n.op == "to") - sum(1 for n in source.nodes if n.op == "to"),
         }
 
@@ -444,13 +438,56 @@ def _next_up(d: str, dtype_menu: Sequence[str], need: Need, ranges, program: Pro
     return None
 
 
+HEADROOM = 0.9  # the allocation's budget is HEADROOM·target: room for the estimate's noise and inputs not sampled
+DEMOTE_TRIALS = 12  # measured one-at-a-time lowerings after the target is met (largest benefit first)
+
+
+def reference_truths(program: Program, input_sets, max_ops: int) -> tuple[list[list[np.ndarray]], str]:
+    """The true outputs (mpmath, hnfc.numerics.reference) when one evaluation costs at most
+    `max_ops` mpmath operations per input set; beyond that the program run in float64 stands in
+    (its error, about 1e-16 times the condition, is far below any target a 16- or 32-bit dtype
+    can meet). Returns (truths, "mpmath" or "float64")."""
+    from hnfc.verify.judge import reference_cost
+
+    if reference_cost(program) * len(input_sets) <= max_ops:
+        return truths(program, input_sets), "mpmath"
+    comp = {i: "f64" for i in range(len(program.nodes)) if is_compute(program, i)}
+    wide, _ = with_dtypes(program, comp)
+    # the outputs without their cast back to the program's own dtype
+    outs = [wide.nodes[o].args[0] if wide.nodes[o].op == "to" and wide.nodes[wide.nodes[o].args[0]].type.dtype == "f64" else o for o in wide.outputs]
+    run = runner(flat(wide, outs))
+    out = []
+    for inputs in input_sets:
+        ys = run([x.double() if x.is_floating_point() else x for x in inputs])
+        out.append([y.detach().double().numpy() if y.is_floating_point() else y.numpy() for y in ys])
+    return out, "float64"
+
+
 def select(program: Program, ranges: Sequence[Interval], input_sets, config: Config, truth_sets=None) -> PrecisionResult:
-    """Assign, measure, promote until every output meets `config.target` (module doc)."""
+    """Allocate from measured sensitivity, measure, promote until every output meets
+    `config.target` on the verification inputs, then try lowering what stayed high (module doc)."""
     target = float(config.target)
     dtype_menu = menu(config, program.meta.get("device", "cpu"))
     needs = requirements(program, ranges, config, dtype_menu)
-    dtypes = {i: r.dtype for i, r in needs.items()}
-    truth_sets = truth_sets if truth_sets is not None else truths(program, input_sets)
+    warnings: list[str] = []
+    if truth_sets is None:
+        truth_sets, how = reference_truths(program, input_sets, config.max_reference_ops)
+        if how != "mpmath":
+            warnings.append("precision: the program is too large for the mpmath reference; float64 results stand in for the truth")
+    flops = {i: node_flops(program, i) for i in needs}
+    fits = sn.fits_check(program, ranges, target)
+    # the estimate uses half of the input sets; measuring uses all, so the other half are inputs
+    # the estimate never saw
+    est_sets = list(input_sets)[: max(1, (len(input_sets) + 1) // 2)]
+    sens = sn.sensitivities(program, est_sets, seed=config.seed)
+    budget = HEADROOM * target * 2.0 ** -float(config.precision_margin)  # a margin of m bits: 2^-m of the budget
+    # products first, by estimate, then by measurement (repair, demotion); the other ops last,
+    # with the budget the measurement leaves
+    first_stages = ("raise", "products")
+    alloc = sn.allocate(program, sens, dtype_menu, budget, fits, flops, stages=first_stages)
+    dtypes = dict(alloc.dtypes)
+    for i in needs:
+        dtypes.setdefault(i, needs[i].original)
 
     def runs(mixed: Program) -> Program:
         """What the pipeline will run: `mixed` legalized for its new dtypes (a bound like
@@ -458,52 +495,74 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config: Con
         the unlegalized program, so the pipeline's legalize stage lists the replacements."""
         return legalize(mixed)[0] if config.legalize else mixed
 
+    def measured(d: Mapping[int, str]) -> tuple[Program, list[float]]:
+        m, _ = with_dtypes(program, d)
+        return m, measure(runs(m), input_sets, truth_sets)
+
+    # calibrate: the model's scale per output from one measurement, then allocate once more
+    mixed, errors = measured(dtypes)
+    pred = sn.predicted_errors(program, sens, dtypes)
+    ratio = [e / p if p > 0 and math.isfinite(e) else 1.0 for e, p in zip(errors, pred)]
+    if any(abs(math.log2(r)) > 0.5 for r in ratio if r > 0):
+        sens.rel = sens.rel * np.array([min(max(r, 1 / 64), 64.0) for r in ratio])[None, :]
+        again = dict(sn.allocate(program, sens, dtype_menu, budget, fits, flops, stages=first_stages).dtypes)
+        for i in needs:
+            again.setdefault(i, needs[i].original)
+        if again != dtypes:
+            m2, e2 = measured(again)
+            if max(e2, default=0.0) <= target or max(e2, default=0.0) <= max(errors, default=0.0):
+                dtypes, mixed, errors = again, m2, e2
+
     promotions: list[Promotion] = []
-    warnings: list[str] = []
     best = None
     rounds = 0
     while True:
-        mixed, _ = with_dtypes(program, dtypes)
-        errors = measure(runs(mixed), input_sets, truth_sets)
         worst = max(errors, default=0.0)
         if best is None or worst < best[0] or worst <= target:
             best = (worst, dict(dtypes), mixed, errors)
-        failing = [program.outputs[k] for k, e in enumerate(errors) if not e <= target]
+        failing = [k for k, e in enumerate(errors) if not e <= target]
         if not failing or rounds >= config.max_promotions:
             break
         rounds += 1
-        up = _ancestors(program, failing)
+        up = _ancestors(program, [program.outputs[k] for k in failing])
         scored = []
         for i, d in dtypes.items():
             nxt = _next_up(d, dtype_menu, needs[i], ranges, program, target) if i in up else None
             if nxt is not None:
-                r = needs[i]
-                scored.append((2.0 ** (r.own + r.down - DTYPES[d].mantissa), i, d, nxt))
+                contrib = float(np.sqrt(sn._node_sq(program, sens, dtypes, i, d))[failing].max())
+                scored.append((contrib, i, d, nxt))
         if not scored:
             break
         top = max(s[0] for s in scored)
         for score, i, d, nxt in sorted(scored, reverse=True):
             if score >= top / 4:
                 dtypes[i] = nxt
-                promotions.append(
-                    Promotion(rounds, i, program.nodes[i].op, d, nxt, f"output error {worst:.3g} > target {target:g}; predicted contribution 2^{math.log2(score):.1f} (own {needs[i].own:.1f} + down {needs[i].down:.1f} bits at p={DTYPES[d].mantissa})")
-                )
+                promotions.append(Promotion(rounds, i, program.nodes[i].op, d, nxt, f"output error {worst:.3g} > target {target:g}; estimated contribution {score:.3g} in {d}"))
+        mixed, errors = measured(dtypes)
     worst, dtypes_best, mixed, errors = best
     met = worst <= target
     demotions: list[Promotion] = []
     if met and config.demote:
         dtypes_best = dict(dtypes_best)
-        flops = {i: node_flops(program, i) for i in dtypes_best}
-        for i in sorted(dtypes_best, key=lambda i: (-flops[i], needs[i].bits)):
+        order = sorted((i for i in dtypes_best if flops[i] and sn._is_product(program, i)), key=lambda i: -flops[i])
+        trials = 0
+        for i in order:
             d = dtypes_best[i]
-            lower = [c for c in dtype_menu if cost_key(c) < cost_key(d) and all(_fits(iv, c, needs[i].original, target) for iv in _range_ivs(program, ranges, i))]
-            if not lower or not flops[i]:
+            lower = [c for c in dtype_menu if cost_key(c) < cost_key(d) and fits(i, c)]
+            if not lower or trials >= DEMOTE_TRIALS:
                 continue
+            trials += 1
             trial = {**dtypes_best, i: lower[-1]}
-            m, _ = with_dtypes(program, trial)
-            e = measure(runs(m), input_sets, truth_sets)
-            if max(e, default=0.0) <= target / 2:  # keep headroom for inputs not sampled
-                demotions.append(Promotion(0, i, program.nodes[i].op, d, lower[-1], f"measured {max(e, default=0.0):.3g} <= target/2 with it lowered (predicted need {needs[i].bits:.1f} bits)"))
+            m, e = measured(trial)
+            if max(e, default=0.0) <= target:  # measured on every verification set, half of them unseen by the estimate
+                demotions.append(Promotion(0, i, program.nodes[i].op, d, lower[-1], f"measured {max(e, default=0.0):.3g} <= target with it lowered"))
+                dtypes_best, mixed, errors = trial, m, e
+    if met:
+        rest = sn.allocate(program, sens, dtype_menu, budget, fits, flops, start=dtypes_best, stages=("others",), spent=errors)
+        trial = {**dtypes_best, **rest.dtypes}
+        if trial != dtypes_best:
+            m, e = measured(trial)
+            if max(e, default=0.0) <= target:
                 dtypes_best, mixed, errors = trial, m, e
     if not met:
         original = {i: r.original for i, r in needs.items()}
@@ -514,6 +573,6 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config: Con
         else:
             warnings.append(f"precision target {target:g} not met after {rounds} promotion round(s): measured {worst:.3g}")
     share, _ = flop_share(mixed)
-    return PrecisionResult(mixed, dtypes_best, needs, errors, met, share, promotions, rounds, warnings, demotions)
-
-
+    res = PrecisionResult(mixed, dtypes_best, needs, errors, met, share, promotions, rounds, warnings, demotions)
+    res.predicted = [float(x) for x in sn.predicted_errors(program, sens, dtypes_best)]
+    return res
