@@ -1,0 +1,220 @@
+"""The tiered reference (hnfc.reference with hnfc/enclosure.py) against the pure mpmath one.
+
+Differential: on every op-table example and on random small programs, the tiered reference gives
+exactly the pure mpmath reference's answers (both roundings) wherever the pure one converges, and
+every enclosure the vectorized tiers compute holds the exact value (checked against mpmath's
+high-precision outputs, element by element).
+"""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hnfc import enclosure
+from hnfc.ir import Builder, TensorType
+from hnfc.metric import round_to_format, sample_inputs
+from hnfc.ops import OPS
+from hnfc.reference import _leaves_numpy, _tiers, reference
+
+
+def _exact_mpf(v) -> mpmath.mpf:
+    """A long double (or float64) as an exact mpmath number (significand and exponent as ints)."""
+    m, e = np.frexp(np.longdouble(v))
+    return mpmath.mpf((int(np.ldexp(m, 70)), int(e) - 70))
+
+
+def check_enclosures(program, inputs) -> int:
+    """Assert that every finite enclosure of every tier holds the exact (mpmath) output value;
+    returns how many elements were checked."""
+    pure = reference(program, inputs, return_mp=True)
+    if not pure.converged:
+        return 0
+    leaves = _leaves_numpy(program, inputs)
+    checked = 0
+    for _, dt in _tiers():
+        try:
+            balls = enclosure.evaluate(program, leaves, dt)
+        except enclosure.Unsupported:
+            continue
+        for ball, mp_out in zip(balls, pure.mp_outputs):
+            ys, es = np.asarray(ball.y).ravel(), np.asarray(ball.e).ravel()
+            for y, e, x in zip(ys, es, np.asarray(mp_out, dtype=object).ravel()):
+                if isinstance(x, bool) or ball.y.dtype == bool:
+                    if e == 0:
+                        assert bool(y) == bool(x)
+                    continue
+                if not (np.isfinite(e) and np.isfinite(y)):
+                    continue
+                with mpmath.workprec(400):
+                    assert not mpmath.isnan(x), f"finite enclosure {y} ± {e} for NaN"
+                    d = abs(x - _exact_mpf(y))
+                    assert d <= _exact_mpf(e), f"{np.dtype(dt).name}: |{x} - {y}| = {d} > {e}"
+                checked += 1
+    return checked
+
+
+def assert_same_answers(program, inputs):
+    pure = reference(program, inputs, tiered=False)
+    for rounding in ("f64", "dtype"):
+        tiered = reference(program, inputs, rounding=rounding)
+        fmts = [program.nodes[o].type.dtype if rounding == "dtype" and program.nodes[o].type.dtype in ("f16", "bf16", "f32") else "f64" for o in program.outputs]
+        for a, b, f in zip(tiered.outputs, pure.outputs, fmts):
+            want = b if f == "f64" else round_to_format(b, f)
+            assert a.shape == want.shape
+            bad = ~((a == want) | (np.isnan(a) & np.isnan(want)))
+            assert not bad.any(), f"rounding={rounding}: tiered {a[bad][:5]} vs pure {want[bad][:5]} (tiers {tiered.tiers})"
+    return tiered
+
+
+# ---------------------------------------------------------------------------------------------
+# every op-table example, float32 and float64, value and bit-pattern samples
+
+
+def _example_cases():
+    for name, op in OPS.items():
+        if op.ref is None:
+            continue
+        for k, _ in enumerate(op.examples):
+            for dt in ("f32", "f64"):
+                yield pytest.param(name, k, dt, id=f"{name}-{k}-{dt}")
+
+
+def _example_program(name, k, float_dtype):
+    op = OPS[name]
+    ex = op.examples[k]
+    b = Builder()
+    args, types, domains = [], [], []
+    for j, shape in enumerate(ex.shapes):
+        if shape is None:
+            args.append(None)
+            continue
+        t = TensorType(tuple(shape), ex.dtypes[j] if ex.dtypes else float_dtype)
+        types.append(t)
+        domains.append(ex.domain[j] if ex.domain else op.domain)
+        args.append(b.input(f"x{j}", t))
+    out = b.add(name, args, dict(ex.attrs))
+    return b.build([out]), types, domains
+
+
+@pytest.mark.parametrize("name,k,dt", list(_example_cases()))
+def test_op_examples_tiered_equals_pure(name, k, dt):
+    p, types, domains = _example_program(name, k, dt)
+    for mode, seed in (("value", k), ("bits", k + 1)):
+        inputs = sample_inputs(types, domains, 1, mode=mode, seed=seed)[0]
+        r = assert_same_answers(p, inputs)
+        check_enclosures(p, inputs)
+    if enclosure.supported(p):
+        assert r.tiers[0] == "f64"  # the vectorized tier ran
+
+
+def test_vectorized_tiers_decide_float32_outputs():
+    # tanh(x W + b) at float32: the float64 tier alone decides every element
+    b = Builder()
+    x = b.input("x", TensorType((8, 16), "f32"))
+    w = b.param("w", TensorType((16, 16), "f32"))
+    y = b.add("tanh", [b.add("matmul", [x, w])])
+    rng = np.random.default_rng(0)
+    p = b.build([y], {"w": rng.standard_normal((16, 16)).astype(np.float32)})
+    xs = rng.standard_normal((8, 16)).astype(np.float32)
+    r = reference(p, [xs], rounding="dtype")
+    assert r.tiers == ["f64"] and r.escalated == 0 and r.precisions == []
+    assert_same_answers(p, [xs])
+    assert check_enclosures(p, [xs]) == 8 * 16 * len(_tiers())
+
+
+def test_midpoint_escalates_to_mpmath():
+    # (1 + 2^-12)^2 = 1 + 2^-11 + 2^-24: exactly halfway between two float32 values, and a float64.
+    # The float64 tier's enclosure straddles the tie, so it cannot decide; long double's rounds to
+    # that one float64 at both ends (the answer is float64 nearest, then float32: ties to even),
+    # and mpmath decides where long double is no wider.
+    b = Builder()
+    x = b.input("x", TensorType((2,), "f32"))
+    p = b.build([b.add("mul", [x, x])])
+    xs = np.array([1 + 2.0**-12, 0.5], dtype=np.float32)
+    r = reference(p, [xs], rounding="dtype")
+    assert len(r.tiers) == 2 and r.escalated == (1 if r.tiers[-1] == "mpmath" else 0)
+    assert r.outputs[0][0] == 1 + 2.0**-11 and r.outputs[0][1] == 0.25
+    assert_same_answers(p, [xs])
+
+
+def test_cancellation_escalates():
+    # (x + 1e30) - 1e30: the float tiers' bound is ~1e14, so nothing is decided without mpmath
+    b = Builder()
+    x = b.input("x", TensorType((3,), "f64"))
+    big = b.const(1e30, "f64")
+    p = b.build([b.add("sub", [b.add("add", [x, big]), big])])
+    xs = np.array([1.0, -3.0, 0.5])
+    r = reference(p, [xs], min_prec=200)
+    assert r.tiers[-1] == "mpmath" and r.escalated == 3
+    assert r.outputs[0].tolist() == [1.0, -3.0, 0.5]
+
+
+def test_opaque_programs_stay_in_mpmath():
+    b = Builder()
+    x = b.input("x", TensorType((4,), "f64"))
+    c = b.add("opaque", [x], {"target": "aten.cumsum.default", "args": (("$arg", 0), 0), "kwargs": ()}, TensorType((4,), "f64"))
+    p = b.build([c])
+    r = reference(p, [np.arange(4.0)])
+    assert r.tiers == ["mpmath"] and r.outputs[0].tolist() == [0.0, 1.0, 3.0, 6.0]
+
+
+def test_bad_rounding_is_named():
+    b = Builder()
+    x = b.input("x", TensorType((2,), "f32"))
+    p = b.build([b.add("exp", [x])])
+    with pytest.raises(ValueError, match="rounding"):
+        reference(p, [np.zeros(2)], rounding="f32")
+
+
+# ---------------------------------------------------------------------------------------------
+# random small programs
+
+
+UNARY = ["exp", "log", "tanh", "sqrt", "rsqrt", "sigmoid", "softplus", "gelu", "neg", "abs", "relu", "log1p", "expm1", "sin", "square"]
+BINARY = ["add", "sub", "mul", "div", "maximum", "minimum", "hypot", "logaddexp"]
+ROWWISE = ["softmax", "log_softmax", "layer_norm", "sum", "mean", "amax", "logsumexp", "var", "matmul"]
+
+
+@st.composite
+def programs(draw):
+    dt = draw(st.sampled_from(["f32", "f64", "bf16"]))
+    b = Builder()
+    t = TensorType((3, 4), dt)
+    vals = [b.input("x", t), b.input("y", t)]
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    params = {"w": rng.standard_normal((4, 4)).astype(np.float32)}
+    w = b.param("w", TensorType((4, 4), dt))
+    for _ in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["u", "b", "r"]))
+        a = draw(st.sampled_from(vals))
+        if kind == "u":
+            op = draw(st.sampled_from(UNARY))
+            vals.append(b.add(op, [a]))
+        elif kind == "b":
+            op = draw(st.sampled_from(BINARY))
+            vals.append(b.add(op, [a, draw(st.sampled_from(vals))]))
+        else:
+            op = draw(st.sampled_from(ROWWISE))
+            if op in ("softmax", "log_softmax"):
+                vals.append(b.add(op, [a], {"dim": -1}))
+            elif op == "layer_norm":
+                vals.append(b.add(op, [a, None, None], {"normalized_ndim": 1}))
+            elif op == "matmul":
+                vals.append(b.add(op, [a, w]))
+            else:  # keepdim: the result broadcasts against (3, 4) values
+                vals.append(b.add(op, [a], {"dim": (-1,), "keepdim": True}))
+    return b.build([vals[-1]], params), dt, draw(st.sampled_from(["value", "bits"])), draw(st.integers(0, 1000))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs())
+def test_random_programs_tiered_equals_pure(case):
+    p, dt, mode, seed = case
+    types = [p.nodes[i].type for i in p.inputs]
+    inputs = sample_inputs(types, [(-4.0, 4.0)] * len(types), 1, mode=mode, seed=seed)[0]
+    assert_same_answers(p, inputs)
+    check_enclosures(p, inputs)
