@@ -22,10 +22,14 @@ The bound is a running error analysis, op by op, for values that carry error:
   go through float64 BLAS (|A|·|B|) are rounded up into float64 and grown by their own γ_n.
 Shape ops run their own `ref` on index arrays, so they mean exactly what the reference means.
 
-Ops without a vectorized meaning here (opaque, getitem, and any op missing from `_OPS`) raise
-`Unsupported`: the caller then evaluates the whole program in mpmath, as before.
+Opaque ops run in torch, in float64 on the CPU, exactly as the mpmath reference runs them: when
+every argument is exact (and a float64), the call sees the very values the mpmath path gives it,
+so its result is the same and exact by the reference's convention (embedding, arange, masks).
+A known selection (split, index, narrow, ...: `SELECTIONS`) of inexact values is run on index
+codes instead and gathers values and bounds. Random ops and anything else inexact: `Unsupported`
+(the caller then evaluates the whole program in mpmath, as before).
 
-Nothing here imports torch except the `erf` of gelu (float64, torch.special).
+torch is imported only for opaque ops and the `erf` of gelu (float64, torch.special).
 """
 
 from __future__ import annotations
@@ -127,17 +131,39 @@ class Ctx:
 
     # -- arithmetic -------------------------------------------------------------------------
 
+    def two_sum_err(self, a, b, s):
+        """|a + b - s| exactly (Knuth's TwoSum; round to nearest), the rounding bound where the
+        transformation overflows. Exact sums (integers, aligned values) get 0."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            bb = s - a
+            err = np.abs((a - (s - bb)) + (b - bb))
+            return np.where(np.isfinite(err), err, self.rnd(s))
+
+    def two_prod_err(self, a, b, y):
+        """|a·b - y| exactly (Dekker's TwoProduct with Veltkamp's split) where no intermediate
+        overflows or underflows, else the rounding bound."""
+        split = self.t(2.0 ** ((self.bits + 1) // 2) + 1)
+        fi = np.finfo(self.dt)
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+            ca, cb = split * a, split * b
+            ah, bh = ca - (ca - a), cb - (cb - b)
+            al, bl = a - ah, b - bh
+            err = np.abs(((ah * bh - y) + ah * bl + al * bh) + al * bl)
+            big = self.t(fi.max) / split / 4
+            ok = np.isfinite(err) & (np.abs(a) < big) & (np.abs(b) < big) & ((np.abs(y) > self.t(fi.tiny) * self.t(2.0 ** (2 * self.bits + 4))) | (y == 0) & ((a == 0) | (b == 0)))
+            return np.where(ok, err, self.rnd(y))
+
     def add(self, a: Ball, b: Ball) -> Ball:
         a, b = self.num(a), self.num(b)
         with np.errstate(invalid="ignore", over="ignore"):
             y = a.y + b.y
-            return self.fix(y, a.e + b.e + self.rnd(y), a, b)
+            return self.fix(y, a.e + b.e + self.two_sum_err(a.y, b.y, y), a, b)
 
     def sub(self, a: Ball, b: Ball) -> Ball:
         a, b = self.num(a), self.num(b)
         with np.errstate(invalid="ignore", over="ignore"):
             y = a.y - b.y
-            return self.fix(y, a.e + b.e + self.rnd(y), a, b)
+            return self.fix(y, a.e + b.e + self.two_sum_err(a.y, -b.y, y), a, b)
 
     def neg(self, a: Ball) -> Ball:
         a = self.num(a)
@@ -147,7 +173,7 @@ class Ctx:
         a, b = self.num(a), self.num(b)
         with np.errstate(invalid="ignore", over="ignore"):
             y = a.y * b.y
-            e = self.p(np.abs(a.y), b.e) + self.p(np.abs(b.y), a.e) + self.p(a.e, b.e) + self.rnd(y)
+            e = self.p(np.abs(a.y), b.e) + self.p(np.abs(b.y), a.e) + self.p(a.e, b.e) + self.two_prod_err(a.y, b.y, y)
             return self.fix(y, e, a, b)
 
     def div(self, a: Ball, b: Ball) -> Ball:
@@ -542,6 +568,13 @@ def _node(c: Ctx, node, xs: list, prog) -> Ball:
         return c.exact(np.full(tuple(at["shape"]), v.y, dtype=v.y.dtype))
     if op in ("detach",):
         return xs[0]
+    if op == "opaque":
+        return _opaque(c, node, xs, prog)
+    if op == "getitem":
+        v = xs[0][at["index"]]
+        if v is None:
+            raise Unsupported("getitem of a non-tensor item")
+        return v
     if op == "to":
         return _to(c, xs[0], at, out)
     if kind == "shape":
@@ -589,16 +622,137 @@ def _node(c: Ctx, node, xs: list, prog) -> Ball:
     raise Unsupported(op)
 
 
+# aten ops that only select, copy or rearrange elements of their float arguments: run on index
+# codes they give the element map
+SELECTIONS = frozenset(
+    f"aten.{n}"
+    for n in (
+        "split.Tensor", "split_with_sizes.default", "chunk.default", "unbind.int", "narrow.default",
+        "index.Tensor", "index_select.default", "flip.default", "roll.default", "repeat.default",
+        "clone.default", "alias.default", "select.int", "slice.Tensor", "t.default", "view.default",
+        "contiguous.default", "embedding.default", "gather.default", "tril.default", "triu.default",
+    )
+)
+_RANDOM = ("rand", "dropout", "bernoulli", "normal", "multinomial", "uniform", "randperm", "exponential")
+
+
+def _is_float(v: Ball) -> bool:
+    return v.y.dtype != bool and v.y.dtype.kind == "f"
+
+
+def _opaque(c: Ctx, node, xs: list, prog) -> Any:
+    import torch
+
+    from hnfc.torch_calls import run_call
+
+    target = node.attr["target"]
+    if any(r in target for r in _RANDOM):
+        raise Unsupported(f"random op {target}")
+    arg_types = [None if a is None else prog.nodes[a].type for a in node.args]
+    if any(isinstance(x, tuple) for x in xs):
+        raise Unsupported("a tuple argument")
+    # the mpmath path hands torch its values rounded to float64: so do we (an enclosure of the
+    # rounded value is the rounded ends of the enclosure; rounding is monotone)
+    xs = [x if x is None or not _is_float(x) else _rounded64(c, x) for x in xs]
+    exact = all(x is None or not np.any(x.e) for x in xs)
+
+    def run(args):
+        call = node.opdef.emit(args, node.attr, node.type)
+        with torch.no_grad():
+            return run_call(call, "cpu", float_dtype=torch.float64, all_on_device=True)
+
+    def tensor(v: Ball, t):
+        if isinstance(t, TensorType) and DTYPES[t.dtype].kind == "bool":
+            return torch.from_numpy(np.asarray(v.y != 0 if v.y.dtype != bool else v.y))
+        if isinstance(t, TensorType) and DTYPES[t.dtype].kind == "int":
+            return torch.from_numpy(np.asarray(v.y).astype(np.int64)).to(_torch_dtype(t.dtype))
+        return torch.from_numpy(np.asarray(v.y, dtype=np.float64))
+
+    if exact:
+        out = run([None if x is None else tensor(x, t) for x, t in zip(xs, arg_types)])
+        return _from_torch(c, out)
+    if target not in SELECTIONS:
+        raise Unsupported(f"opaque {target} of inexact values")
+    # a selection of inexact floats: run it on codes (exact integers in float64) for the float
+    # arguments, the real values for the others (which must be exact)
+    ys, es, args, off = [], [], [], 0
+    for x, t in zip(xs, arg_types):
+        if x is None:
+            args.append(None)
+        elif _is_float(x) and isinstance(t, TensorType) and DTYPES[t.dtype].kind == "float":
+            ys.append(np.asarray(x.y, c.dt).reshape(-1))
+            es.append(np.asarray(x.e, c.dt).reshape(-1))
+            args.append(torch.arange(off, off + x.y.size, dtype=torch.float64).reshape(x.y.shape))
+            off += x.y.size
+        elif np.any(x.e):
+            raise Unsupported(f"opaque {target}: inexact index argument")
+        else:
+            args.append(tensor(x, t))
+    if off >= 2**53:
+        raise Unsupported("too many elements to code in float64")
+    yv, ev = np.concatenate(ys), np.concatenate(es)
+
+    def gather(o):
+        if isinstance(o, (tuple, list)):
+            return tuple(gather(v) for v in o)
+        codes = o.detach().numpy()
+        if codes.dtype != np.float64 or not np.array_equal(codes, np.round(codes)):
+            raise Unsupported(f"opaque {target}: not a selection")
+        k = codes.astype(np.int64)
+        return Ball(yv[k], ev[k])
+
+    return gather(run(args))
+
+
+def _rounded64(c: Ctx, x: Ball) -> Ball:
+    """An enclosure of round_to_float64(v) for every v in x's enclosure."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        lo = np.where(x.e == 0, x.y, np.nextafter(x.y - x.e, -np.inf)).astype(np.float64)
+        hi = np.where(x.e == 0, x.y, np.nextafter(x.y + x.e, np.inf)).astype(np.float64)
+        same = (lo == hi) | (np.isnan(lo) & np.isnan(hi))
+        y = np.where(same, lo, (np.asarray(lo, c.dt) + np.asarray(hi, c.dt)) / 2)
+        half = np.maximum(y - np.asarray(lo, c.dt), np.asarray(hi, c.dt) - y)
+        e = np.where(same, 0, np.nextafter(half, np.inf))
+        e = np.where(np.isnan(y) | np.isnan(e), np.inf, e)
+    return Ball(np.asarray(y, c.dt), np.asarray(e, c.dt))
+
+
+def _torch_dtype(name: str):
+    from hnfc.dtypes import to_torch
+
+    return to_torch(name)
+
+
+def _from_torch(c: Ctx, v: Any) -> Any:
+    import torch
+
+    if isinstance(v, (tuple, list)):
+        return tuple(_from_torch(c, e) for e in v)
+    if isinstance(v, torch.Tensor):
+        if v.is_complex():
+            raise Unsupported("complex result")
+        if v.dtype == torch.bool:
+            return c.exact(v.numpy().copy())
+        arr = v.double().numpy() if v.is_floating_point() else v.numpy()
+        y = arr.astype(c.dt)
+        if arr.dtype.kind in "iu" and np.any(y.astype(arr.dtype) != arr):
+            raise Unsupported("integer result not exact in the working dtype")
+        return c.exact(y)
+    if isinstance(v, (bool, int, float)):
+        return c.exact(np.asarray(v, dtype=bool if isinstance(v, bool) else c.dt))
+    return None
+
+
 def supported(program) -> bool:
-    """Whether every node has a vectorized meaning here (else mpmath evaluates the program)."""
-    return all(n.op not in ("opaque", "getitem") for n in program.nodes)
+    """Whether every node may have a vectorized meaning here (opaque ops are judged as they run)."""
+    return all(not (n.op == "opaque" and any(r in n.attr["target"] for r in _RANDOM)) for n in program.nodes)
 
 
 def evaluate(program, leaves: dict[int, np.ndarray], dtype: Any) -> list[Ball]:
     """Every output of `program` as a Ball in `dtype`; `leaves` maps input and parameter node ids
     to their values (bool, integer or float numpy arrays, exact). Raises Unsupported."""
     if not supported(program):
-        raise Unsupported("opaque op")
+        raise Unsupported("random op")
     c = Ctx(dtype)
     vals: list[Any] = [None] * len(program.nodes)
     last = list(range(len(program.nodes)))
@@ -622,7 +776,9 @@ def evaluate(program, leaves: dict[int, np.ndarray], dtype: Any) -> list[Ball]:
             xs = [None if a is None else vals[a] for a in node.args]
             vals[i] = _node(c, node, xs, program)
             t = node.type
-            if isinstance(t, TensorType) and not t.is_symbolic and tuple(vals[i].y.shape) != tuple(t.shape):
+            if isinstance(vals[i], tuple) or vals[i] is None:
+                pass
+            elif isinstance(t, TensorType) and not t.is_symbolic and tuple(vals[i].y.shape) != tuple(t.shape):
                 raise Unsupported(f"%{i} = {node.op}: shape {vals[i].y.shape}, type says {t}")
         for a in set(node.args):
             if a is not None and last[a] == i:
@@ -645,3 +801,41 @@ def decide(ball: Ball, fmt: str, round_to_format: Callable) -> tuple[np.ndarray,
         rhi = round_to_format(hi.astype(np.float64), fmt)
         ok = (rlo == rhi) & ~np.isnan(y) & ~np.isnan(e)
     return np.where(ok, rlo, np.nan) + 0.0, ok  # + 0.0: the reference has no -0
+
+
+AGREEMENT_WINDOW_ULPS = 2**16  # the rigorous bound may span at most this many output ulps
+AGREEMENT_MARGIN = 2  # the wider value must sit this many observed differences from a boundary
+
+
+def uses_float64_only(program) -> bool:
+    """Whether some value is computed in float64 in every tier (erf), so that comparing the tiers
+    would not show its error."""
+    return any(n.op == "erf" or (n.op == "gelu" and n.attr.get("approximate") != "tanh") for n in program.nodes)
+
+
+def agree(narrow: Ball, wide: Ball, fmt: str, round_to_format: Callable, formats: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(values, decided) by two evaluations that must agree, as the mpmath path's own precision
+    escalation decides (two precisions agreeing after rounding), here float64 against long double.
+
+    The same formula at 53 and at 64 bits makes errors that scale with the unit roundoff, so the
+    float64 value's distance from the long double one measures the float64 error, and the long
+    double error is ~2^11 times smaller. An element is decided when the whole interval
+    wide ± (AGREEMENT_MARGIN·|narrow - wide| + its last rounding) rounds to one value, and the
+    rigorous bound of the wide evaluation spans at most AGREEMENT_WINDOW_ULPS ulps of the output
+    format (which rules out what agreement cannot see: both precisions losing every bit to one
+    cancellation and agreeing on the same wrong value)."""
+    f = formats[fmt]
+    yw = np.asarray(wide.y)
+    if yw.dtype == bool:
+        return yw.astype(np.float64), np.zeros(yw.shape, bool)
+    with np.errstate(invalid="ignore", over="ignore"):
+        yn = np.asarray(narrow.y, dtype=yw.dtype)
+        fi = np.finfo(yw.dtype)
+        diff = np.abs(yw - yn)
+        e = AGREEMENT_MARGIN * diff + np.abs(yw) * fi.eps + fi.smallest_subnormal
+        vals, ok = decide(Ball(yw, e), fmt, round_to_format)
+        y64 = np.asarray(yw, dtype=np.float64)
+        _, ex = np.frexp(y64)
+        ulp = np.ldexp(1.0, np.maximum(ex - 1, f.emin) - (f.mantissa - 1))
+        window = np.isfinite(wide.e) & (np.asarray(wide.e, dtype=np.float64) <= AGREEMENT_WINDOW_ULPS * ulp) & np.isfinite(diff)
+    return vals, ok & window

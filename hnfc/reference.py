@@ -46,7 +46,7 @@ import numpy as np
 
 from hnfc import enclosure
 from hnfc.dtypes import DTYPES
-from hnfc.metric import round_mp, round_to_format
+from hnfc.metric import FORMATS, round_mp, round_to_format
 from hnfc.ops.core import obj
 from hnfc.types import TensorType, TupleType
 
@@ -353,6 +353,17 @@ def output_formats(program, rounding: str) -> list[str]:
 ROUNDINGS = ("f64", "dtype")
 
 
+def _torch_nodes(program) -> list[int]:
+    """The nodes the mpmath path evaluates with torch and flags `approximate`."""
+    out = []
+    for i, n in enumerate(program.nodes):
+        if n.op in ("input", "param") or (n.opdef.ref is not None and n.op != "opaque"):
+            continue
+        if _is_float_type(n.type) or any(_is_float_type(program.nodes[a].type) for a in n.args if a is not None):
+            out.append(i)
+    return out
+
+
 def _tiers() -> list[tuple[str, Any]]:
     tiers = [("f64", np.float64)]
     if np.finfo(np.longdouble).nmant > np.finfo(np.float64).nmant:
@@ -395,13 +406,14 @@ def reference(
     leaves = _leaves_numpy(program, inputs)
     outs: list[np.ndarray | None] = [None] * len(fmts)
     done: list[np.ndarray | None] = [None] * len(fmts)
-    tiers, precs = [], []
+    tiers, precs, balls_of = [], [], {}
     for name, dt in _tiers():
         try:
             balls = enclosure.evaluate(program, leaves, dt)
         except enclosure.Unsupported:
             continue  # this tier cannot hold the program (a large integer): try the next
         tiers.append(name)
+        balls_of[name] = balls
         precs.append(int(np.finfo(dt).nmant) + 1)
         for k, (ball, fmt) in enumerate(zip(balls, fmts)):
             vals, ok = enclosure.decide(ball, fmt, round_to_format)
@@ -413,6 +425,14 @@ def reference(
                 done[k] = done[k] | ok
         if all(d.all() for d in done):
             break
+    if len(balls_of) == 2 and not all(d.all() for d in done) and not enclosure.uses_float64_only(program):
+        # what no enclosure decided: the float64 and long double values, agreeing (see `agree`)
+        tiers.append("agreement")
+        for k, (narrow, wide, fmt) in enumerate(zip(balls_of["f64"], balls_of["longdouble"], fmts)):
+            vals, ok = enclosure.agree(narrow, wide, fmt, round_to_format, FORMATS)
+            new = ok & ~done[k]
+            outs[k] = np.where(new, vals, outs[k])
+            done[k] = done[k] | ok
     if not tiers:
         r = _pure(program, inputs, min_prec=min_prec, max_prec=max_prec)
         r.outputs = [x if f == "f64" else round_to_format(x, f) for x, f in zip(r.outputs, fmts)]
@@ -420,7 +440,17 @@ def reference(
         return r
     undecided = sum(int((~d).sum()) for d in done)
     if not undecided:
-        return Reference(outputs=[np.asarray(o, dtype=np.float64) for o in outs], approximate=False, prec=precs[-1], converged=True, precisions=[], tiers=tiers, rounding=rounding)
+        approx = _torch_nodes(program)  # the same flag the mpmath path sets: opaque float ops ran in torch
+        return Reference(
+            outputs=[np.asarray(o, dtype=np.float64) for o in outs],
+            approximate=bool(approx),
+            prec=precs[-1],
+            converged=True,
+            precisions=[],
+            approximate_nodes=approx,
+            tiers=tiers,
+            rounding=rounding,
+        )
     # Escalate: mpmath for what the enclosures left undecided (the whole program is evaluated;
     # only the undecided elements' values are taken).
     r = _pure(program, inputs, min_prec=min_prec, max_prec=max_prec)
