@@ -836,6 +836,7 @@ def agree(narrow: Ball, wide: Ball, fmt: str, round_to_format: Callable, formats
         vals, ok = decide(Ball(yw, e), fmt, round_to_format)
         y64 = np.asarray(yw, dtype=np.float64)
         _, ex = np.frexp(y64)
+        ex = np.where(y64 == 0, f.emin + 1, ex)  # (frexp(0) gives exponent 0: 0 has the smallest ulp)
         ulp = np.ldexp(1.0, np.maximum(ex - 1, f.emin) - (f.mantissa - 1))
         window = np.isfinite(wide.e) & (np.asarray(wide.e, dtype=np.float64) <= AGREEMENT_WINDOW_ULPS * ulp) & np.isfinite(diff)
     return vals, ok & window

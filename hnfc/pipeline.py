@@ -27,7 +27,7 @@ from hnfc.ir.expr import format_expr
 from hnfc.report import Report, Rewrite
 from hnfc.rewrites.compile import compile_rules
 from hnfc.rewrites.dsl import Rule, check_unique
-from hnfc.verify import local_checks, measure, observe, reference_cost, verification_inputs
+from hnfc.verify import local_checks, measure_bounded, observe, verification_inputs
 
 
 class HnfcWarning(UserWarning):
@@ -139,9 +139,8 @@ def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *
         report.rewrites_refused = refused_rewrites
         if not config.measure_outputs:
             pass  # every rewrite was verified locally; whole outputs were not asked for
-        elif reference_cost(program) * len(input_sets) <= config.max_reference_ops:
-            # affordable: measure whole outputs too (for the report, and as a second judge)
-            out_checks = measure(program, candidate, input_sets, config)
+        elif (out_checks := measure_bounded(program, candidate, input_sets, config)) is not None:
+            # measure whole outputs too, on a bounded sample of rows (for the report, and as a second judge)
             report.outputs = out_checks
             if not all(c.accepted for c in out_checks):
                 candidate = merge_outputs(program, candidate, [c.accepted for c in out_checks])

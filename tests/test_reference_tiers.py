@@ -143,6 +143,17 @@ def test_exact_products_decide_ties():
     assert_same_answers(p, [xs])
 
 
+def test_agreement_does_not_decide_total_cancellation():
+    # exp(x) - 1 for tiny x: float64 and long double both give exactly 0 and agree; the rigorous
+    # window (the bound spans far more than 2^16 ulps at 0) must keep agreement from deciding
+    b = Builder()
+    x = b.input("x", TensorType((3,), "bf16"))
+    p = b.build([b.add("sub", [b.add("exp", [x]), b.const(1, "bf16")])])
+    xs = np.array([3.98e-20, -4.67e-24, 0.5])
+    r = assert_same_answers(p, [xs])
+    assert r.tiers[-1] == "mpmath" and r.escalated >= 2
+
+
 def test_cancellation_escalates():
     # (x + 1e30) - 1e30: the float tiers' bound is ~1e14, so nothing is decided without mpmath
     b = Builder()
