@@ -105,7 +105,8 @@ class Ctx:
         infinite or NaN (those are judged by `fix`)."""
         with np.errstate(invalid="ignore", over="ignore"):
             a = np.abs(y)
-            return np.where(np.isfinite(a), a * (self.u * self.t(2 * ulps)) + self.eta, 0)
+            # the absolute term: a subnormal result is within `ulps` subnormal ulps
+            return np.where(np.isfinite(a), a * (self.u * self.t(2 * ulps)) + self.eta * self.t(max(ulps, 1)), 0)
 
     def fix(self, y, e, *args: Ball) -> Ball:
         """The result Ball: bounds grown for their own rounding; +inf where the value is NaN, the
@@ -358,7 +359,10 @@ class Ctx:
             if name == "cos":
                 return self.lipschitz(x, np.cos(x.y), 1)
             if name == "sigmoid":  # 1 / (1 + e^-x)
-                return self.lipschitz(x, 1 / (1 + np.exp(-x.y)), t(0.25), COMPOUND_ULPS)
+                ex = np.exp(-x.y)
+                b = self.lipschitz(x, 1 / (1 + ex), t(0.25), COMPOUND_ULPS)
+                # e^-x overflowing gives 0 where the true value is a tiny positive number
+                return Ball(b.y, np.where(np.isinf(ex), np.inf, b.e).astype(self.dt))
             if name == "relu":
                 return self.fix(np.where(np.isnan(x.y), x.y, np.maximum(x.y, 0)), x.e, x)
             if name == "logsigmoid":  # -softplus(-x) = -log(1 + e^-x)

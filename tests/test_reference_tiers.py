@@ -154,6 +154,17 @@ def test_agreement_does_not_decide_total_cancellation():
     assert r.tiers[-1] == "mpmath" and r.escalated >= 2
 
 
+def test_hidden_overflow_is_not_decided():
+    # sigmoid(-710) = 1/(1 + e^710): e^710 overflows float64, the quotient reads 0, the truth is
+    # a subnormal 4.5e-309; the float64 tier must not decide it (long double holds e^710)
+    b = Builder()
+    x = b.input("x", TensorType((2,), "f64"))
+    p = b.build([b.add("sigmoid", [x])])
+    xs = np.array([-710.0, -1.0])
+    r = assert_same_answers(p, [xs])
+    assert r.outputs[0][0] > 0
+
+
 def test_cancellation_escalates():
     # (x + 1e30) - 1e30: the float tiers' bound is ~1e14, so nothing is decided without mpmath
     b = Builder()
