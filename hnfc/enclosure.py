@@ -410,6 +410,8 @@ def _binary(name: str):
 def _where(c: Ctx, xs: list[Ball]) -> Ball:
     cond, a, b = xs
     cb, undecided = _truth(c, cond)
+    if a.y.dtype == bool and b.y.dtype == bool:  # a mask stays a mask (sdpa tells them by it)
+        return Ball(np.where(cb, a.y, b.y), np.where(undecided, np.inf, np.where(cb, a.e, b.e)).astype(c.dt))
     a, b = c.num(a), c.num(b)
     y = np.where(cb, a.y, b.y)
     e = np.where(cb, a.e, b.e)

@@ -165,6 +165,18 @@ def test_hidden_overflow_is_not_decided():
     assert r.outputs[0][0] > 0
 
 
+def test_where_of_masks_stays_a_mask():
+    # sdpa adds a float mask and selects by a bool one: a where between two bool masks must stay bool
+    b = Builder()
+    q, k, v = (b.input(n, TensorType((1, 2, 3, 4), "f32")) for n in "qkv")
+    c, m1, m2 = (b.input(n, TensorType((3, 3), "bool")) for n in ("c", "m1", "m2"))
+    p = b.build([b.add("scaled_dot_product_attention", [q, k, v, b.add("where", [c, m1, m2])])])
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((1, 2, 3, 4)).astype(np.float32) for _ in range(3)]
+    xs += [rng.random((3, 3)) > 0.5, np.ones((3, 3), bool), np.eye(3, dtype=bool)]
+    assert_same_answers(p, xs)
+
+
 def test_cancellation_escalates():
     # (x + 1e30) - 1e30: the float tiers' bound is ~1e14, so nothing is decided without mpmath
     b = Builder()
