@@ -36,7 +36,7 @@ from hnfc.rewrites.gate import checked, trust_note
 from hnfc.runtime.lowering import lower
 from hnfc.runtime.run import observe, verification_inputs
 from hnfc.verify.cache import Verdicts, site_key
-from hnfc.verify.judge import LocalCheck, local_checks, measure, reference_cost
+from hnfc.verify.judge import LocalCheck, local_checks, measure_bounded
 
 
 class HnfcWarning(UserWarning):
@@ -182,11 +182,12 @@ def _verify(run: Run) -> None:
     run.report.rewrites_refused = refused_rewrites
     if not run.config.measure_outputs:
         return  # every rewrite was verified locally; whole outputs were not asked for
-    if reference_cost(run.original) * len(run.input_sets) > run.config.max_reference_ops:
+    # whole outputs too, on a bounded sample of rows (for the report, and as a second judge)
+    outputs = measure_bounded(run.original, run.program, run.input_sets, run.config)
+    if outputs is None:
         run.report.warnings.append("outputs not measured whole (too large for the reference); every rewrite was verified locally")
         return
-    # affordable: measure whole outputs too (for the report, and as a second judge)
-    run.report.outputs = measure(run.original, run.program, run.input_sets, run.config)
+    run.report.outputs = outputs
     if not all(o.accepted for o in run.report.outputs):
         run.program = merge_outputs(run.original, run.program, [o.accepted for o in run.report.outputs])
 

@@ -77,6 +77,9 @@ def round_to_format(x: Any, fmt: Any) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if fmt.name == "f64":
         return x.copy()
+    if fmt.name == "f32":  # the hardware conversion: nearest-even, subnormals, overflow to inf
+        with np.errstate(all="ignore"):
+            return x.astype(np.float32).astype(np.float64)
     with np.errstate(all="ignore"):
         _, e = np.frexp(x)  # x = m 2^e, 0.5 <= |m| < 1: the leading bit has exponent e - 1
         q = np.maximum(e - 1, fmt.emin) - (fmt.mantissa - 1)  # exponent of one ulp at x

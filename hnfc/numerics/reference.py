@@ -20,6 +20,19 @@ both precisions have (both give 0 for (1 + 1e300) - 1e300 at 80 and 160 bits); t
 (2x the output's significand bits + 16, at least 80) covers every cancellation of float-sized
 terms up to that; pass a larger `min_prec` for programs that add terms of very different size.
 
+Tiers (the default, `tiered=True`): the program is first evaluated vectorized in float64, then in
+numpy's long double where that is wider (x86: 64-bit significand), each element with a rigorous
+running error bound (hnfc/numerics/enclosure.py); an element whose whole enclosure rounds to one value is
+done. Only when some output element stays undecided, or the program has an op without a
+vectorized meaning (opaque), does the mpmath evaluation above run, and its values are taken for
+the undecided elements only. The answer is the same as the pure evaluation's wherever that one
+converges: both are the correctly rounded real value (`tiered=False` keeps the pure path).
+
+`rounding` says what "correctly rounded" means for the outputs: "f64" (the default, today's
+answers: float64 nearest) or "dtype": float64 nearest, then each output's own float dtype
+(bits_error's double rounding, what verification compares in). With "dtype", float32, bfloat16
+and float16 outputs are nearly always decided by the float64 tier alone.
+
 torch is imported lazily (only when an opaque op or a torch input needs it).
 """
 
@@ -32,7 +45,8 @@ import mpmath
 import numpy as np
 
 from hnfc.foundation.dtypes import DTYPES
-from hnfc.numerics.metric import round_mp, round_to_format
+from hnfc.numerics import enclosure
+from hnfc.numerics.metric import FORMATS, round_mp, round_to_format
 from hnfc.ops.core import obj
 from hnfc.foundation.types import TensorType, TupleType
 
@@ -52,11 +66,15 @@ class Reference:
       even) from the high-precision values; shaped as the output's type.
     approximate: some float value came from an op evaluated with torch in float64 (opaque ops),
       so the outputs are only as good as that op's float64 result.
-    prec: the working precision (bits) of the evaluation returned.
+    prec: the working precision (bits) of the evaluation returned (a tier's significand bits when
+      no mpmath evaluation ran).
     converged: the last two precisions agreed on every output (rounded to float64).
-    precisions: every precision evaluated, in order.
+    precisions: every mpmath precision evaluated, in order (none when the vectorized tiers decided all).
     mp_outputs: the outputs as object arrays of mpmath numbers (only with return_mp=True).
     approximate_nodes: ids of the nodes evaluated with torch.
+    tiers: the tiers that ran, in order ("f64", "longdouble", "mpmath").
+    escalated: output elements the vectorized tiers left undecided (taken from mpmath).
+    rounding: "f64" or "dtype" (see the module docstring).
     """
 
     outputs: list[np.ndarray]
@@ -66,6 +84,9 @@ class Reference:
     precisions: list[int] = field(default_factory=list)
     mp_outputs: list[np.ndarray] | None = None
     approximate_nodes: list[int] = field(default_factory=list)
+    tiers: list[str] = field(default_factory=list)
+    escalated: int = 0
+    rounding: str = "f64"
 
 
 def _is_torch(x: Any) -> bool:
@@ -277,14 +298,173 @@ def default_min_prec(program) -> int:
     return max(80, 2 * widest + _MARGIN)
 
 
-def reference(program, inputs: Sequence[Any], *, min_prec: int | None = None, max_prec: int = 4096, return_mp: bool = False) -> Reference:
+def _to_numpy(value: Any, dtype: str | None) -> np.ndarray:
+    """`to_mp`'s conversion without the mpmath objects: bool, integer or float64 numpy arrays
+    holding the same exact values."""
+    if _is_torch(value):
+        value = value.detach().cpu()
+        if value.is_complex():
+            raise EvaluationError("complex values are not supported by the reference")
+        arr = value.double().numpy() if value.is_floating_point() else value.numpy()
+    else:
+        arr = np.asarray(value)
+        if arr.dtype.kind == "c":
+            raise EvaluationError("complex values are not supported by the reference")
+        if arr.dtype.kind == "f":
+            arr = arr.astype(np.float64)
+        elif arr.dtype.kind not in "iub":
+            raise EvaluationError(f"cannot convert values of dtype {arr.dtype}")
+    if dtype is not None and arr.dtype == np.float64 and DTYPES[dtype].kind == "float":
+        arr = round_to_format(arr, dtype)
+    return arr
+
+
+def _leaves_numpy(program, inputs: Sequence[Any]) -> dict[int, np.ndarray]:
+    ids = program.inputs
+    if len(inputs) != len(ids):
+        raise EvaluationError(f"program has {len(ids)} inputs ({', '.join(program.input_names)}) but {len(inputs)} values were given")
+    out: dict[int, np.ndarray] = {}
+    for i, value in zip(ids, inputs):
+        node = program.nodes[i]
+        out[i] = _to_numpy(value, _dtype_of(node.type))
+        _check_shape(f"input {node.attr['name']!r} (%{i})", out[i], node.type)
+    for i, node in enumerate(program.nodes):
+        if node.op == "param":
+            name = node.attr["name"]
+            if name not in program.params:
+                raise EvaluationError(f"no value for parameter {name!r} (%{i})")
+            out[i] = _to_numpy(program.params[name], _dtype_of(node.type))
+            _check_shape(f"parameter {name!r} (%{i})", out[i], node.type)
+    return out
+
+
+def output_formats(program, rounding: str) -> list[str]:
+    """The format each output is correctly rounded to (after float64) under `rounding`."""
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    out = []
+    for o in program.outputs:
+        t = program.nodes[o].type
+        float_fmt = isinstance(t, TensorType) and DTYPES[t.dtype].kind == "float"
+        out.append(t.dtype if rounding == "dtype" and float_fmt else "f64")
+    return out
+
+
+ROUNDINGS = ("f64", "dtype")
+
+
+def _torch_nodes(program) -> list[int]:
+    """The nodes the mpmath path evaluates with torch and flags `approximate`."""
+    out = []
+    for i, n in enumerate(program.nodes):
+        if n.op in ("input", "param") or (n.opdef.ref is not None and n.op != "opaque"):
+            continue
+        if _is_float_type(n.type) or any(_is_float_type(program.nodes[a].type) for a in n.args if a is not None):
+            out.append(i)
+    return out
+
+
+def _tiers() -> list[tuple[str, Any]]:
+    tiers = [("f64", np.float64)]
+    if np.finfo(np.longdouble).nmant > np.finfo(np.float64).nmant:
+        tiers.append(("longdouble", np.longdouble))  # x86: 64 bits; elsewhere maybe none
+    return tiers
+
+
+def reference(
+    program,
+    inputs: Sequence[Any],
+    *,
+    min_prec: int | None = None,
+    max_prec: int = 4096,
+    return_mp: bool = False,
+    tiered: bool = True,
+    rounding: str = "f64",
+) -> Reference:
     """True outputs of `program` on `inputs` (one array per program input, program.inputs order).
 
-    Evaluates in mpmath at `min_prec` bits (default `default_min_prec(program)`) and doubles the
+    Tiered (default): vectorized float64 and long double evaluations with error enclosures
+    decide every element they can; mpmath (below) runs only for the rest. `tiered=False` or
+    `return_mp=True` evaluates everything in mpmath. Returns a `Reference`: `.outputs` (list of
+    float64 numpy arrays, correctly rounded to float64, then with rounding="dtype" to each
+    output's float dtype), `.approximate`, `.prec`, `.converged`, `.tiers`, `.escalated`, and
+    `.mp_outputs` when `return_mp`.
+
+    mpmath: evaluates at `min_prec` bits (default `default_min_prec(program)`) and doubles the
     precision until two consecutive precisions agree on every output rounded to float64, up to
-    `max_prec`. Returns a `Reference`: `.outputs` (list of float64 numpy arrays, correctly
-    rounded), `.approximate`, `.prec`, `.converged`, and `.mp_outputs` when `return_mp`.
+    `max_prec`.
     """
+    fmts = output_formats(program, rounding)
+    if not tiered or return_mp or not enclosure.supported(program):
+        r = _pure(program, inputs, min_prec=min_prec, max_prec=max_prec, return_mp=return_mp)
+        r.outputs = [x if f == "f64" else round_to_format(x, f) for x, f in zip(r.outputs, fmts)]
+        r.tiers, r.rounding = ["mpmath"], rounding
+        return r
+    prec = int(min_prec if min_prec is not None else default_min_prec(program))
+    if prec < 2 or max_prec < prec:
+        raise ValueError(f"bad precisions: min_prec={prec}, max_prec={max_prec}")
+    leaves = _leaves_numpy(program, inputs)
+    outs: list[np.ndarray | None] = [None] * len(fmts)
+    done: list[np.ndarray | None] = [None] * len(fmts)
+    tiers, precs, balls_of = [], [], {}
+    for name, dt in _tiers():
+        try:
+            balls = enclosure.evaluate(program, leaves, dt)
+        except enclosure.Unsupported:
+            continue  # this tier cannot hold the program (a large integer): try the next
+        tiers.append(name)
+        balls_of[name] = balls
+        precs.append(int(np.finfo(dt).nmant) + 1)
+        for k, (ball, fmt) in enumerate(zip(balls, fmts)):
+            vals, ok = enclosure.decide(ball, fmt, round_to_format)
+            if outs[k] is None:
+                outs[k], done[k] = vals, ok
+            else:
+                new = ok & ~done[k]
+                outs[k] = np.where(new, vals, outs[k])
+                done[k] = done[k] | ok
+        if all(d.all() for d in done):
+            break
+    if len(balls_of) == 2 and not all(d.all() for d in done) and not enclosure.uses_float64_only(program):
+        # what no enclosure decided: the float64 and long double values, agreeing (see `agree`)
+        tiers.append("agreement")
+        for k, (narrow, wide, fmt) in enumerate(zip(balls_of["f64"], balls_of["longdouble"], fmts)):
+            vals, ok = enclosure.agree(narrow, wide, fmt, round_to_format, FORMATS)
+            new = ok & ~done[k]
+            outs[k] = np.where(new, vals, outs[k])
+            done[k] = done[k] | ok
+    if not tiers:
+        r = _pure(program, inputs, min_prec=min_prec, max_prec=max_prec)
+        r.outputs = [x if f == "f64" else round_to_format(x, f) for x, f in zip(r.outputs, fmts)]
+        r.tiers, r.rounding = ["mpmath"], rounding
+        return r
+    undecided = sum(int((~d).sum()) for d in done)
+    if not undecided:
+        approx = _torch_nodes(program)  # the same flag the mpmath path sets: opaque float ops ran in torch
+        return Reference(
+            outputs=[np.asarray(o, dtype=np.float64) for o in outs],
+            approximate=bool(approx),
+            prec=precs[-1],
+            converged=True,
+            precisions=[],
+            approximate_nodes=approx,
+            tiers=tiers,
+            rounding=rounding,
+        )
+    # Escalate: mpmath for what the enclosures left undecided (the whole program is evaluated;
+    # only the undecided elements' values are taken).
+    r = _pure(program, inputs, min_prec=min_prec, max_prec=max_prec)
+    final = []
+    for o, d, x, fmt in zip(outs, done, r.outputs, fmts):
+        exact = x if fmt == "f64" else round_to_format(x, fmt)
+        final.append(np.where(d, o, exact).astype(np.float64))
+    r.outputs, r.tiers, r.escalated, r.rounding = final, tiers + ["mpmath"], undecided, rounding
+    return r
+
+
+def _pure(program, inputs: Sequence[Any], *, min_prec: int | None = None, max_prec: int = 4096, return_mp: bool = False) -> Reference:
+    """The whole program in mpmath, with precision escalation (see the module docstring)."""
+
     prec = int(min_prec if min_prec is not None else default_min_prec(program))
     if prec < 2 or max_prec < prec:
         raise ValueError(f"bad precisions: min_prec={prec}, max_prec={max_prec}")

@@ -51,11 +51,16 @@ def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]]) -> d
     run = runner(flat(program, ids))
     for inputs in input_sets:
         for i, v in zip(ids, run(inputs)):
-            v = v.detach().double()
-            v = v[~torch.isnan(v)]
-            if v.numel():
-                lo, hi = float(v.min()), float(v.max())
-                out[i] = (min(lo, out[i][0]), max(hi, out[i][1])) if i in out else (lo, hi)
+            v = v.detach()
+            if not v.numel():
+                continue
+            lo, hi = (float(t) for t in torch.aminmax(v))  # one pass; NaN if any element is
+            if lo != lo or hi != hi:
+                v = v[~torch.isnan(v)]
+                if not v.numel():
+                    continue
+                lo, hi = (float(t) for t in torch.aminmax(v))
+            out[i] = (min(lo, out[i][0]), max(hi, out[i][1])) if i in out else (lo, hi)
     return out
 
 
@@ -78,6 +83,26 @@ def verification_inputs(program: Program, example_inputs, input_ranges, config: 
     domains = input_domains(program, example_inputs, input_ranges)
     sets = [list(example_inputs)]
     half = (config.samples + 1) // 2
-    sets += sample_inputs(types, domains, half, mode="value", seed=config.seed)
-    sets += sample_inputs(types, domains, config.samples - half, mode="bits", seed=config.seed + 1)
+    # A bounded sample (issue 13): at most SAMPLE_ROWS distinct leading rows are drawn per input,
+    # then repeated to the input's size (every element still lies in the declared domain).
+    small = [_capped(t) for t in types]
+    drawn = sample_inputs(small, domains, half, mode="value", seed=config.seed)
+    drawn += sample_inputs(small, domains, config.samples - half, mode="bits", seed=config.seed + 1)
+    sets += [[_tiled(x, t) for x, t in zip(s, types)] for s in drawn]
     return [list(s) for s in sets]
+
+
+SAMPLE_ROWS = 4096  # distinct leading rows drawn per sampled input
+
+
+def _capped(t: TensorType) -> TensorType:
+    if isinstance(t, TensorType) and not t.is_symbolic and t.rank and t.shape[0] > SAMPLE_ROWS:
+        return TensorType((SAMPLE_ROWS, *t.shape[1:]), t.dtype)
+    return t
+
+
+def _tiled(x: torch.Tensor, t: TensorType) -> torch.Tensor:
+    if not isinstance(t, TensorType) or t.is_symbolic or x.dim() == 0 or x.shape[0] == t.shape[0]:
+        return x
+    reps = -(-t.shape[0] // x.shape[0])
+    return x.repeat(reps, *([1] * (x.dim() - 1)))[: t.shape[0]].contiguous()

@@ -10,6 +10,8 @@ tolerance) is refused.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -74,7 +76,9 @@ def measure(original: Program, candidate: Program, input_sets, config: Config) -
     errs_after: list[list[np.ndarray]] = [[] for _ in original.outputs]
     run_original, run_candidate = runner(original), runner(candidate)
     for inputs in input_sets:
-        truth = reference(flat(original), inputs).outputs
+        # rounded to each output's dtype: what bits_error compares in, and what the vectorized
+        # tiers of the reference decide without mpmath
+        truth = reference(flat(original), inputs, rounding="dtype").outputs
         for k, (a, b, t) in enumerate(zip(run_original(inputs), run_candidate(inputs), truth)):
             if a.is_floating_point():
                 errs_before[k].append(bits_error(a, t).ravel())
@@ -117,9 +121,62 @@ def _cut_shape(shape: tuple, out_shape: tuple, cuts: dict[int, int]) -> tuple:
     return tuple(shape)
 
 
-def _cut_value(value: torch.Tensor, out_shape: tuple, cuts: dict[int, int]) -> torch.Tensor:
-    """The leading rows of a captured value, as `_cut_shape` cuts its type."""
-    return value[tuple(slice(0, n) for n in _cut_shape(tuple(value.shape), out_shape, cuts))]
+def _cut_value(value: torch.Tensor, out_shape: tuple, cuts: dict[int, int], rows: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    """A captured value cut as `_cut_shape` cuts its type: the leading rows, or where `rows`
+    names them (axis counted from the end -> row indices), those rows."""
+    if rows is None:
+        return value[tuple(slice(0, n) for n in _cut_shape(tuple(value.shape), out_shape, cuts))]
+    for axis, idx in rows.items():
+        if value.dim() >= -axis and value.shape[axis] == out_shape[axis]:
+            value = value.index_select(value.dim() + axis, idx)
+    return value
+
+
+# Bounded verification (issue 13): a site or an output is judged on at most this many reference
+# operations per input set (reference_cost), whatever the tensors' sizes; the rows kept include
+# those holding each value's extremes. See README ("Verification at scale").
+SAMPLE_OPS = 100_000
+
+
+def pick_rows(values: Sequence[torch.Tensor], out_shape: tuple, cuts: dict[int, int], seed: int = 0) -> dict[int, torch.Tensor]:
+    """Which rows to keep along each cut axis: for every value spanning the axis, the rows holding
+    its largest and smallest element, its largest and smallest magnitude and its NaN/inf if any
+    (the extremes of the domain, where rewrites go wrong), then rows drawn uniformly at random
+    (fixed seed) up to the count `cuts` keeps. Sorted indices, one tensor per axis."""
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[int, torch.Tensor] = {}
+    for axis, keep in cuts.items():
+        n = out_shape[axis]
+        chosen: list[int] = []
+        for v in values:
+            if not v.is_floating_point() or v.dim() < -axis or v.shape[axis] != n or v.numel() == 0:
+                continue
+            r = v.detach().movedim(v.dim() + axis, 0).reshape(n, -1)
+            lo, hi = torch.aminmax(r, dim=1)  # one pass; NaN rows give NaN here
+            if not math.isfinite(float(hi.double().sum()) + float(lo.double().sum())):  # some row holds NaN/inf (or sums overflow)
+                bad = ~(torch.isfinite(hi) & torch.isfinite(lo))
+                if bad.any():
+                    chosen.append(int(bad.nonzero()[0, 0]))
+                hi, lo = torch.nan_to_num(hi, 0.0, 0.0, 0.0), torch.nan_to_num(lo, 0.0, 0.0, 0.0)
+            mid = torch.minimum(hi.abs(), lo.abs()) * ((hi > 0) & (lo < 0)).logical_not()  # 0 where a row spans 0
+            picks = [hi.argmax(), lo.argmin(), torch.maximum(hi.abs(), lo.abs()).argmax(), mid.argmin()]
+            chosen += [int(i) for i in picks]
+        seen = list(dict.fromkeys(chosen))[:keep]
+        if len(seen) < keep:
+            taken = torch.zeros(n, dtype=torch.bool)
+            taken[seen] = True
+            # a random draw, then the first untaken of it (2x keep is plenty unless keep ~ n)
+            draw = torch.randint(0, n, (2 * keep + 16,), generator=gen) if keep * 4 < n else torch.randperm(n, generator=gen)
+            for i in draw.tolist():
+                if not taken[i]:
+                    taken[i] = True
+                    seen.append(i)
+                    if len(seen) == keep:
+                        break
+            if len(seen) < keep:
+                seen += (~taken).nonzero().flatten()[: keep - len(seen)].tolist()
+        out[axis] = torch.tensor(sorted(seen), dtype=torch.long)
+    return out
 
 
 def _retyped(program: Program, out_shape: tuple, cuts: dict[int, int]) -> Program | None:
@@ -178,13 +235,46 @@ def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config) -
     if s.skipped:
         return LocalCheck(s.region, s.key, s.cls, (), 0.0, 0.0, 0.0, 0.0, False, s.skipped)
     old, new, cuts = s.old, s.new, {}
-    budget = config.max_reference_ops // max(n_sets, 1)
+    budget = min(config.max_reference_ops // max(n_sets, 1), SAMPLE_OPS)
     if reference_cost(old) > budget:
         fewer = fewer_rows(old, new, budget)
         if fewer is None:
             return LocalCheck(s.region, s.key, s.cls, s.values, 0.0, 0.0, 0.0, 0.0, False, "too large for the reference")
         old, new, cuts = fewer
     out_shape = s.old.nodes[s.old.outputs[0]].type.shape
-    sets = [[_cut_value(cap[v], out_shape, cuts) for v in s.frontier] for cap in captured]
+    sets = []
+    for j, cap in enumerate(captured):
+        rows = pick_rows([cap[v] for v in s.frontier], out_shape, cuts, seed=config.seed + j) if cuts else None
+        sets.append([_cut_value(cap[v], out_shape, cuts, rows) for v in s.frontier])
     (m,) = measure(old, new, sets, config)
     return LocalCheck(s.region, s.key, s.cls, s.values, m.before_mean, m.before_max, m.after_mean, m.after_max, m.accepted, "" if m.accepted else "measured worse")
+
+
+def measure_bounded(original: Program, candidate: Program, input_sets, config: Config) -> list[OutputError] | None:
+    """`measure` on a bounded sample: each output on at most SAMPLE_OPS reference operations per
+    input set. An output too large is measured on rows of it (`fewer_rows` on the pair of whole
+    programs: a candidate equals the original over the reals, so any rows test it), the rows kept
+    chosen by `pick_rows` from the inputs (extremes first). None when some output can be neither
+    measured whole within the configured limit nor cut."""
+    n_sets = max(len(input_sets), 1)
+    budget = min(config.max_reference_ops // n_sets, SAMPLE_OPS)
+    if reference_cost(original) <= budget:
+        return measure(original, candidate, input_sets, config)
+    out: list[OutputError] = []
+    for k, (o, c) in enumerate(zip(original.outputs, candidate.outputs)):
+        old, new = flat(original, [o]), flat(candidate, [c])
+        fewer = fewer_rows(old, new, budget) if isinstance(old.nodes[o].type, TensorType) and old.nodes[o].type.rank > 1 else None
+        if fewer is None:
+            if reference_cost(old) * n_sets > config.max_reference_ops:
+                return None
+            (m,) = measure(old, new, input_sets, config)
+        else:
+            cut_old, cut_new, cuts = fewer
+            out_shape = old.nodes[o].type.shape
+            sets = []
+            for j, inputs in enumerate(input_sets):
+                rows = pick_rows(list(inputs), out_shape, cuts, seed=config.seed + j)
+                sets.append([_cut_value(x, out_shape, cuts, rows) for x in inputs])
+            (m,) = measure(cut_old, cut_new, sets, config)
+        out.append(dataclasses.replace(m, index=k))
+    return out
