@@ -124,9 +124,6 @@ class Run:
 
 
 def _ranges(run: Run) -> None:
-    if note := random_warning(run.original):  # train-mode dropout: torch and the reference draw different masks
-        warnings.warn(note, HnfcWarning, stacklevel=4)
-        run.report.warnings.append(note)
     # Observed ranges stand in for propagated ones, so they must cover the declared domain,
     # extremes included: observe on the verification inputs, not on the examples alone.
     run.input_sets = verification_inputs(run.original, run.example_inputs, run.ranges_in, run.config)
@@ -182,6 +179,10 @@ def _verify(run: Run) -> None:
     run.report.rewrites_refused = refused_rewrites
     if not run.config.measure_outputs:
         return  # every rewrite was verified locally; whole outputs were not asked for
+    if note := random_warning(run.original):  # train-mode dropout: torch and the reference draw different masks
+        warnings.warn(note, HnfcWarning, stacklevel=4)
+        run.report.warnings.append(note)
+        return
     # whole outputs too, on a bounded sample of rows (for the report, and as a second judge)
     outputs = measure_bounded(run.original, run.program, run.input_sets, run.config)
     if outputs is None:

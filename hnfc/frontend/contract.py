@@ -83,8 +83,8 @@ def random_warning(program) -> str | None:
     if not found:
         return None
     return (f"the model draws random numbers ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}; a module in train mode?): "
-            "the torch runs and the mpmath reference draw different values, so the error figures and the verification are not "
-            "comparable; call model.eval() before hnfc")
+            "the torch runs and the mpmath reference would draw different values, so whole outputs were not measured "
+            "(each rewrite was verified locally, on values captured from one run); call model.eval() before hnfc for output figures")
 
 
 def _seeded(target: str) -> bool:
