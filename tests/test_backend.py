@@ -93,9 +93,18 @@ def test_rewrites_happen_before_autograd_inductor_included():
     torch.testing.assert_close(g.double(), torch.sigmoid(xd), rtol=1e-6, atol=0)
 
 
+def _stable_head(model, x):
+    """The naive head written with the stable forms (what the rewrites should compute)."""
+    F = torch.nn.functional
+    z = F.layer_norm(x, x.shape[-1:], eps=1e-5)
+    h = F.softplus(model.proj(z))
+    return F.log_softmax(model.out(h) / model.temperature, dim=-1)
+
+
 def test_naive_model_is_rewritten_and_trains_like_eager():
-    """The naive head: the graph the backend returns holds the rewrites (log_softmax, softplus),
-    takes the parameters as inputs, and its gradients match eager's."""
+    """The naive head on its documented inputs: eager is NaN (exp overflows); the graph the
+    backend returns holds the rewrites (log_softmax, softplus), takes the parameters as inputs,
+    and its outputs and gradients match the same head written with the stable forms."""
     model = make_model()
     (x,) = example_inputs()
     record: list = []
@@ -108,14 +117,16 @@ def test_naive_model_is_rewritten_and_trains_like_eager():
     assert torch.ops.aten.softplus.default in targets
     assert [n.op for n in gm.graph.nodes].count("placeholder") == 1 + len(list(model.parameters()))
     assert all("hnf_dtype" in n.meta["custom"] for n in gm.graph.nodes if n.op == "call_function" and "custom" in n.meta)
+    assert not torch.isfinite(model(x)).any() and torch.isfinite(out).all()
     _loss(out).backward()
     g_compiled = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    ref = model(x)
+    ref = _stable_head(model, x)
     _loss(ref).backward()
-    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    # logits / 0.01: the output amplifies rounding in the logits a hundredfold
+    torch.testing.assert_close(out, ref, atol=1e-2, rtol=1e-4)
     for p, g in zip(model.parameters(), g_compiled):
-        torch.testing.assert_close(g, p.grad, atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(g, p.grad, atol=1e-2, rtol=1e-3)
     with torch.no_grad():  # a second graph (grad mode is guarded): inference works too
         torch.testing.assert_close(compiled(x), out.detach())
 
@@ -169,7 +180,7 @@ def test_any_failure_inside_hnfc_runs_the_original_graph(monkeypatch):
         out = compiled(x)
     msgs = _hnfc_warnings(caught)
     assert len(msgs) == 1 and "boom in the optimizer" in msgs[0]
-    assert torch.equal(out, model(x))
+    torch.testing.assert_close(out, model(x), rtol=0, atol=0, equal_nan=True)  # the original graph, NaN and all
 
 
 def test_options_unknown_is_an_error_known_pass_through():

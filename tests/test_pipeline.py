@@ -79,7 +79,12 @@ def test_already_stable_program_is_unchanged():
 def test_limits_hit_still_give_a_verified_result_with_the_reason():
     m = hnfc.optimize(make_model(), example_inputs(), max_nodes=10)
     assert m.report.egraph["stop_reason"].startswith("node limit")
-    torch.testing.assert_close(m(*example_inputs()), make_model()(*example_inputs()), rtol=1e-4, atol=1e-4)
+    # verified: no output measured worse than the original (whose naive forms fail on these
+    # inputs), and where the original is finite the result agrees with it
+    assert m.report.outputs and all(o.accepted for o in m.report.outputs)
+    out, eager = m(*example_inputs()), make_model()(*example_inputs())
+    finite = torch.isfinite(eager)
+    torch.testing.assert_close(out[finite], eager[finite], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("model_inputs", ["naive_block", "gpt2"])
@@ -108,7 +113,7 @@ def test_a_failing_stage_falls_back_to_the_original_with_a_warning(monkeypatch):
     model, x = make_model(), example_inputs()
     with pytest.warns(HnfcWarning, match="saturation exploded"):
         m = hnfc.optimize(model, x)
-    assert torch.equal(m(*x), model(*x))
+    torch.testing.assert_close(m(*x), model(*x), rtol=0, atol=0, equal_nan=True)  # the original, NaN and all
     assert "saturation exploded" in m.report.warnings[0]
 
 

@@ -16,31 +16,59 @@ from hnfc.lint import lint
 from hnfc.pipeline import HnfcWarning
 
 
-def _gpt2_default():
-    from transformers import AutoModel, GPT2Config
+def _default(name):
+    """transformers models from tiny configs with every other setting at its default (use_cache=True)."""
+    from transformers import AutoModel, BertConfig, GPT2Config, LlamaConfig, T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0)
-    assert cfg.use_cache  # the default: the model returns a DynamicCache
-    return AutoModel.from_config(cfg).eval(), (torch.randint(0, 100, (2, 8)),)
+    if name == "gpt2":
+        cfg = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0)
+        return AutoModel.from_config(cfg).eval(), (torch.randint(0, 100, (2, 8)),), "DynamicCache"
+    if name == "llama":  # grouped-query attention: 4 query heads, 2 key/value heads
+        cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=0)
+        return AutoModel.from_config(cfg).eval(), (torch.randint(0, 64, (2, 8)),), "DynamicCache"
+    if name == "t5":
+        cfg = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
+                       decoder_start_token_id=0, pad_token_id=0)
+        return _Seq2Seq(T5ForConditionalGeneration(cfg)).eval(), (torch.randint(1, 64, (2, 6)), torch.randint(1, 64, (2, 5))), "EncoderDecoderCache"
+    cfg = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=16)
+    return AutoModel.from_config(cfg).eval(), (torch.randint(0, 64, (2, 8)),), None
+
+
+class _Seq2Seq(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, decoder_input_ids):
+        return self.model(input_ids=input_ids, decoder_input_ids=decoder_input_ids)
 
 
 @pytest.mark.slow
-def test_a_default_transformers_model_optimizes_with_its_cache_dropped():
-    model, inputs = _gpt2_default()
+@pytest.mark.parametrize("name", ["gpt2", "llama", "t5", "bert"])
+def test_default_transformers_models_optimize_with_their_cache_dropped(name):
+    model, inputs, cache = _default(name)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         m = hnfc.optimize(model, inputs)
     notes = [str(w.message) for w in caught if issubclass(w.category, HnfcWarning)]
-    assert len(notes) == 1 and "DynamicCache" in notes[0] and "None" in notes[0], notes
-    assert m.report.warnings[0] == notes[0]
+    if cache is None:
+        assert not notes, notes
+    else:
+        assert len(notes) == 1 and cache in notes[0] and "None" in notes[0], notes
+        assert m.report.warnings[0] == notes[0]
     assert isinstance(m, torch.fx.GraphModule)  # traced and optimized, not the unchanged model
-    out, ref = m(*inputs), model(*inputs)
+    with torch.no_grad():
+        out, ref = m(*inputs), model(*inputs)
     assert type(out) is type(ref)
-    torch.testing.assert_close(out.last_hidden_state, ref.last_hidden_state, rtol=1e-4, atol=1e-5)
-    assert ref.past_key_values is not None and out.past_key_values is None
-    result = lint(model, inputs)
-    assert result.findings is not None  # lint runs (it raised on the cache before)
+    for key in ref.keys():
+        if isinstance(ref[key], torch.Tensor):
+            torch.testing.assert_close(out[key], ref[key], rtol=1e-4, atol=1e-5)
+        else:
+            assert out.get(key) is None, key  # the cache
+    if name == "gpt2":
+        assert lint(model, inputs).findings is not None  # lint runs (it raised on the cache before)
 
 
 def test_train_mode_batch_norm_says_what_to_do():

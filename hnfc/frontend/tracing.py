@@ -203,7 +203,8 @@ class _Converter:
                 if converted is not None:
                     ir_args, attrs = converted
                     item_type = _pick(out_type, alias.output)
-                    vid = self.b.add(opdef.name, [self.ir_arg(a, item_type) for a in ir_args], attrs, item_type)
+                    ids = [self.ir_arg(a, item_type) for a in ir_args]
+                    vid = self.b.add(opdef.name, ids, _gqa_attrs(opdef.name, ids, attrs, self.b), item_type)
                     self.env[node] = vid if alias.output is None else _Selected(vid, alias.output)
                     return
         tensors: list[fx.Node] = []
@@ -262,6 +263,19 @@ def _out_of_place(target, base: str):
         if not cand._schema.is_mutable and signature(cand._schema) == want:
             return cand
     return None
+
+
+def _gqa_attrs(op: str, ids, attrs, b) -> dict:
+    """aten's CPU flash attention (`_scaled_dot_product_flash_attention_for_cpu`) takes fewer key/
+    value heads than query heads (grouped-query attention, what transformers passes with a
+    DynamicCache) without an `enable_gqa` argument: the IR's sdpa says it explicitly, or its
+    lowering (aten.scaled_dot_product_attention) rejects the shapes."""
+    if op != "scaled_dot_product_attention" or attrs.get("enable_gqa") or None in ids[:2]:
+        return attrs
+    q, k = b.type_of(ids[0]), b.type_of(ids[1])
+    if q.rank >= 3 and k.rank >= 3 and q.shape[-3] != k.shape[-3]:
+        return {**attrs, "enable_gqa": True}
+    return attrs
 
 
 class _Selected:
