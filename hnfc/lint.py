@@ -69,6 +69,8 @@ class Finding:
 
 FAILING_ALWAYS = ("hazard", "grad-hazard", "unknown")
 ORDER = {"hazard": 0, "grad-hazard": 1, "unknown": 2, "fixable": 3, "candidate": 4, "ill-conditioned": 5}
+# Programs with more nodes than this are linted without verifying rewrites (pass verify=True to force it).
+VERIFY_NODES = 300
 # Below this many bits of change in every output, a node's lost bits do not reach the outputs.
 ABSORBED_BITS = 0.5
 
@@ -273,21 +275,36 @@ def _candidates(program, flat, domains, sets) -> list[tuple[str, list[torch.Tens
     return out
 
 
+def _input_spans(program, sets) -> dict[int, tuple[float, float]]:
+    """(min, max) of each float input over the example and sampled sets (NaNs ignored)."""
+    out: dict[int, tuple[float, float]] = {}
+    for i, k in zip(program.inputs, range(len(program.inputs))):
+        vals = [s[k] for s in sets if k < len(s) and isinstance(s[k], torch.Tensor) and s[k].is_floating_point() and s[k].numel()]
+        vals = [v[~torch.isnan(v)] for v in vals]
+        vals = [v for v in vals if v.numel()]
+        if vals:
+            out[i] = (min(float(v.min()) for v in vals), max(float(v.max()) for v in vals))
+    return out
+
+
 def _nonfinite(t: torch.Tensor | None) -> bool:
     return t is not None and t.is_floating_point() and not bool(torch.isfinite(t).all())
 
 
-def _forward_trigger(run_nodes, ids, i, candidates) -> str | None:
-    k = ids.index(i)
+def _forward_triggers(run_nodes, ids, candidates) -> dict[int, str]:
+    """Per node id: the first candidate input on which its value is not finite (one run per candidate)."""
+    out: dict[int, str] = {}
     for text, xs in candidates:
+        if len(out) == len(ids):
+            break
         try:
             vals = run_nodes(xs)
         except Exception:  # an input that the model rejects (a shape check): try the next
             continue
-        v = vals[k]
-        if _nonfinite(v) or (v.is_floating_point() and bool((v == 0).any()) and "constant" in text):
-            return f"{text} gives {_describe(v)} here"
-    return None
+        for i, v in zip(ids, vals):
+            if i not in out and _nonfinite(v):
+                out[i] = f"{text} gives {_describe(v)} here"
+    return out
 
 
 def _describe(v: torch.Tensor) -> str:
@@ -381,7 +398,7 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
     from hnfc.rewrites.gate import checked
     from hnfc.ir.expr import format_expr
     from hnfc.pipeline import _input_positions, optimize_program
-    from hnfc.runtime import observe, verification_inputs
+    from hnfc.runtime import verification_inputs
     from hnfc.runtime.lowering import lower
     from hnfc.runtime.run import flat as flat_program, input_domains
 
@@ -393,25 +410,29 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
     check_examples(example_inputs)
     rules = checked(rules, trust=config.trust_rules) if rules is not None else None  # unsound user rules: an error
     program = trace(model_or_fn, tuple(example_inputs))
+    if "verify" not in options and len(program.nodes) > VERIFY_NODES:
+        # verifying each rewrite against mpmath costs minutes on a transformer (whole weight
+        # matrices go through the reference); lint then lists the rewrites as unverified candidates
+        config = dataclasses.replace(config, verify=False, measure_outputs=False, samples=config.samples if "samples" in options else min(config.samples, 1))
     flat = list(torch.utils._pytree.tree_leaves(list(example_inputs)))
     ranges_in = _input_positions(program, input_ranges)
     sets = verification_inputs(program, flat, ranges_in, config)
-    observed = observe(program, sets)
-    times["trace+observe"] = time.perf_counter() - t0
+    times["trace"] = time.perf_counter() - t0
     # Sound ranges: inputs without a declared range take their observed span (the example is the
     # only domain the user gave); everything else is propagated, never narrowed by observation.
-    obs_inputs = {i: observed[i] for i in program.inputs if i in observed}
+    # (Whether the example and sampled inputs reach a hazard is checked by running them: triggers.)
+    obs_inputs = _input_spans(program, sets)
     sound = analysis.ranges(program, ranges_in, observed=obs_inputs, margin=config.margin)
-    seen = analysis.ranges(program, ranges_in, observed=observed, margin=config.margin)
     t1 = time.perf_counter()
     _, report = optimize_program(program, flat, input_ranges=ranges_in, rules=rules, config=config)
     times["optimize"] = time.perf_counter() - t1
     t2 = time.perf_counter()
+    times["ranges"] = t1 - t0 - times["trace"]
 
     sources = dict(program.meta.get("sources", {}))
     fixes: dict[int, Any] = {}
     kinds: dict[int, str] = {}
-    for kind, found in (("candidate", getattr(report, "rewrites_refused", ())), ("fixable", report.rewrites)):
+    for kind, found in (("candidate", getattr(report, "rewrites_refused", ())), ("fixable" if config.verify else "candidate", report.rewrites)):
         for rw in found:
             kinds[id(rw)] = kind
             for v in rw.values:
@@ -423,7 +444,6 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
     findings: list[Finding] = []
     seen_fix: set[int] = set()
     hazard_at: set[int] = set()
-    seen_costs = {i: reason for i, _, _, _, reason in analysis.explain(program, seen)}
     unknown = _unknown_values(program, sound)
     for i, op, cond, bits, reason in analysis.explain(program, sound):
         # an op without a range rule has the whole line as its range: that is "unknown" (below), not an overflow
@@ -436,8 +456,8 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
         rw = fixes.get(i)
         if hazard:
             hazard_at.add(i)
-            observed_too = seen_costs.get(i, "").startswith("hazard:")
-            why = reason + ("" if observed_too else " (at the edge of the declared range: the sampled inputs stay inside)")
+            observed_too = False  # set below when the example or a sampled input triggers it
+            why = reason
             fix = f"{rw.before}  ->  {rw.after}" if rw is not None else _fix_text(op, "hazard", reason)
             if rw is not None:
                 seen_fix.add(id(rw))
@@ -489,15 +509,17 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
     # triggers (checked by running) and effects on the outputs
     domains = input_domains(program, flat, ranges_in)
     cands = _candidates(program, flat, domains, sets)
+    t3 = time.perf_counter()
     need = [f for f in findings if f.kind in ("hazard", "unknown")]
     if need:
         ids = sorted({f.value for f in need})
         try:
             run_nodes = lower(flat_program(program, ids))
-            trig = {}
-            for i in ids:
-                trig[i] = _forward_trigger(lambda xs: list(run_nodes(*xs)), ids, i, cands)
-            findings = [dataclasses.replace(f, trigger=trig.get(f.value)) if f.kind in ("hazard", "unknown") else f for f in findings]
+            trig = _forward_triggers(lambda xs: list(run_nodes(*xs)), ids, cands)
+            sampled = {i for i, text in trig.items() if text.startswith(("the example", "sampled"))}
+            findings = [dataclasses.replace(f, trigger=trig.get(f.value), observed=f.value in sampled,
+                                            reason=f.reason if f.value in sampled or f.kind != "hazard" else f.reason + " (beyond the example and sampled inputs: at the declared range's edge)")
+                        if f.kind in ("hazard", "unknown") else f for f in findings]
         except Exception:  # running is for the explanation; the finding stands without it
             pass
     if any(f.kind == "grad-hazard" for f in findings):
@@ -508,6 +530,7 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
             findings = [dataclasses.replace(f, trigger=trig) if f.kind == "grad-hazard" else f for f in findings]
         except Exception:
             pass
+    times["triggers"] = time.perf_counter() - t3
     if measure_effect:
         judged = [f for f in findings if f.kind in ("fixable", "candidate", "ill-conditioned") and f.bits > max_bits][:12]
         for f in judged:
