@@ -107,7 +107,6 @@ def _assert_as_eager(what: str, x, y, ref=None) -> None:
     if ref is not None:
         eager_err = (x[fin].double() - ref[fin].double()).abs().max().item() if fin.any() else 0.0
         bound = max(bound, EAGER_ERR * eager_err)
-    import os
     assert diff <= bound, f"{what} differs by {diff:.3g} (bound {bound:.3g}: {ULPS} ulps = {ULPS * _ulp(x[fin]):.3g}, eager's own error vs float64 {eager_err:.3g})"
 
 

@@ -69,7 +69,7 @@ NLL = _bundle(_iv_nll, _cond_nll)
 
 def _iv_bce(a, at, t, ts):
     # torch clamps each log at -100: every term is in [0, 100 (|t| + |1 - t|)]
-    p, y = a[0], a[1]
+    y = a[1]
     if _unknown(y):
         return Interval(0.0, INF)
     hi = 100.0 * (y.mag + max(abs(1 - y.lo), abs(1 - y.hi)))

@@ -42,7 +42,6 @@ import torch
 from hnfc import ops
 from hnfc.foundation.dtypes import DTYPES, to_torch
 from hnfc.foundation.intervals import Interval
-from hnfc.foundation.types import TensorType
 from hnfc.ir.casts import float_tensor, is_compute
 from hnfc.ir.program import Builder, Program
 from hnfc.runtime.lowering import lower
@@ -163,7 +162,6 @@ def sensitivities(program: Program, input_sets: Sequence[Sequence[torch.Tensor]]
     √(2 ln n/(3n))·‖(J_vᵀ w) ∘ v‖₂ / ‖y‖∞ (module doc)."""
     probe, sites = probe_program(program)
     gm = lower(probe)
-    ids = [i for i in probe.inputs][: len(program.inputs)]
     delta_ids = [i for i in probe.inputs][len(program.inputs):]
     outs_float = [float_tensor(program.nodes[o].type) for o in program.outputs]
     rel = np.zeros((len(sites), len(program.outputs)))
