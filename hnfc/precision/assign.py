@@ -42,13 +42,18 @@ their argument, inputs, parameters, constants, casts and opaque ops keep their d
 Lowering a node to d casts its float arguments to d (`to` nodes, hash-consed, so neighbours of one
 dtype share their casts) and, where a user or an output wants another dtype, casts the result back.
 
-Validation (`select`): run the mixed program on the verification inputs, legalized as the pipeline
-will run it (hnfc/precision/legalize.py: constants that overflow a lowered node's dtype become ±finfo.max;
-unlegalized, a finfo(f32).min clamp bound in bf16 makes torch raise); while some output misses the
-target (at most `max_promotions` rounds) promote the nodes with the largest predicted error
-contribution u_d·2^(own+down) upstream of the failing outputs one step up the menu, and measure
-again. If the target cannot be met, the most precise assignment tried is kept when it measures no
-worse than the original dtypes, else the original, with a warning.
+Selection (`select`): the dtypes come from measured sensitivity, not from the requirement above
+(which stays as the report's explanation, `need_bits`/`own_bits`/`down_bits`, and as the range rule
+for promotions): hnfc/precision/sensitivity.py estimates, by adjoints of a float64 run, how much
+each node's rounding reaches each output, and allocates the budget 0.9·target, matrix products
+first. `select` then measures the mixed program, legalized as the pipeline will run it
+(hnfc/precision/legalize.py), on all verification inputs (half of them unseen by the estimate),
+calibrates the estimate once, promotes the largest estimated contributors of failing outputs one
+menu step (at most `max_promotions` rounds), tries the products still high one at a time by
+measurement, and lowers the other ops with what budget the measurement leaves. The truth is the
+mpmath reference, or the program in float64 when the reference exceeds `max_reference_ops`. If the
+target cannot be met, the best assignment tried is kept when it measures no worse than the
+original dtypes, else the original, with a warning.
 """
 
 from __future__ import annotations
