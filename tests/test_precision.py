@@ -1,4 +1,4 @@
-"""Precision assignment (hnfc/precision/assign.py): config, the IR transformation with casts, the
+"""Precision assignment (hnfc/precision/assignment.py): config, the IR transformation with casts, the
 validation loop meeting the target on models, and the predicted requirement against measurement."""
 
 from __future__ import annotations

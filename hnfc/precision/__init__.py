@@ -1,7 +1,7 @@
 """Precision: a dtype per node (`select`: requirements, assignment, validation by measurement) and
 legalization of constants for the final dtypes (`legalize`). Beside verify; below the report."""
 
-from hnfc.precision.assign import (
+from hnfc.precision.assignment import (
     MENUS,
     Need,
     PrecisionResult,

@@ -1,7 +1,7 @@
 """Dtype legalization: finite constants that round to ±inf in the dtype that uses them → ±finfo.max.
 
 In: a `Program` whose node types carry the dtype each node finally computes in: the precision
-stage's output (casts inserted; for a bare dtype map, `hnfc.precision.assign.with_dtypes` first).
+stage's output (casts inserted; for a bare dtype map, `hnfc.precision.assignment.with_dtypes` first).
 Out: a new `Program` with those constants replaced, and one `Legalization` note per replacement
 (the report lists each as a rewrite: `hnfc.report.records.legalization_rewrite`).
 Where: the last stage of `hnfc.pipeline.optimize_program`, after precision assignment, when every

@@ -4,7 +4,7 @@ tuners such as ADAPT do).
 
 In: an IR `Program`, sample input sets, value ranges (only for hazards), the menu and the target.
 Out: `Sensitivity` (per node and output: the normwise relative error one unit of relative rounding
-causes) and `allocate` (value id -> dtype). Used by `hnfc.precision.assign.select`, which then
+causes) and `allocate` (value id -> dtype). Used by `hnfc.precision.assignment.select`, which then
 measures the result against the reference and repairs it by promotion.
 
 The model. Run node i in dtype d and it rounds its result, and each float argument it casts, by a

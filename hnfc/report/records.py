@@ -42,7 +42,7 @@ class Report:
     times: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     rewrites_refused: list[Rewrite] = field(default_factory=list)  # found but not applied (see warnings)
-    # precision stage (hnfc/precision/assign.py) -- begin
+    # precision stage (hnfc/precision/assignment.py) -- begin
     dtypes: dict = field(default_factory=dict)  # "%id" -> {op, dtype, original, need_bits, ...}
     low_precision_share: float | None = None  # of FLOPs run in bf16/f16
     promotions: list[dict] = field(default_factory=list)  # {kind, round, value, op, from_dtype, to_dtype, reason}
