@@ -233,7 +233,6 @@ def test_vector_softmax_rule_needs_a_vector():
         ("sqrt(x + 1) - sqrt(x - 1)", "2.0 / (sqrt(x + 1) + sqrt(x - 1))", {"x": (2.0, 1e15)}),
         # logs of sums and quotients, atanh, asinh
         ("log(x + 1) - log(x)", "log1p(1 / x)", {"x": (1.0, 1e15)}),
-        ("log(1 - x)", "log1p(-x)", {"x": (1e-12, 0.5)}),
         ("log(x + sqrt(x * x + 1))", "asinh(x)", {"x": (1e-8, 1e8)}),
         ("log((1 + x) / (1 - x))", "atanh(x) * 2.0", {"x": (1e-10, 0.5)}),
         ("log(x * y)", "log(x) + log(y)", {"x": (1e20, 1e30), "y": (1e20, 1e30)}),
