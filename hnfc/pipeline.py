@@ -177,6 +177,9 @@ def _verify(run: Run) -> None:
         run.changes = changes(run.original, run.regions)
     run.report.rewrites = [rw for rw in found if rw.accepted]
     run.report.rewrites_refused = refused_rewrites
+    if not run.report.rewrites:  # every rewrite refused: the user's program, not a re-extraction equal to it
+        run.program = run.original
+        return
     if not run.config.measure_outputs:
         return  # every rewrite was verified locally; whole outputs were not asked for
     if note := random_warning(run.original):  # train-mode dropout: torch and the reference draw different masks
