@@ -122,13 +122,16 @@ OPS = [
     OpDef(
         name="embedding",
         arity=2,
+        attrs={"padding_idx": -1},  # only changes the gradient (that row gets none); kept so lowering does too
         infer=_embedding_type,
-        emit=lambda a, at, out: Call("aten.embedding.default", (a[0], a[1])),
+        emit=lambda a, at, out: Call("aten.embedding.default", (a[0], a[1], at["padding_idx"])),
         ref=_embedding_ref,
         aliases=(
             Alias(
                 "aten.embedding.default",
-                lambda a: ([a["weight"], a["indices"]], {}) if a.get("padding_idx", -1) == -1 and not a.get("scale_grad_by_freq") and not a.get("sparse") else None,
+                lambda a: ([a["weight"], a["indices"]], {"padding_idx": -1 if a.get("padding_idx") is None else int(a["padding_idx"])})
+                if not a.get("scale_grad_by_freq") and not a.get("sparse")
+                else None,
             ),
         ),
         examples=(Example(shapes=((6, 4), (3,)), domain=((-3.0, 3.0), (0.0, 5.0)), dtypes=("f32", "i64")),),
