@@ -486,7 +486,7 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
             if pos < len(n.args) and n.args[pos] is not None and unknown[n.args[pos]] and i not in hazard_at:
                 src = program.nodes[n.args[pos]]
                 what = src.attr.get("target", src.op) if src.op == "opaque" else src.op
-                findings.append(Finding("unknown", i, n.op, 0.0, f"argument {pos} comes from {what}, which has no range rule: nothing shows {n.op} stays away from its pole/overflow",
+                findings.append(Finding("unknown", i, n.op, 0.0, f"argument {pos} comes from {what}, whose range is unknown (an op without a range rule on the way): nothing shows {n.op} stays away from its pole/overflow",
                                         expr(i), _fix_text(n.op, "unknown", ""), source=sources.get(i)))
                 hazard_at.add(i)
                 break
