@@ -174,7 +174,7 @@ def _unknown_values(program, ranges) -> list[bool]:
         od = n.opdef
         if od.kind == "leaf" or not _is_float(n.type):
             out.append(False)
-        elif od.interval is None:
+        elif od.interval is None or ranges[i].is_whole:  # no rule, or a rule that could not bound it
             out.append(True)
         else:
             iv = ranges[i]
@@ -450,7 +450,7 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
         # (and an overflow of a range that is infinite only because an argument is unknown is
         # unknown too: reported where it meets a pole)
         hazard = reason.startswith("hazard:") and program.nodes[i].opdef.interval is not None
-        if hazard and "overflow" in reason and any(a is not None and unknown[a] for a in program.nodes[i].args):
+        if hazard and "overflow" in reason and any(a is not None and (unknown[a] or sound[a].is_whole) for a in program.nodes[i].args):
             hazard = False
             reason = ""
         rw = fixes.get(i)
@@ -484,11 +484,13 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
     # unknown values reaching a pole
     for i in live:
         n = program.nodes[i]
+        if n.op == "pow" and float(n.attr.get("exponent", 2.0)) >= 0 and float(n.attr.get("exponent", 2.0)).is_integer():
+            continue  # a non-negative integer power has no pole
         for pos in _SINGULAR_CONSUMERS.get(n.op, ()):
             if pos < len(n.args) and n.args[pos] is not None and unknown[n.args[pos]] and i not in hazard_at:
                 src = program.nodes[n.args[pos]]
                 what = src.attr.get("target", src.op) if src.op == "opaque" else src.op
-                findings.append(Finding("unknown", i, n.op, 0.0, f"argument {pos} comes from {what}, which has no range rule: nothing shows {n.op} stays away from its pole/overflow",
+                findings.append(Finding("unknown", i, n.op, 0.0, f"argument {pos} comes from {what}, whose range is unknown (an op without a range rule on the way): nothing shows {n.op} stays away from its pole/overflow",
                                         expr(i), _fix_text(n.op, "unknown", ""), source=sources.get(i)))
                 hazard_at.add(i)
                 break

@@ -106,7 +106,39 @@ def _bce_type(ts, at):
     return ts[0] if at["reduction"] == 0 else TensorType((), ts[0].dtype)
 
 
+def _embedding_type(ts, at):
+    w, idx = ts
+    if w.rank != 2:
+        raise ValueError("embedding: weight must be 2-d")
+    return TensorType(tuple(idx.shape) + (w.shape[1],), w.dtype)
+
+
+def _embedding_ref(xs, at, out):
+    w, idx = xs
+    return obj(w[np.asarray(idx, dtype=object).astype(int)])
+
+
 OPS = [
+    OpDef(
+        name="embedding",
+        arity=2,
+        attrs={"padding_idx": -1},  # only changes the gradient (that row gets none); kept so lowering does too
+        infer=_embedding_type,
+        emit=lambda a, at, out: Call("aten.embedding.default", (a[0], a[1], at["padding_idx"])),
+        ref=_embedding_ref,
+        aliases=(
+            Alias(
+                "aten.embedding.default",
+                lambda a: ([a["weight"], a["indices"]], {"padding_idx": -1 if a.get("padding_idx") is None else int(a["padding_idx"])})
+                if not a.get("scale_grad_by_freq") and not a.get("sparse")
+                else None,
+            ),
+        ),
+        examples=(Example(shapes=((6, 4), (3,)), domain=((-3.0, 3.0), (0.0, 5.0)), dtypes=("f32", "i64")),),
+        kind="shape",
+        doc="rows of `weight` at `indices` (a lookup: exact, its range is the weight's)",
+        **nn_losses_bounds.EMBEDDING,
+    ),
     OpDef(
         name="vector_norm",
         arity=1,

@@ -111,3 +111,7 @@ def _cond_bce(a, at, out, t, ts, wrt=None):
 
 
 BCE = _bundle(_iv_bce, _cond_bce, _hz_bce)
+
+
+# embedding: a lookup of weight rows; every value is one of the weight's
+EMBEDDING = _bundle(lambda a, at, t, ts: a[0], _one)
