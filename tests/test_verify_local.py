@@ -57,7 +57,11 @@ def test_large_programs_are_verified_locally():
         assert r.accepted == (r in m.report.rewrites)
     # the layer norms' sites are cut to a few rows to fit the budget, measured, not skipped
     assert any(r.rules[0].startswith("layer-norm-intro") for r in measured)
-    assert m.report.outputs == [] and "verified locally" in m.report.warnings[0]
+    assert m.report.outputs == []  # the block is too large for the whole-program reference
+    if m.report.rewrites:  # (when every rewrite is refused the user's program runs: nothing to measure)
+        assert any("verified locally" in w for w in m.report.warnings)
+    else:
+        assert str(m.program) == str(hnfc.trace(model, x))
     torch.testing.assert_close(m(*x), model(*x), rtol=1e-4, atol=1e-4)
 
 

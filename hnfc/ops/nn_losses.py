@@ -135,7 +135,7 @@ OPS = [
             ),
         ),
         examples=(Example(shapes=((6, 4), (3,)), domain=((-3.0, 3.0), (0.0, 5.0)), dtypes=("f32", "i64")),),
-        kind="shape",
+        kind="other",  # not "shape": a shape op maps every argument's elements, this indexes one by the other's values
         doc="rows of `weight` at `indices` (a lookup: exact, its range is the weight's)",
         **nn_losses_bounds.EMBEDDING,
     ),
