@@ -141,21 +141,24 @@ def _check_shape(what: str, arr: np.ndarray, t: Any) -> None:
         raise EvaluationError(f"{what}: shape {tuple(arr.shape)} does not match its type {t}")
 
 
-def _leaves(program, inputs: Sequence[Any]) -> dict[int, np.ndarray]:
+def _leaves(program, inputs: Sequence[Any], convert=None) -> dict[int, np.ndarray]:
+    """Inputs and parameters by value id, each `convert`ed (default: exact mpmath arrays) and
+    checked against its declared shape."""
+    convert = convert or to_mp
     ids = program.inputs
     if len(inputs) != len(ids):
         raise EvaluationError(f"program has {len(ids)} inputs ({', '.join(program.input_names)}) but {len(inputs)} values were given")
     out: dict[int, np.ndarray] = {}
     for i, value in zip(ids, inputs):
         node = program.nodes[i]
-        out[i] = to_mp(value, _dtype_of(node.type))
+        out[i] = convert(value, _dtype_of(node.type))
         _check_shape(f"input {node.attr['name']!r} (%{i})", out[i], node.type)
     for i, node in enumerate(program.nodes):
         if node.op == "param":
             name = node.attr["name"]
             if name not in program.params:
                 raise EvaluationError(f"no value for parameter {name!r} (%{i})")
-            out[i] = to_mp(program.params[name], _dtype_of(node.type))
+            out[i] = convert(program.params[name], _dtype_of(node.type))
             _check_shape(f"parameter {name!r} (%{i})", out[i], node.type)
     return out
 
@@ -320,22 +323,8 @@ def _to_numpy(value: Any, dtype: str | None) -> np.ndarray:
 
 
 def _leaves_numpy(program, inputs: Sequence[Any]) -> dict[int, np.ndarray]:
-    ids = program.inputs
-    if len(inputs) != len(ids):
-        raise EvaluationError(f"program has {len(ids)} inputs ({', '.join(program.input_names)}) but {len(inputs)} values were given")
-    out: dict[int, np.ndarray] = {}
-    for i, value in zip(ids, inputs):
-        node = program.nodes[i]
-        out[i] = _to_numpy(value, _dtype_of(node.type))
-        _check_shape(f"input {node.attr['name']!r} (%{i})", out[i], node.type)
-    for i, node in enumerate(program.nodes):
-        if node.op == "param":
-            name = node.attr["name"]
-            if name not in program.params:
-                raise EvaluationError(f"no value for parameter {name!r} (%{i})")
-            out[i] = _to_numpy(program.params[name], _dtype_of(node.type))
-            _check_shape(f"parameter {name!r} (%{i})", out[i], node.type)
-    return out
+    """`_leaves` as numpy arrays of their own dtypes (the vectorized tiers' leaves)."""
+    return _leaves(program, inputs, _to_numpy)
 
 
 def output_formats(program, rounding: str) -> list[str]:
