@@ -49,6 +49,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from hnfc.ir.program import ancestors
+
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
@@ -472,7 +474,7 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
             v = rw.values[-1]
             findings.append(Finding(kinds[id(rw)], v, program.nodes[v].op, 0.0, _why("", rw), expr(v), f"{rw.before}  ->  {rw.after}", tuple(rw.rules), sources.get(v)))
 
-    live = _live(program)
+    live = sorted(ancestors(program, program.outputs))
     # constants that do not fit their dtype
     for i in live:
         issue = _constant_issue(program.nodes[i])
@@ -563,14 +565,6 @@ def _with_origin(program, f: Finding, sources) -> Finding:
             return dataclasses.replace(f, origin=where, reason=f.reason + f"; the {v:+g} is written at {where or 'a constant'}")
         todo.extend(a for a in n.args if a is not None)
     return f
-
-
-def _live(program) -> list[int]:
-    live = set(program.outputs)
-    for i in range(len(program.nodes) - 1, -1, -1):
-        if i in live:
-            live.update(a for a in program.nodes[i].args if a is not None)
-    return sorted(live)
 
 
 __all__ = ["Finding", "LintResult", "lint"]

@@ -60,6 +60,7 @@ from typing import Any, Mapping, Sequence
 from hnfc import ops
 from hnfc.foundation.intervals import Interval
 from hnfc.analysis.propagate import _args, interval_of_node
+from hnfc.ir.program import ancestors
 from hnfc.foundation.dtypes import DTYPES
 from hnfc.ops.core import OpDef, full_attrs
 from hnfc.foundation.types import TensorType
@@ -255,14 +256,6 @@ def exact_values(program) -> list[bool]:
     return out
 
 
-def _live(program) -> list[int]:
-    live = set(program.outputs)
-    for i in range(len(program.nodes) - 1, -1, -1):
-        if i in live:
-            live.update(a for a in program.nodes[i].args if a is not None)
-    return sorted(live)
-
-
 def _costs(program, ranges, exact: bool) -> dict[int, NodeCost]:
     if ranges is None:
         from hnfc.analysis.propagate import ranges as propagate
@@ -270,7 +263,7 @@ def _costs(program, ranges, exact: bool) -> dict[int, NodeCost]:
         ranges = propagate(program)
     ex = exact_values(program) if exact else None
     out: dict[int, NodeCost] = {}
-    for i in _live(program):
+    for i in sorted(ancestors(program, program.outputs)):
         n = program.nodes[i]
         args = [None if a is None else ranges[a] for a in n.args]
         ts = [None if a is None else program.nodes[a].type for a in n.args]

@@ -135,12 +135,18 @@ class Builder:
         )
 
 
+def ancestors(program: Program, values: Iterable[int]) -> set[int]:
+    """`values` and every value they are computed from (one backward sweep: ids are topological)."""
+    seen = set(values)
+    for i in range(len(program.nodes) - 1, -1, -1):
+        if i in seen:
+            seen.update(a for a in program.nodes[i].args if a is not None)
+    return seen
+
+
 def live_subprogram(program: Program) -> Program:
     """The program without nodes no output depends on (inputs are always kept), renumbered."""
-    live = set(program.outputs) | set(program.inputs)
-    for i in range(len(program.nodes) - 1, -1, -1):
-        if i in live:
-            live.update(a for a in program.nodes[i].args if a is not None)
+    live = ancestors(program, [*program.outputs, *program.inputs])
     remap: dict[int, int] = {}
     b = Builder()
     for i, n in enumerate(program.nodes):

@@ -70,7 +70,7 @@ from hnfc.analysis.curvature import node_cost
 from hnfc.foundation.intervals import Interval
 from hnfc.foundation.dtypes import DTYPES, dtype_name
 from hnfc.ir.casts import float_tensor, is_compute, with_dtypes
-from hnfc.ir.program import Program
+from hnfc.ir.program import Program, ancestors
 from hnfc.numerics.reference import reference
 from hnfc.precision.legalize import legalize
 from hnfc.runtime.run import flat, runner
@@ -422,14 +422,6 @@ class PrecisionResult:
         }
 
 
-def _ancestors(program: Program, outputs: Sequence[int]) -> set[int]:
-    seen = set(outputs)
-    for i in range(len(program.nodes) - 1, -1, -1):
-        if i in seen:
-            seen.update(a for a in program.nodes[i].args if a is not None)
-    return seen
-
-
 def _range_ivs(program: Program, ranges, i: int) -> list[Interval]:
     n = program.nodes[i]
     return [ranges[i]] + [ranges[a] for a in n.args if a is not None and float_tensor(program.nodes[a].type) and program.nodes[a].op != "const"]
@@ -529,7 +521,7 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config: Con
         if not failing or rounds >= config.max_promotions:
             break
         rounds += 1
-        up = _ancestors(program, [program.outputs[k] for k in failing])
+        up = ancestors(program, [program.outputs[k] for k in failing])
         scored = []
         for i, d in dtypes.items():
             nxt = _next_up(d, dtype_menu, needs[i], ranges, program, target) if i in up else None
