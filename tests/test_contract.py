@@ -1,4 +1,4 @@
-"""The input contract (hnfc/contract.py), checked before any work: a model that cannot take its
+"""The input contract (hnfc/frontend/contract.py), checked before any work: a model that cannot take its
 example inputs is an error (never an optimized module or a written .pt2); the op table's type
 rules refuse mixed-dtype matrix products as torch's kernels do, so `hnfc.trace` does too;
 non-finite examples are refused; a model hnfc cannot trace but that runs still runs unchanged."""
