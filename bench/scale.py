@@ -12,6 +12,9 @@ Reference: one GPT-2 block (1 layer, width 768, sequence 4) evaluated by the tie
 mpmath path (~5 CPU minutes), on the same input; the outputs must be identical (goal: ≥ 50x faster).
 Batch: hnfc.optimize (verification on) on nn.Linear(16, 16) + a hand-written log-softmax at
 4x16 and 200000x16, after one warm-up call (goal: the large one within 2x, or 1 s, of the small).
+Whole model: hnfc.optimize (every stage, verification on) on GPT-2 small as users run it
+(bench/models.py: width 768, sequence 128, vocabulary 50257) at 12 and 24 layers, with the verdict
+cache cold (a fresh directory) and then warm (goal: 12 layers <= 10 s, 24 <= 2.2x of 12).
 """
 
 from __future__ import annotations
@@ -115,6 +118,37 @@ def optimize_batches(batches) -> list[dict]:
     return rows
 
 
+def optimize_gpt2_small(layer_counts) -> list[dict]:
+    import os
+    import tempfile
+    import warnings
+
+    import hnfc
+    from models import gpt2_small
+
+    rows = []
+    for layers in layer_counts:
+        model, inputs = gpt2_small(layers=layers)
+        with tempfile.TemporaryDirectory() as cache:
+            old, os.environ["HNFC_CACHE_DIR"] = os.environ.get("HNFC_CACHE_DIR"), cache
+            try:
+                for state in ("cold", "warm"):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        start = time.perf_counter()
+                        out = hnfc.optimize(model, inputs)
+                    rows.append({"layers": layers, "cache": state, "seconds": time.perf_counter() - start,
+                                 "times": {k: round(v, 2) for k, v in out.report.times.items()},
+                                 "rewrites": len(out.report.rewrites), "refused": len(out.report.rewrites_refused)})
+            finally:
+                if old is None:
+                    os.environ.pop("HNFC_CACHE_DIR", None)
+                else:
+                    os.environ["HNFC_CACHE_DIR"] = old
+        del model
+    return rows
+
+
 def markdown(result: dict) -> str:
     lines = ["| layers | IR nodes | regions (reused) | e-nodes | optimizer seconds |", "|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -128,6 +162,14 @@ def markdown(result: dict) -> str:
         pure = f"{ref['pure_seconds']:.1f}" if "pure_seconds" in ref else "-"
         speed = f"{ref['speedup']:.0f}x" if "speedup" in ref else "-"
         lines.append(f"| | {ref['seq']} | {ref['tiered_seconds']:.1f} | {pure} | {speed} | {ref.get('identical', '-')} | {', '.join(ref['tiers'])} |")
+    if result.get("gpt2_small"):
+        lines += ["", "| hnfc.optimize, GPT-2 small (seq 128, vocabulary 50257) | layers | verdict cache | seconds | ranges | verify | rewrites (refused) |", "|---|---|---|---|---|---|---|"]
+        for r in result["gpt2_small"]:
+            lines.append(f"| | {r['layers']} | {r['cache']} | {r['seconds']:.1f} | {r['times'].get('ranges', 0):.1f} | {r['times'].get('verify', 0):.1f} | {r['rewrites']} ({r['refused']}) |")
+        cold = {r["layers"]: r["seconds"] for r in result["gpt2_small"] if r["cache"] == "cold"}
+        if len(cold) > 1:
+            a, b = sorted(cold)[-2:]
+            lines.append(f"\nWhole optimize, cold cache: {b} / {a} layers **{cold[b] / cold[a]:.2f}**")
     if result.get("batches"):
         lines += ["", "| hnfc.optimize, Linear + log-softmax | batch | seconds | ranges | verify |", "|---|---|---|---|---|"]
         for r in result["batches"]:
@@ -142,6 +184,7 @@ def main() -> None:
     result = run([1, 2] if args.quick else [1, 6, 12, 24], 768)
     result["reference"] = reference_block(4, args.pure)
     result["batches"] = optimize_batches([4, 200_000])
+    result["gpt2_small"] = optimize_gpt2_small([1] if args.quick else [12, 24])
     md = markdown(result)
     write_results(args.out, "scale", data=result, markdown=md)
     print(md)
