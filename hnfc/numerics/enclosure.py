@@ -226,6 +226,12 @@ def _node(c: Ctx, node, xs: list, prog) -> Ball:
         return v
     if op == "to":
         return _to(c, xs[0], at, out)
+    if op == "embedding":  # rows of the weight picked by exact integer indices: values and bounds as they are
+        w, idx = xs
+        if idx.e.any():
+            raise Unsupported("embedding with inexact indices")
+        rows = np.asarray(idx.y).astype(np.int64)
+        return Ball(w.y[rows], w.e[rows])
     if kind == "shape":
         return _index_map(node, xs, out)
     f = _binary(op)
