@@ -19,6 +19,7 @@ from hnfc.ir import Builder, TensorType
 from hnfc.numerics.metric import round_to_format, sample_inputs
 from hnfc.ops import OPS
 from hnfc.numerics.reference import _leaves_numpy, _tiers, reference
+from tests.test_reference import _example_program  # one builder of op-example programs
 
 
 def _exact_mpf(v) -> mpmath.mpf:
@@ -84,23 +85,6 @@ def _example_cases():
         for k, _ in enumerate(op.examples):
             for dt in ("f32", "f64"):
                 yield pytest.param(name, k, dt, id=f"{name}-{k}-{dt}")
-
-
-def _example_program(name, k, float_dtype):
-    op = OPS[name]
-    ex = op.examples[k]
-    b = Builder()
-    args, types, domains = [], [], []
-    for j, shape in enumerate(ex.shapes):
-        if shape is None:
-            args.append(None)
-            continue
-        t = TensorType(tuple(shape), ex.dtypes[j] if ex.dtypes else float_dtype)
-        types.append(t)
-        domains.append(ex.domain[j] if ex.domain else op.domain)
-        args.append(b.input(f"x{j}", t))
-    out = b.add(name, args, dict(ex.attrs))
-    return b.build([out]), types, domains
 
 
 @pytest.mark.parametrize("name,k,dt", list(_example_cases()))

@@ -144,6 +144,19 @@ def ancestors(program: Program, values: Iterable[int]) -> set[int]:
     return seen
 
 
+def last_uses(program: Program) -> list[int]:
+    """Per value id, the id of the last node that reads it (len(nodes) for outputs; itself when
+    unused): evaluators free a value after its last use."""
+    last = list(range(len(program.nodes)))
+    for i, n in enumerate(program.nodes):
+        for a in n.args:
+            if a is not None:
+                last[a] = i
+    for o in program.outputs:
+        last[o] = len(program.nodes)
+    return last
+
+
 def live_subprogram(program: Program) -> Program:
     """The program without nodes no output depends on (inputs are always kept), renumbered."""
     live = ancestors(program, [*program.outputs, *program.inputs])

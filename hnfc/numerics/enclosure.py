@@ -43,6 +43,7 @@ import numpy as np
 from hnfc.foundation.dtypes import DTYPES
 from hnfc.ops.core import norm_dims
 from hnfc.foundation.types import TensorType
+from hnfc.ir.program import last_uses
 from hnfc.numerics.balls import Ball, COMPOUND_ULPS, Ctx, LIBM_ULPS, Unsupported
 
 
@@ -410,13 +411,7 @@ def evaluate(program, leaves: dict[int, np.ndarray], dtype: Any) -> list[Ball]:
         raise Unsupported("random op")
     c = Ctx(dtype)
     vals: list[Any] = [None] * len(program.nodes)
-    last = list(range(len(program.nodes)))
-    for i, n in enumerate(program.nodes):
-        for a in n.args:
-            if a is not None:
-                last[a] = i
-    for o in program.outputs:
-        last[o] = len(program.nodes)
+    last = last_uses(program)
     for i, node in enumerate(program.nodes):
         if i in leaves:
             v = leaves[i]

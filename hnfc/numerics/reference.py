@@ -45,6 +45,7 @@ import mpmath
 import numpy as np
 
 from hnfc.foundation.dtypes import DTYPES
+from hnfc.ir.program import last_uses
 from hnfc.numerics import enclosure
 from hnfc.numerics.metric import FORMATS, round_mp, round_to_format
 from hnfc.ops.core import obj
@@ -222,17 +223,6 @@ def _run_torch(node, xs: list, arg_types: list) -> Any:
 # Evaluation
 
 
-def _last_uses(program) -> list[int]:
-    last = list(range(len(program.nodes)))
-    for i, n in enumerate(program.nodes):
-        for a in n.args:
-            if a is not None:
-                last[a] = i
-    for o in program.outputs:
-        last[o] = len(program.nodes)
-    return last
-
-
 def _cache_key(x: Any) -> Any:
     if x is None:
         return None
@@ -244,7 +234,7 @@ def _cache_key(x: Any) -> Any:
 
 def _evaluate(program, leaves: dict, prec: int, torch_cache: dict, approx: set) -> list:
     vals: list[Any] = [None] * len(program.nodes)
-    last = _last_uses(program)
+    last = last_uses(program)
     with mpmath.workprec(prec):
         for i, node in enumerate(program.nodes):
             if i in leaves:
