@@ -110,13 +110,7 @@ def _layer_norm(c: Ctx, xs, at, out, center: bool, eps: float) -> Ball:
         x = c.sub(x, c.div(c.sum(x, axes, True), n))
     var = c.div(c.sum(c.mul(x, x), axes, True), n)
     y = c.div(x, c.sqrt(c.add(var, c.const(float(eps)))))
-    w = xs[1]
-    b = xs[2] if center else None
-    if w is not None:
-        y = c.mul(y, w)
-    if b is not None:
-        y = c.add(y, b)
-    return y
+    return _affine(c, y, xs[1], xs[2] if center else None)
 
 
 def _batch_norm(c: Ctx, xs, at, out) -> Ball:
@@ -128,6 +122,11 @@ def _batch_norm(c: Ctx, xs, at, out) -> Ball:
 
     mean, var, w, b = map(per_channel, (mean, var, w, b))
     y = c.div(c.sub(x, mean), c.sqrt(c.add(var, c.const(float(at["eps"])))))
+    return _affine(c, y, w, b)
+
+
+def _affine(c: Ctx, y: Ball, w: Ball | None, b: Ball | None) -> Ball:
+    """y · w + b, each optional (a norm's weight and bias)."""
     if w is not None:
         y = c.mul(y, w)
     if b is not None:
