@@ -1,4 +1,9 @@
-"""hnfc's per-node dtypes against torch.autocast("cpu", bfloat16), at autocast's own error.
+"""hnfc's per-node dtypes against torch.autocast, at autocast's own error.
+
+`--device cpu` (default): autocast("cpu", bfloat16) against hnfc with the CPU menu (bf16, f32,
+f64). `--device cuda`: autocast("cuda", float16), CUDA's policy, against hnfc with the CUDA menu
+(f16, bf16, f32, f64); hnfc optimizes a CPU copy of the model (its judge runs on CPU) and its
+module is then moved with `.to("cuda")`; error, FLOP share and speed are measured on the GPU.
 
 Models: the MLP (tests/corpus.py), the naive transformer block (hnfc/examples/naive.py; its
 inputs shifted by +20 so its hand-written variance cancels, as in issue 17), and three
@@ -26,8 +31,7 @@ input dtype; the share is bf16 FLOPs over all matmul-family FLOPs.
 
 Speed: steady-state median of several calls (after warm-up), eager and under torch.compile
 (inductor), autocast's model and hnfc's module side by side in the same run; ratio = autocast
-time / hnfc time (≥ 1: hnfc is as fast or faster). No CUDA here: the float16 (CUDA autocast) rows
-are untested.
+time / hnfc time (≥ 1: hnfc is as fast or faster).
 
 Writes bench/results/autocast.json and autocast.md. `--quick`: MLP and naive block only, eager
 timing only, fewer repetitions.
@@ -35,6 +39,7 @@ timing only, fewer repetitions.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import sys
 import time
@@ -148,9 +153,10 @@ class MatmulFlops(TorchDispatchMode):
             self.by_dtype[key] = self.by_dtype.get(key, 0.0) + flops
         return out
 
-    def share(self, dtype: str = "bfloat16") -> float:
+    def share(self) -> float:
+        """Low-precision (bfloat16 and float16) FLOPs over all matmul-family FLOPs."""
         total = sum(self.by_dtype.values())
-        return self.by_dtype.get(dtype, 0.0) / total if total else 0.0
+        return sum(self.by_dtype.get(d, 0.0) for d in ("bfloat16", "float16")) / total if total else 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,12 +169,21 @@ def float_leaves(out) -> list[torch.Tensor]:
     return [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor) and t.is_floating_point()]
 
 
+AUTOCAST = {"cpu": torch.bfloat16, "cuda": torch.float16}  # each device's autocast default
+MENU = {"cpu": None, "cuda": ("f16", "bf16", "f32", "f64")}  # None: hnfc's own default (the CPU menu)
+
+
 def call(fn, x, autocast: bool):
+    device = next((t.device.type for t in x if isinstance(t, torch.Tensor)), "cpu")
     with torch.no_grad():
         if autocast:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return fn(*x)
-        return fn(*x)
+            with torch.autocast(device, dtype=AUTOCAST[device]):
+                out = fn(*x)
+        else:
+            out = fn(*x)
+    if device == "cuda":
+        torch.cuda.synchronize()  # times and counters see finished kernels
+    return out
 
 
 def error(fn, sets, truths, autocast: bool) -> float:
@@ -177,6 +192,10 @@ def error(fn, sets, truths, autocast: bool) -> float:
         for y, tt in zip(float_leaves(call(fn, s, autocast)), [tt for tt in t if np.asarray(tt).dtype.kind == "f"]):
             worst = max(worst, precision.normwise_error(y.float(), tt))
     return worst
+
+
+def _to(x, device) -> tuple:
+    return tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in x)
 
 
 def f64_truths(model, sets) -> list[list[np.ndarray]]:
@@ -216,16 +235,17 @@ def side_by_side(ac_fn, h_fn, x, reps: int) -> tuple[float, float]:
 
 def markdown(result: dict) -> str:
     meta = result["meta"]
+    low = "float16" if meta.get("device") == "cuda" else "bfloat16"
     lines = [
-        "# hnfc dtypes vs torch.autocast (CPU, bfloat16), at autocast's own error",
+        f"# hnfc dtypes vs torch.autocast ({meta.get('device', 'cpu')}, {low}), at autocast's own error",
         "",
         f"Target = autocast's own normwise error (max over outputs and sets of ‖y − t‖∞/‖t‖∞) on the input sets hnfc verifies on; "
         f"both are then measured on {meta['fresh_sets']} fresh input sets hnfc never saw (truth: mpmath where affordable, else float64). "
         "met: hnfc's fresh error ≤ target. "
-        "bf16 share = bf16 FLOPs / all FLOPs of the matmul-family kernels dispatched (one TorchDispatchMode counter for both). "
+        "low share = bf16 and f16 FLOPs / all FLOPs of the matmul-family kernels dispatched (one TorchDispatchMode counter for both). "
         "Speed = autocast time / hnfc time (median of steady-state calls, side by side; ≥ 1 means hnfc is as fast or faster).",
         "",
-        "| model | truth | target | autocast normwise (fresh) | hnfc normwise (fresh) | met | autocast bf16 share | hnfc bf16 share | eager ms (autocast / hnfc) | eager speed | inductor ms (autocast / hnfc) | inductor speed | optimize s |",
+        "| model | truth | target | autocast normwise (fresh) | hnfc normwise (fresh) | met | autocast low share | hnfc low share | eager ms (autocast / hnfc) | eager speed | inductor ms (autocast / hnfc) | inductor speed | optimize s |",
         "|---|---|---:|---:|---:|:-:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
@@ -235,7 +255,8 @@ def markdown(result: dict) -> str:
             f"| {r['model']} | {r['truth']} | {r['target']:.2e} | {r['autocast_normwise']:.2e} | {r['hnfc_normwise']:.2e} | {'yes' if r['met'] else 'NO'} | "
             f"{r['autocast_share']:.1%} | {r['hnfc_share']:.1%} | {r['eager_autocast_ms']:.2f} / {r['eager_hnfc_ms']:.2f} | {r['eager_speed']:.2f}x | {ind} | {inds} | {r['optimize_s']:.0f} |"
         )
-    lines += ["", "float16 (CUDA autocast's policy): untested, no CUDA device here."]
+    if meta.get("device") == "cuda":
+        lines += ["", f"GPU: {meta.get('gpu')}; torch {meta['torch']}. hnfc optimized a CPU copy; its module ran on the GPU after `.to(\"cuda\")`."]
     return "\n".join(lines)
 
 
@@ -244,10 +265,16 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated model names")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--no-inductor", action="store_true")
+    ap.add_argument("--device", default="cpu", choices=sorted(AUTOCAST), help="cuda: float16 autocast on the GPU")
     args = ap.parse_args()
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device here")
     reps = args.reps or (5 if args.quick else 9)
     fresh_n = 2 if args.quick else 3
-    rows = []
+    meta = {"torch": torch.__version__, "device": device, "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "fresh_sets": fresh_n, "reps": reps, "quick": args.quick,
+            "threads": torch.get_num_threads(), "command": " ".join(["bench/autocast.py"] + sys.argv[1:])}
+    rows: list[dict] = []
     for name, model, inputs in models(args.quick):
         if args.only and name not in args.only.split(","):
             continue
@@ -260,12 +287,17 @@ def main() -> None:
             truths = f64_truths(model, calib + fresh)  # the model itself in float64 (its own ops, not hnfc's trace)
         calib_truths, truths = truths[: len(calib)], truths[len(calib):]
         ref_s = time.perf_counter() - t0
-        target = error(model, calib, calib_truths, True)
-        ac_err = error(model, fresh, truths, True)
+        cpu_model, model = model, copy.deepcopy(model).to(device)  # autocast's side runs on `device`
+        calib_d, fresh_d = ([_to(x, device) for x in sets] for sets in (calib, fresh))
+        target = error(model, calib_d, calib_truths, True)
+        ac_err = error(model, fresh_d, truths, True)
         t0 = time.perf_counter()
-        gm = hnfc.optimize(model, inputs, target=target)
+        gm = hnfc.optimize(cpu_model, inputs, target=target, dtypes=MENU[device])
         opt_s = time.perf_counter() - t0
-        h_err = error(gm, fresh, truths, False)
+        if device != "cpu":
+            gm = copy.deepcopy(gm).to(device)  # a copy: the lowered module shares the CPU model's parameters
+        inputs = _to(inputs, device)
+        h_err = error(gm, fresh_d, truths, False)
         ac_share, ac_by = share(model, inputs, True)
         h_share, h_by = share(gm, inputs, False)
         ea, eh = side_by_side(model, gm, inputs, reps)
@@ -275,7 +307,7 @@ def main() -> None:
             "autocast_share": ac_share, "hnfc_share": h_share, "autocast_flops": ac_by, "hnfc_flops": h_by,
             "eager_autocast_ms": ea * 1e3, "eager_hnfc_ms": eh * 1e3, "eager_speed": ea / eh,
             "optimize_s": opt_s, "reference_s": ref_s, "promotions": sum(1 for p in gm.report.promotions if p["kind"] == "promote"),
-            "nodes": {d: sum(1 for e in gm.report.dtypes.values() if e["dtype"] == d) for d in ("bf16", "f32", "f64")},
+            "nodes": {d: sum(1 for e in gm.report.dtypes.values() if e["dtype"] == d) for d in ("f16", "bf16", "f32", "f64")},
             "warnings": list(gm.report.warnings),
         }
         if not (args.quick or args.no_inductor):
@@ -290,11 +322,10 @@ def main() -> None:
         rows.append(row)
         print(f"{name:13s} target {target:.2e} | fresh: autocast {ac_err:.2e} share {ac_share:6.1%} | hnfc {h_err:.2e} share {h_share:6.1%} met {row['met']} | "
               f"eager {row['eager_speed']:.2f}x inductor {row.get('inductor_speed', float('nan')):.2f}x | optimize {opt_s:.0f}s ref {ref_s:.0f}s ({how})", flush=True)
-    meta = {"torch": torch.__version__, "cuda": torch.cuda.is_available(), "fresh_sets": fresh_n, "reps": reps, "quick": args.quick,
-            "threads": torch.get_num_threads(), "command": " ".join(["bench/autocast.py"] + sys.argv[1:])}
-    result = {"meta": meta, "rows": rows}
-    paths = write_results(args.out, "autocast", data=result, markdown=markdown(result))
-    print(f"wrote {paths[0]} and {paths[1]}")
+        result = {"meta": meta, "rows": rows}  # written after every model: a run cut short keeps its rows
+        paths = write_results(args.out, "autocast" if device == "cpu" else f"autocast_{device}", data=result, markdown=markdown(result))
+    if rows:
+        print(f"wrote {paths[0]} and {paths[1]}")
 
 
 if __name__ == "__main__":

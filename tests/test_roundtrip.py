@@ -35,6 +35,7 @@ from torch.utils import _pytree as pytree
 import hnfc
 from hnfc.frontend.tracing import _compiling
 from hnfc.ir import parse_program, validate
+from hnfc.ir.format import format_program
 from hnfc.ir.program import Program
 from tests.corpus import CASES
 
@@ -188,6 +189,36 @@ def test_lowered_module_trains_the_original_parameters():
     lowered(*inputs).sum().backward()
     opt.step()
     assert not torch.equal(model.fc1.weight, before)
+
+
+def test_lowered_module_moves_its_constants_with_it():
+    """`.to(device)` moves the device the graph names for constants and factory calls, not only the
+    parameters (a module optimized on CPU must run on a GPU). The meta device stands in for one."""
+    program = parse_program(
+        """\
+%0 = input(name="x") : f32[3]
+%1 = const(value=2.0) : f32[]
+%2 = exp(%1) : f32[]
+%3 = mul(%0, %2) : f32[3]
+return %3
+"""
+    )
+    lowered = hnfc.lower(program)
+    assert lowered.device == torch.device("cpu")
+    moved = lowered.to("meta")
+    assert moved is lowered and moved.device == torch.device("meta")
+    assert moved(torch.empty(3, device="meta"))[0].device.type == "meta"  # a cpu constant would raise here
+    assert all(v == torch.device("meta") for n in moved.graph.nodes for v in n.kwargs.values() if isinstance(v, torch.device))
+
+
+def test_optimized_module_deep_copies_with_its_report():
+    model, inputs = CASES["mlp"].build()
+    optimized = hnfc.optimize(model, inputs)
+    twin = copy.deepcopy(optimized)
+    assert twin.report.rewrites == optimized.report.rewrites and twin.report is not optimized.report
+    assert format_program(twin.program) == format_program(optimized.program)
+    assert all(p is not q and torch.equal(p, q) for p, q in zip(twin.parameters(), optimized.parameters()))
+    assert torch.equal(pytree.tree_leaves(twin(*inputs))[0], pytree.tree_leaves(optimized(*inputs))[0])
 
 
 def test_lowered_nodes_record_op_and_dtype():

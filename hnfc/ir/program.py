@@ -49,6 +49,9 @@ class Program:
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     meta: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
+    def __reduce__(self):  # read-only views do not pickle; copy.deepcopy(optimized_module) needs this
+        return (_program, (self.nodes, self.outputs, dict(self.params), dict(self.meta)))
+
     @property
     def inputs(self) -> tuple[int, ...]:
         return tuple(i for i, n in enumerate(self.nodes) if n.op == "input")
@@ -133,6 +136,10 @@ class Builder:
             MappingProxyType(dict(params or {})),
             MappingProxyType(dict(meta or {})),
         )
+
+
+def _program(nodes, outputs, params, meta) -> Program:
+    return Program(nodes, outputs, MappingProxyType(params), MappingProxyType(meta))
 
 
 def ancestors(program: Program, values: Iterable[int]) -> set[int]:

@@ -9,11 +9,14 @@ eager code does, so autograd accumulates gradients in eager's order (bit-exact g
 Parameters are registered under their original dotted names, sharing storage with the tensors the
 program holds, so training the lowered module trains the original parameters. A program traced
 from nested arguments (`meta["in_spec"]`/`["out_spec"]`) gives a module with the same calling
-convention; otherwise forward takes the inputs flat and returns a tuple.
+convention; otherwise forward takes the inputs flat and returns a tuple. The module follows
+`.to(device)` / `.cuda()`: the device its constants and factory calls were traced on moves with
+its parameters (a module optimized on CPU runs on a GPU after `.to("cuda")`).
 """
 
 from __future__ import annotations
 
+import copy
 import operator
 from typing import Any
 
@@ -223,7 +226,35 @@ def lower(program: Program, *, dtypes: dict[int, str] | None = None) -> fx.Graph
             names = [f"arg{i}" for i in range(in_spec.num_children)]
         graph._codegen = fx.graph._PyTreeCodeGen(fx.graph._PyTreeInfo(names, in_spec, out_spec))
     graph.lint()
-    return fx.GraphModule(root, graph, class_name="HnfModule")
+    gm = HnfModule(root, graph, class_name="HnfModule")
+    gm.device = torch.device(device)
+    return gm
+
+
+class HnfModule(fx.GraphModule):
+    """A lowered program. `device` is where its constants and factory calls are made; moving the
+    module (`.to`, `.cuda`, `.cpu`) moves them too, since the graph names the device literally."""
+
+    def _apply(self, fn, recurse=True):
+        moved = super()._apply(fn, recurse)
+        here = getattr(self, "device", None)
+        if here is None:
+            return moved
+        there = fn(torch.empty(0, device=here)).device  # where `fn` sends a tensor of ours
+        if there != here:
+            for node in self.graph.nodes:
+                node.args, node.kwargs = fx.node.map_aggregate((node.args, node.kwargs), lambda v: there if isinstance(v, torch.device) else v)
+            self.device = there
+            self.recompile()
+        return moved
+
+    def __deepcopy__(self, memo):
+        # GraphModule's own deepcopy rebuilds from the graph and drops attributes it does not know
+        twin = super().__deepcopy__(memo)
+        for name in ("device", "report", "program"):
+            if name in self.__dict__:
+                setattr(twin, name, copy.deepcopy(self.__dict__[name], memo))
+        return twin
 
 
 def flat_spec(example_inputs) -> tuple[list, pytree.TreeSpec]:
@@ -231,4 +262,4 @@ def flat_spec(example_inputs) -> tuple[list, pytree.TreeSpec]:
     return pytree.tree_flatten(list(example_inputs))
 
 
-__all__ = ["LoweringError", "flat_spec", "lower", "resolve_target", "resolve_value"]
+__all__ = ["HnfModule", "LoweringError", "flat_spec", "lower", "resolve_target", "resolve_value"]
