@@ -27,7 +27,7 @@ from hnfc.egraph.regions import refuse
 from hnfc.foundation.config import Config
 from hnfc.frontend.contract import InputError, cannot_run, check_examples, random_warning
 from hnfc.frontend.tracing import FrontendError, trace
-from hnfc.ir.program import Builder, Program, live_subprogram
+from hnfc.ir.program import Builder, Program, live_subprogram, on_device
 from hnfc.precision.legalize import legalize
 from hnfc.report.records import Report, Rewrite, legalization_rewrite
 from hnfc.rewrites.compile import compile_rules
@@ -265,7 +265,18 @@ STAGES: tuple[tuple[str, Callable[[Run], bool | None], str | None], ...] = (
 
 
 def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *, input_ranges=None, rules=None, config: Config | None = None) -> tuple[Program, Report]:
-    """The pipeline on an IR program; returns the verified program and its report."""
+    """The pipeline on an IR program; returns the verified program and its report.
+
+    A program on another device than the CPU (a model on a GPU) is analysed on a CPU twin, since
+    the judge and the references compute with numpy; the result runs on the original device with
+    the original parameters."""
+    device = torch.device(program.meta.get("device", "cpu"))
+    if device.type != "cpu":
+        cpu = torch.device("cpu")
+        twin = on_device(program, cpu, runs_on=device)  # runs_on: the dtype menu is the device's
+        inputs = [x.to(cpu) if isinstance(x, torch.Tensor) else x for x in example_inputs]
+        result, report = optimize_program(twin, inputs, input_ranges=input_ranges, rules=rules, config=config)
+        return on_device(result, device, program.params), report
     config = config or Config()
     run = Run(program, example_inputs, _input_positions(program, input_ranges), rules, config, Report(nodes_before=len(program.nodes)))
     run.program = program

@@ -142,3 +142,23 @@ def test_bad_arguments_are_clear_errors(kwargs, message):
         with pytest.raises(ValueError) as e:
             hnfc.optimize(lambda x: torch.log(1 + x), (torch.rand(4),), **kwargs)
     assert message in str(e.value)
+
+
+def test_a_program_on_another_device_is_analysed_on_a_cpu_twin_and_returned_on_its_device():
+    """A GPU model's program: the stages run on a CPU twin (the judge is numpy), and the result
+    names the original device and holds the original parameter objects. The meta device stands
+    in for a GPU (tests/… have none); the pipeline never computes with the original's tensors."""
+    from hnfc.ir.program import on_device
+    from hnfc.pipeline import optimize_program
+
+    model = torch.nn.Linear(8, 8)
+    x = torch.randn(4, 8)
+    traced = hnfc.trace(lambda t: torch.log(torch.softmax(model(t), -1)), (x,))
+    elsewhere = on_device(traced, torch.device("meta"), traced.params)  # a "GPU" program on CPU parameters
+    result, report = optimize_program(elsewhere, [x])
+    assert result.meta["device"] == torch.device("meta") and result.meta["runs_on"] == torch.device("meta")
+    assert all(result.params[k] is traced.params[k] for k in result.params)
+    assert any("log-softmax" in rule for r in report.rewrites if r.accepted for rule in r.rules)
+    twin = on_device(result, torch.device("cpu"), traced.params)
+    (y,) = torch.utils._pytree.tree_leaves(hnfc.lower(twin)(x))
+    assert torch.allclose(y, torch.log_softmax(model(x), -1), atol=1e-6)

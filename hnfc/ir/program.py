@@ -142,6 +142,23 @@ def _program(nodes, outputs, params, meta) -> Program:
     return Program(nodes, outputs, MappingProxyType(params), MappingProxyType(meta))
 
 
+def on_device(program: Program, device: Any, params: Mapping[str, Any] | None = None, **meta: Any) -> Program:
+    """`program` made to run on `device` (a torch.device): the device its opaque calls name, its
+    `meta["device"]`, and its parameters, moved (`.to(device)`), or taken by name from `params`
+    where given (so a program analysed on a CPU twin runs on the user's own GPU parameters).
+    `meta` entries are added to the program's."""
+
+    def move(v):
+        if isinstance(v, tuple):
+            return ("$device", str(device)) if len(v) == 2 and v[0] == "$device" else tuple(move(x) for x in v)
+        return v
+
+    nodes = tuple(Node(n.op, n.args, tuple((k, move(v)) for k, v in n.attrs), n.type) for n in program.nodes)
+    given = params or {}
+    moved = {k: given[k] if k in given else v.to(device) if hasattr(v, "to") else v for k, v in program.params.items()}
+    return Program(nodes, program.outputs, MappingProxyType(moved), MappingProxyType({**program.meta, "device": device, **meta}))
+
+
 def ancestors(program: Program, values: Iterable[int]) -> set[int]:
     """`values` and every value they are computed from (one backward sweep: ids are topological)."""
     seen = set(values)

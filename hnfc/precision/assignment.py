@@ -95,6 +95,12 @@ def cost_key(name: str) -> tuple[int, int]:
     return (d.bits, d.mantissa)
 
 
+def runs_on(program) -> Any:
+    """The device a program will run on: its own, or, for a CPU twin of a GPU program (analysed
+    on the CPU), `meta["runs_on"]`."""
+    return program.meta.get("runs_on", program.meta.get("device", "cpu"))
+
+
 def menu(config: Config, device: Any = "cpu") -> tuple[str, ...]:
     """The configured menu, or the device's default, cheapest first."""
     names = config.dtypes if config.dtypes else MENUS.get(getattr(device, "type", str(device)).split(":")[0], MENUS["cpu"])
@@ -284,7 +290,7 @@ def requirements(program: Program, ranges: Sequence[Interval], config, dtype_men
     """The requirement and the chosen dtype of every float compute node (a pure function)."""
     target = float(config.target)
     margin = float(config.precision_margin)
-    dtype_menu = tuple(sorted(dtype_menu or menu(config, program.meta.get("device", "cpu")), key=cost_key))
+    dtype_menu = tuple(sorted(dtype_menu or menu(config, runs_on(program)), key=cost_key))
     users = program.users()
     compute = [i for i in range(len(program.nodes)) if is_compute(program, i)]
     own: dict[int, tuple[float, str]] = {i: own_bits(program, ranges, i) for i in compute}
@@ -405,7 +411,7 @@ class PrecisionResult:
     def record(self, config: Config, source: Program) -> dict:
         """What the report shows of this stage (the pipeline puts it in `Report`): the per-node
         dtypes, the low-precision FLOP share, what was promoted or demoted and why, the summary."""
-        summary = self.summary(float(config.target), menu(config, source.meta.get("device", "cpu")), source)
+        summary = self.summary(float(config.target), menu(config, runs_on(source)), source)
         moves = [{"kind": "promote", **asdict(p)} for p in self.promotions] + [{"kind": "demote", **asdict(p)} for p in self.demotions]
         return {"dtypes": dtype_map(source, self.dtypes, self.needs), "low_precision_share": self.share, "promotions": moves, "precision": summary}
 
@@ -464,7 +470,7 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config: Con
     """Allocate from measured sensitivity, measure, promote until every output meets
     `config.target` on the verification inputs, then try lowering what stayed high (module doc)."""
     target = float(config.target)
-    dtype_menu = menu(config, program.meta.get("device", "cpu"))
+    dtype_menu = menu(config, runs_on(program))
     needs = requirements(program, ranges, config, dtype_menu)
     warnings: list[str] = []
     if truth_sets is None:
