@@ -151,9 +151,13 @@ def _egraph(run: Run) -> None:
     run.report.times["saturate"] = sum(r.saturated.seconds for r in run.regions if not r.reused)
 
 
+REFUSAL_ROUNDS = 3  # re-extractions after refusals; then a region still refusing keeps the user's code
+
+
 def _verify(run: Run) -> None:
     """The judge, rewrite by rewrite: each on its neighbourhood, with the original's values.
-    Refusing one re-extracts its region, which may choose differently elsewhere: check again."""
+    Refusing one re-extracts its region, which may choose differently elsewhere: check again.
+    No re-extraction reaches the user unjudged."""
     if not _rewrites(run.changes):
         run.program = run.original
         return
@@ -163,7 +167,7 @@ def _verify(run: Run) -> None:
     refused: dict[tuple, set[int]] = {}
     refused_rewrites: list[Rewrite] = []
     verdicts = Verdicts(run.config)
-    for _ in range(3):
+    for last in [False] * REFUSAL_ROUNDS + [True]:
         checks = _judge(run, verdicts)
         found = _rewrites(run.changes, checks)
         bad = [(run.regions[k].key, c) for (k, c), ch in checks.items() if not ch.accepted]
@@ -172,9 +176,15 @@ def _verify(run: Run) -> None:
         refused_rewrites += [rw for rw in found if not rw.accepted]
         for key, c in bad:
             refused.setdefault(key, set()).add(c)
+        if last:  # still refusing after every round: those regions keep the user's code, which needs no judge
+            for r in run.regions:
+                if r.key in refused:
+                    refused[r.key] |= set(r.saturated.class_of.values())
         stitched, run.regions = refuse(run.original, run.regions, refused)
         run.program = live_subprogram(stitched)
         run.changes = changes(run.original, run.regions)
+        if last:  # what is left was judged (and accepted) in this round
+            found = _rewrites(run.changes, checks)
     run.report.rewrites = [rw for rw in found if rw.accepted]
     run.report.rewrites_refused = refused_rewrites
     if not run.report.rewrites:  # every rewrite refused: the user's program, not a re-extraction equal to it

@@ -12,6 +12,7 @@ import hnfc
 from hnfc.foundation.config import Config
 from hnfc.examples.naive import block_inputs, example_inputs, make_block, make_model
 from hnfc.examples.stability import CASES
+from hnfc.ir.format import format_program
 from hnfc.pipeline import HnfcWarning, Unoptimized
 from hnfc.runtime import flat, verification_inputs
 from hnfc.verify.judge import measure
@@ -162,3 +163,34 @@ def test_a_program_on_another_device_is_analysed_on_a_cpu_twin_and_returned_on_i
     twin = on_device(result, torch.device("cpu"), traced.params)
     (y,) = torch.utils._pytree.tree_leaves(hnfc.lower(twin)(x))
     assert torch.allclose(y, torch.log_softmax(model(x), -1), atol=1e-6)
+
+
+@pytest.mark.parametrize("rounds", [0, 1])
+def test_no_re_extraction_reaches_the_user_unjudged(monkeypatch, rounds):
+    """A refused rewrite re-extracts its region, which can choose another form: that form is
+    judged too, and a region still refusing when the rounds are spent keeps the user's code."""
+    import dataclasses
+
+    import hnfc.pipeline as pipeline
+
+    judged: list[str] = []
+    real = pipeline.local_checks
+
+    def first_refused(original, chs, sets, config):
+        out = real(original, chs, sets, config)
+        if not judged:  # the first round: the judge refuses the first change
+            out[0] = dataclasses.replace(out[0], accepted=False, reason="refused by the test")
+        judged.extend(ch.after for ch in chs)
+        return out
+
+    monkeypatch.setattr(pipeline, "local_checks", first_refused)
+    monkeypatch.setattr(pipeline, "REFUSAL_ROUNDS", rounds)
+    fn = lambda x, y: torch.log(1 + torch.exp(x)) + torch.log(torch.softmax(y, -1))  # noqa: E731
+    x, y = torch.linspace(-90.0, 90.0, 16), torch.linspace(-80.0, 80.0, 16)
+    m = hnfc.optimize(fn, (x, y), cache=False)
+    assert m.report.rewrites_refused and "refused by the test" in m.report.rewrites_refused[0].reason
+    assert all(rw.after in judged for rw in m.report.rewrites)
+    if rounds == 0:  # no round left: the refusing region keeps the user's code
+        assert format_program(m.program) == format_program(hnfc.trace(fn, (x, y)))
+    else:  # another round: the accepted rewrite beside the refused one stays
+        assert [rw.after for rw in m.report.rewrites] == ["log_softmax(y)"]
