@@ -204,3 +204,14 @@ def test_reference_agrees_with_torch_f64(op, ex):
             f"torch {got.flatten()[worst].item()!r} vs reference {truth.flatten()[worst]!r} "
             f"at inputs {[x.flatten()[worst % x.numel()].item() if x.numel() else None for x in inputs]}"
         )
+
+
+@pytest.mark.parametrize("op,ex", [(op, ex) for op, ex in op_examples(need_ref=True) if op.integral])
+def test_integral_ops_map_integers_to_integers(op, ex):
+    """`integral` (legalize keeps exact integers exact through these ops): the reference meaning
+    of integer-valued arguments is integer-valued."""
+    program, domains = example_program(op, ex, "f64")
+    (inputs,) = sample_inputs([program.nodes[i].type for i in program.inputs], domains, 1, mode="value", seed=5)
+    inputs = [torch.round(x * 7.0) if x.is_floating_point() else x for x in inputs]
+    truth = np.asarray(reference(program, inputs).outputs[0], dtype=np.float64)
+    np.testing.assert_array_equal(truth, np.round(truth), err_msg=f"{op.name}: an integer argument gave a fraction")

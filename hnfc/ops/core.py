@@ -91,6 +91,7 @@ class OpDef:
     contraction: int | None = None  # argument whose last axis each result element sums over (products)
     constant: bool = False  # a leaf whose value is in its attributes (const, full)
     opaque: bool = False  # hnfc does not model its meaning: no rules; the e-graph keeps it by identity
+    integral: bool = False  # integer arguments give an integer result (legalize: exact integers stay exact)
     # Range analysis and cost model (hnfc.analysis); contracts in hnfc/ops/formulas.py, formulas
     # in the `*_bounds.py` module beside each family.
     # interval(arg intervals, attrs, out type, arg types) -> Interval enclosing the exact values

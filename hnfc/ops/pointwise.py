@@ -173,17 +173,18 @@ def _erfc(x):
     return mpmath.erfc(x)
 
 OPS = [
-    _binary("add", lambda a, b: a + b, commutative=True, doc="a + b", **pointwise_bounds.ADD),
+    _binary("add", lambda a, b: a + b, commutative=True, integral=True, doc="a + b", **pointwise_bounds.ADD),
     _binary(
         "sub",
         lambda a, b: a - b,
         commutative=False,
+        integral=True,
         reversed_overload="aten.rsub.Scalar",
         aliases=(Alias("aten.rsub.Scalar", lambda a: ([a["other"], a["self"]], {}) if a.get("alpha", 1) == 1 else None),),
         doc="a - b",
         **pointwise_bounds.SUB,
     ),
-    _binary("mul", lambda a, b: a * b, commutative=True, doc="a * b", **pointwise_bounds.MUL),
+    _binary("mul", lambda a, b: a * b, commutative=True, integral=True, doc="a * b", **pointwise_bounds.MUL),
     _binary(
         "div",
         r_div,
@@ -193,9 +194,9 @@ OPS = [
         doc="a / b (true division; other rounding modes stay opaque)",
         **pointwise_bounds.DIV,
     ),
-    _unary("neg", lambda x: -x, float_out=False, doc="-x", **pointwise_bounds.NEG),
+    _unary("neg", lambda x: -x, float_out=False, integral=True, doc="-x", **pointwise_bounds.NEG),
     _unary("reciprocal", lambda x: r_div(mpmath.mpf(1), x), domain=(0.1, 10.0), doc="1 / x", **pointwise_bounds.RECIPROCAL),
-    _unary("abs", abs, float_out=False, doc="|x|", **pointwise_bounds.ABS),
+    _unary("abs", abs, float_out=False, integral=True, doc="|x|", **pointwise_bounds.ABS),
     OpDef(
         name="square",
         arity=1,

@@ -45,7 +45,7 @@ LEAVES = frozenset(name for name, op in ops.OPS.items() if op.constant)
 # ops that pass their float arguments' values through unchanged (so a constant reaching a
 # rounding consumer through them is rounded there); `where`'s condition is not a value
 PASS_THROUGH = frozenset(name for name, op in ops.OPS.items() if op.kind == "shape") | {"detach"}
-INTEGRAL_OPS = frozenset({"add", "sub", "mul", "neg"})  # integer in, integer out
+INTEGRAL_OPS = frozenset(name for name, op in ops.OPS.items() if op.integral)  # integer in, integer out
 
 
 @dataclass(frozen=True)
