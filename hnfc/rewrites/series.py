@@ -31,6 +31,7 @@ from hnfc.rewrites.check import _Unevaluable, sympy_call
 WORK_PREC = 512  # bits for the truncation check (the subexpressions cancel up to ~2 x 64 bits)
 ORDERS = (6, 12, 20)  # truncation orders tried (terms kept below x^order)
 MAX_TERMS = 24
+MAX_ROOT = 4  # Puiseux terms τ^(p/q) up to q = 4 (conjugates of square and cube roots at ±inf)
 
 
 class NoSeries(Exception):
@@ -128,8 +129,8 @@ def _terms(s, x, t, point):
             raise NoSeries("complex coefficient")
         if c != 0:
             out.append((sp.Rational(k), c))
-    if not out or len(out) > MAX_TERMS or any(k.q not in (1, 2) for k, _ in out):
-        raise NoSeries("no terms, too many, or exponents with a denominator other than 1 or 2")
+    if not out or len(out) > MAX_TERMS or any(k.q > MAX_ROOT for k, _ in out):
+        raise NoSeries(f"no terms, too many, or exponents with a denominator above {MAX_ROOT}")
     return sorted(out, key=lambda kc: kc[0])
 
 
@@ -153,7 +154,7 @@ def _local(x, point):
 
 def _value_mp(exps, coefs, x: mpmath.mpf, point: float):
     t = _local(x, mpmath.mpf(point) if point not in (math.inf, -math.inf) else point)
-    if t < 0 and any(k.q == 2 for k in exps):
+    if t < 0 and any(k.q > 1 for k in exps):
         return None
     return mpmath.fsum(mpmath.mpf(c) * (t ** int(k.p) if k.q == 1 else t ** (mpmath.mpf(k.p) / k.q)) for k, c in zip(exps, coefs))
 
@@ -293,9 +294,10 @@ def build(b: Builder, e: Expansion, x: int, dtype: str) -> int:
     else:
         t = x if e.point == 0 else b.add("sub", [x, b.const(e.point, dtype)])
     exps, coefs = list(e.exps), list(e.coefs)
-    if any(k.q == 2 for k in exps):
-        t = b.add("sqrt", [t])  # t^(k) = sqrt(t)^(2k)
-        exps = [k * 2 for k in exps]
+    q = math.lcm(*(int(k.q) for k in exps))
+    if q > 1:  # τ^k = (τ^(1/q))^(qk): Horner in a root of τ (τ >= 0 where these are offered)
+        t = b.add("sqrt", [t]) if q == 2 else b.add("pow", [t], {"exponent": 1.0 / q})
+        exps = [k * q for k in exps]
     ints = [int(k) for k in exps]
     base = min(ints)
     shifted = [k - base for k in ints]

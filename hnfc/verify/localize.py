@@ -7,9 +7,10 @@ reference, rounded to the arguments' dtypes) against the exact value of the node
 A node with high local error is where the rounding happens; a node whose error only comes from
 its inputs has none. The regimes stage (hnfc/verify/regimes.py) spends its search there.
 
-Bounded: sites are found by one backward-looking pass over the program; at most `max_sites`
-(largest first) are measured, each on at most `POINTS` leaf values taken from the values the
-program computes on the input sets (the judge's own samples of the declared domain).
+Bounded: sites are found by one pass over the program; at most `max_sites` (largest first) are
+measured, each on about `POINTS` values sampled from the range its leaf takes on the input sets
+(the judge's own samples of the declared domain; one run of the program per input set gives every
+leaf's range at once), so a large model costs a few forward passes and small reference runs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from hnfc.foundation.dtypes import DTYPES
 from hnfc.foundation.types import TensorType
 from hnfc.ir.program import Builder, Program
-from hnfc.numerics.metric import bits_error
+from hnfc.numerics.metric import bits_error, sample_inputs
 from hnfc.numerics.reference import reference
 from hnfc.rewrites.series import has_meaning
 from hnfc.runtime.run import flat, runner
@@ -68,14 +69,31 @@ def sites(program: Program, max_nodes: int = MAX_NODES) -> list[Site]:
     return out
 
 
-def leaf_values(program: Program, site: Site, input_sets, limit: int = POINTS) -> torch.Tensor:
-    """Distinct finite values the site's leaf takes on the input sets (at most `limit`, spread)."""
-    run = runner(flat(program, [site.leaf]))
-    vals = torch.cat([run(s)[0].detach().reshape(-1) for s in input_sets])
-    vals = torch.unique(vals[torch.isfinite(vals)])
-    if vals.numel() > limit:
-        vals = vals[torch.linspace(0, vals.numel() - 1, limit).long()]
-    return vals
+def leaf_ranges(program: Program, leaves, input_sets) -> dict[int, tuple[float, float]]:
+    """(min, max) of the finite values each leaf takes on the input sets (one run per set)."""
+    leaves = sorted(set(leaves))
+    out: dict[int, tuple[float, float]] = {}
+    if not leaves:
+        return out
+    run = runner(flat(program, leaves))
+    for inputs in input_sets:
+        for i, v in zip(leaves, run(inputs)):
+            v = v.detach().reshape(-1)
+            v = v[torch.isfinite(v)]
+            if v.numel():
+                lo, hi = float(v.min()), float(v.max())
+                out[i] = (min(lo, out[i][0]), max(hi, out[i][1])) if i in out else (lo, hi)
+    return out
+
+
+def leaf_values(lo: float, hi: float, dtype: str, seed: int = 0, n: int = POINTS // 2) -> torch.Tensor:
+    """Distinct values of [lo, hi]: half uniform in value, half uniform over the dtype's bit
+    patterns (each binade its share: tiny magnitudes are where series help), ends included."""
+    t = TensorType((n,), dtype)
+    parts = [sample_inputs([t], [(lo, hi)], 1, mode=m, seed=seed + k)[0][0] for k, m in enumerate(("value", "bits"))]
+    ends = torch.tensor([lo, hi], dtype=parts[0].dtype)
+    vals = torch.unique(torch.cat([*parts, ends]))
+    return vals[torch.isfinite(vals)]
 
 
 def subprogram(program: Program, site: Site, outputs, n: int) -> Program:

@@ -31,7 +31,7 @@ from hnfc.foundation.dtypes import DTYPES
 from hnfc.foundation.types import TensorType
 from hnfc.ir.expr import format_expr
 from hnfc.ir.program import Builder, Program, live_subprogram
-from hnfc.numerics.metric import bits_error, from_ordinal, ordinal, sample_inputs
+from hnfc.numerics.metric import bits_error, from_ordinal, ordinal
 from hnfc.numerics.reference import reference
 from hnfc.rewrites import series
 from hnfc.runtime.run import runner
@@ -161,13 +161,10 @@ def _splice(program: Program, repl: dict) -> Program:
 
 
 def _points(xs: torch.Tensor, dtype: str, seed: int) -> torch.Tensor:
-    """The leaf's values on the input sets plus samples of its range (uniform in value and over
-    bit patterns): where a regime boundary lands is decided on both."""
-    lo, hi = float(xs.min()), float(xs.max())
-    t = TensorType((256,), dtype)
-    extra = [sample_inputs([t], [(lo, hi)], 1, mode=mode, seed=seed + k)[0][0] for k, mode in enumerate(("value", "bits"))]
-    pts = torch.unique(torch.cat([xs, *extra]))
-    return pts[torch.isfinite(pts)]
+    """The localization's points plus fresh ones over the same range (other seeds): the regime
+    boundaries are decided on both."""
+    extra = localize.leaf_values(float(xs.min()), float(xs.max()), dtype, seed + 7)
+    return torch.unique(torch.cat([xs, extra]))
 
 
 def _errors(sub_truth, outs) -> np.ndarray:
@@ -291,12 +288,15 @@ def improve(program: Program, input_sets, *, time_limit: float = 15.0, max_sites
     records: list[Regime] = []
     notes: list[str] = []
     found = localize.sites(program)[:max_sites]
+    spans = localize.leaf_ranges(program, [s.leaf for s in found], input_sets)
     measured = []
     for site in found:
         if time.perf_counter() > deadline:
             notes.append("series/regimes: time limit reached while localizing")
             break
-        xs = localize.leaf_values(program, site, input_sets)
+        if site.leaf not in spans or not spans[site.leaf][0] < spans[site.leaf][1]:
+            continue
+        xs = localize.leaf_values(*spans[site.leaf], site.dtype, seed)
         if xs.numel() < 2:
             continue
         localize.local_errors(program, site, xs)
