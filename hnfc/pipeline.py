@@ -224,7 +224,9 @@ def _series(run: Run) -> bool:
     c = run.config
     if not c.series:
         return False
-    new, found, notes = regimes.improve(run.program, run.input_sets, time_limit=c.series_time_limit, seed=c.seed)
+    _set_ranges(run, run.program)  # the explain stage reuses them when nothing changes here
+    spans = {i: (iv.lo, iv.hi) for i, iv in enumerate(run.ranges) if hasattr(iv, "lo")}
+    new, found, notes = regimes.improve(run.program, run.input_sets, time_limit=c.series_time_limit, seed=c.seed, spans=spans)
     run.report.warnings += notes
     if not found:
         return True

@@ -69,6 +69,20 @@ def sites(program: Program, max_nodes: int = MAX_NODES) -> list[Site]:
     return out
 
 
+def shape_key(program: Program, site: Site) -> tuple:
+    """The site's expression with its leaf as a placeholder (with the dtype): sites with equal
+    keys (one per layer of a model) compute the same function of their leaf."""
+    memo: dict[int, tuple] = {site.leaf: ("x", site.dtype)}
+
+    def go(i: int) -> tuple:
+        if i not in memo:
+            nd = program.nodes[i]
+            memo[i] = (nd.op, repr(nd.attrs), tuple(go(a) for a in nd.args))
+        return memo[i]
+
+    return go(site.root)
+
+
 def leaf_ranges(program: Program, leaves, input_sets) -> dict[int, tuple[float, float]]:
     """(min, max) of the finite values each leaf takes on the input sets (one run per set)."""
     leaves = sorted(set(leaves))

@@ -282,26 +282,39 @@ def _torch_dtype(dtype: str):
 # The stage
 
 
-def improve(program: Program, input_sets, *, time_limit: float = 15.0, max_sites: int = 8, seed: int = 0) -> tuple[Program, list[Regime], list[str]]:
-    """Search the sites with high local error; returns the new program, the records, notes."""
+def improve(program: Program, input_sets, *, time_limit: float = 15.0, max_sites: int = 8, seed: int = 0, spans=None) -> tuple[Program, list[Regime], list[str]]:
+    """Search the sites with high local error; returns the new program, the records, notes.
+    `spans` (value id -> (lo, hi), finite) gives leaf ranges already known (the pipeline's range
+    analysis); the others are observed on the input sets (one run per set)."""
     deadline = time.perf_counter() + time_limit
     records: list[Regime] = []
     notes: list[str] = []
-    found = localize.sites(program)[:max_sites]
-    spans = localize.leaf_ranges(program, [s.leaf for s in found], input_sets)
-    measured = []
+    found = localize.sites(program)
+    spans = {k: v for k, v in (spans or {}).items() if all(np.isfinite(v))}
+    missing = [s.leaf for s in found if s.leaf not in spans]
+    spans.update(localize.leaf_ranges(program, missing, input_sets))
+    # one localization per distinct function (the same activation in every layer), on the hull
+    # of its sites' leaf ranges; each site of a function that loses bits is then searched
+    groups: dict[tuple, list] = {}
     for site in found:
+        if site.leaf in spans and spans[site.leaf][0] < spans[site.leaf][1]:
+            groups.setdefault(localize.shape_key(program, site), []).append(site)
+    measured = []
+    for members in list(groups.values())[:max_sites]:  # distinct functions, largest first
         if time.perf_counter() > deadline:
             notes.append("series/regimes: time limit reached while localizing")
             break
-        if site.leaf not in spans or not spans[site.leaf][0] < spans[site.leaf][1]:
+        lo = min(spans[s.leaf][0] for s in members)
+        hi = max(spans[s.leaf][1] for s in members)
+        first = members[0]
+        localize.local_errors(program, first, localize.leaf_values(lo, hi, first.dtype, seed))
+        if max(first.local.values()) < MIN_LOCAL_BITS or first.root_bits < MIN_LOCAL_BITS:
             continue
-        xs = localize.leaf_values(*spans[site.leaf], site.dtype, seed)
-        if xs.numel() < 2:
-            continue
-        localize.local_errors(program, site, xs)
-        if max(site.local.values()) >= MIN_LOCAL_BITS and site.root_bits >= MIN_LOCAL_BITS:
-            measured.append((site, xs))
+        for site in members:
+            if site is not first or len(members) > 1:  # its own range
+                localize.local_errors(program, site, localize.leaf_values(*spans[site.leaf], site.dtype, seed))
+            if max(site.local.values()) >= MIN_LOCAL_BITS and site.root_bits >= MIN_LOCAL_BITS:
+                measured.append((site, localize.leaf_values(*spans[site.leaf], site.dtype, seed)))
     measured.sort(key=lambda sx: -max(sx[0].local.values()))
     replaced: dict[int, tuple] = {}
     for site, xs in measured:
