@@ -29,8 +29,8 @@ from hnfc.ir.program import Builder, Program
 from hnfc.rewrites.check import _Unevaluable, sympy_call
 
 WORK_PREC = 512  # bits for the truncation check (the subexpressions cancel up to ~2 x 64 bits)
-ORDERS = (6, 12, 20)  # truncation orders tried (terms kept below x^order)
-MAX_TERMS = 24
+ORDERS = (6, 12, 20, 32, 48)  # truncation orders tried (terms kept below τ^order); the widest interval wins
+MAX_TERMS = 48
 MAX_ROOT = 4  # Puiseux terms τ^(p/q) up to q = 4 (conjugates of square and cube roots at ±inf)
 
 

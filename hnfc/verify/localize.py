@@ -40,6 +40,8 @@ class Site:
     dtype: str
     local: dict[int, float] | None = None  # node -> mean local error (bits)
     root_bits: float | None = None  # mean error of the root on exact leaf values
+    xs: torch.Tensor | None = None  # the leaf values measured on
+    truth: dict[int, np.ndarray] | None = None  # node -> exact values on xs (float64, rounded)
 
 
 def _float(t) -> bool:
@@ -164,6 +166,7 @@ def local_errors(program: Program, site: Site, xs: torch.Tensor) -> Site:
     root_truth = truth[list(site.nodes).index(site.root)]
     got = runner(sub)([xs])[list(site.nodes).index(site.root)]
     ok = ~np.isnan(np.asarray(root_truth, dtype=np.float64))
-    site.local = local
+    site.local, site.xs = local, xs
+    site.truth = {j: np.asarray(t, dtype=np.float64) for j, t in zip(site.nodes, truth)}
     site.root_bits = float(bits_error(got, root_truth)[ok].mean()) if ok.any() else 0.0
     return site

@@ -42,7 +42,7 @@ MIN_GAIN_BITS = 0.5  # a replacement must lower the site root's mean error by th
 BINS = 48
 SPLIT_PENALTY = 1.0  # bits per point of one bin that a split must gain
 MAX_ROOTS = 4  # candidate subexpression roots per site
-BISECT_STEPS = 24
+BISECT_STEPS = 24  # halvings of the float (ordinal) interval between two bins: ~2^-14 relative even across binades
 FORBIDDEN = 1e9  # error of a candidate where it may not be used (finite: sums stay comparable)
 
 
@@ -160,27 +160,20 @@ def _splice(program: Program, repl: dict) -> Program:
 # The search on one site
 
 
-def _points(xs: torch.Tensor, dtype: str, seed: int) -> torch.Tensor:
-    """The localization's points plus fresh ones over the same range (other seeds): the regime
-    boundaries are decided on both."""
-    extra = localize.leaf_values(float(xs.min()), float(xs.max()), dtype, seed + 7)
-    return torch.unique(torch.cat([xs, extra]))
-
-
 def _errors(sub_truth, outs) -> np.ndarray:
     return np.stack([bits_error(o, sub_truth) for o in outs])
 
 
-def _site(program: Program, site, xs: torch.Tensor, bits: int, deadline: float, seed: int):
+def _site(program: Program, site, bits: int, deadline: float):
     """The best replacement at this site: (value replaced, segments, before bits, after bits) or None."""
     dtype = site.dtype
     order = sorted(site.local, key=lambda j: -site.local[j])
     worst = order[0]
     roots = [j for j in site.nodes if worst in localize._deps(program, j, site.leaf)][:MAX_ROOTS]
-    pts = _points(xs, dtype, seed)
+    pts = site.xs  # the localization's points and exact values serve the search too
     n = pts.numel()
     root_prog = localize.subprogram(program, site, [site.root], n)
-    root_truth = reference(root_prog, [pts]).outputs[0]
+    root_truth = site.truth[site.root]
     keep = ~np.isnan(np.asarray(root_truth, dtype=np.float64))
     before = bits_error(runner(root_prog)([pts])[0], root_truth)[keep]
     best = None
@@ -201,8 +194,7 @@ def _site(program: Program, site, xs: torch.Tensor, bits: int, deadline: float, 
         cand_prog = b.build(outs)
         with torch.no_grad():
             vals = runner(cand_prog)([pts])
-        s_prog = localize.subprogram(program, site, [s], n)
-        truth = reference(s_prog, [pts]).outputs[0]
+        truth = site.truth[s]
         err = _errors(truth, vals)
         p = pts.numpy()
         allowed = np.stack([np.ones(n, bool)] + [(p >= e.lo) & (p <= e.hi) for e in exps])
@@ -230,20 +222,21 @@ def _refine(segs, p, cands, err, program, site, s, dtype):
     changes (on the exact error of both candidates), kept inside each series' measured interval."""
     one = localize.subprogram(program, site, [s], 1)
 
-    def err_at(v: float, c) -> float:
+    def left_better(v: float, left, right) -> bool:  # one reference call per midpoint
         t = torch.tensor([v], dtype=_torch_dtype(dtype))
         truth = reference(one, [t]).outputs[0]
         b = Builder()
         x = b.input("x", TensorType((1,), dtype))
-        prog = b.build([_candidate(program, s, site.leaf, c, b, x, dtype)])
-        return float(bits_error(runner(prog)([t])[0], truth)[0])
+        prog = b.build([_candidate(program, s, site.leaf, c, b, x, dtype) for c in (left, right)])
+        el, er = (float(bits_error(o, truth)[0]) for o in runner(prog)([t]))
+        return el <= er
 
     out = []
     bounds = []
     for (a0, b0, c0), (a1, b1, c1) in zip(segs[:-1], segs[1:]):
         lo, hi = float(p[b0 - 1]), float(p[a1])
         left, right = cands[c0], cands[c1]
-        split = _bisect(lo, hi, lambda v: err_at(v, left) <= err_at(v, right), dtype) if hi > lo else hi
+        split = _bisect(lo, hi, lambda v: left_better(v, left, right), dtype) if hi > lo else hi
         for c in (left, right):  # a series only inside its measured interval
             if c is not None:
                 split = min(max(split, c.lo), c.hi) if c.hi != math.inf else max(split, c.lo)
@@ -314,14 +307,14 @@ def improve(program: Program, input_sets, *, time_limit: float = 15.0, max_sites
             if site is not first or len(members) > 1:  # its own range
                 localize.local_errors(program, site, localize.leaf_values(*spans[site.leaf], site.dtype, seed))
             if max(site.local.values()) >= MIN_LOCAL_BITS and site.root_bits >= MIN_LOCAL_BITS:
-                measured.append((site, localize.leaf_values(*spans[site.leaf], site.dtype, seed)))
-    measured.sort(key=lambda sx: -max(sx[0].local.values()))
+                measured.append(site)
+    measured.sort(key=lambda st: -max(st.local.values()))
     replaced: dict[int, tuple] = {}
-    for site, xs in measured:
+    for site in measured:
         if time.perf_counter() > deadline:
             notes.append("series/regimes: time limit reached")
             break
-        got = _site(program, site, xs, DTYPES[site.dtype].mantissa, deadline, seed)
+        got = _site(program, site, DTYPES[site.dtype].mantissa, deadline)
         if got is None:
             continue
         s, segments, before, after = got
