@@ -175,3 +175,18 @@ def test_piecewise_chain_selects_by_range():
     assert torch.equal(runner(prog)([xs])[0], xs - torch.sin(xs))
     ops = [n.op for n in prog.nodes]
     assert ops.count("where") == 2 and ops.count("lt") == 2 and ops.count("clamp") == 3
+
+
+def test_bench_series_quick(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, str(root / "bench" / "series.py"), "--quick", "--only", "x-minus-sin", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600, cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "series_quick.json").read_text())["rows"]
+    assert row["case"] == "x-minus-sin" and row["off_mean"] > 5.0 and row["on_mean"] < 1.0
+    assert row["regimes"] and "series@0" in row["regimes"][0]
