@@ -24,8 +24,8 @@ def _sets(lo, hi, n=64, dtype="f64"):
     return sample_inputs(t, [(lo, hi)], 2, mode="value", seed=3) + sample_inputs(t, [(lo, hi)], 2, mode="bits", seed=4)
 
 
-def _fresh_bits(fn, module, lo, hi):
-    t = [TensorType((256,), "f64")]
+def _fresh_bits(fn, module, lo, hi, dtype="f64"):
+    t = [TensorType((256,), dtype)]
     inputs = sample_inputs(t, [(lo, hi)], 1, mode="bits", seed=99)[0] + []
     prog = hnfc.trace(fn, tuple(inputs))
     ref = hnfc.reference(prog, inputs, return_mp=True)
@@ -121,6 +121,19 @@ def test_series_stage_fixes_x_minus_sin_near_zero():
     assert before > 5.0 and after < 1.0
 
 
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_series_stage_in_narrow_formats(dtype):
+    # the truncation is sized to the format: fewer terms, wider intervals, still below its rounding
+    fn = lambda x: x - torch.sin(x)  # noqa: E731
+    x = torch.linspace(-1, 1, 64).to(getattr(torch, {"f32": "float32", "bf16": "bfloat16"}[dtype]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = hnfc.optimize(fn, (x,), input_ranges={0: (-1.0, 1.0)})
+    assert any("series-regimes" in rw.rules for rw in m.report.rewrites), m.report.warnings
+    before, after = _fresh_bits(fn, m, -1.0, 1.0, dtype)
+    assert before > 2.0 and after < 1.0
+
+
 def test_untaken_branch_reaches_neither_value_nor_gradient():
     # (exp(x) - 1 - x)/x^2 is 0/0 at 0 and loses everything near it; the series branch covers 0,
     # the original is evaluated on its own clamped interval only
@@ -190,3 +203,17 @@ def test_bench_series_quick(tmp_path):
     (row,) = json.loads((tmp_path / "series_quick.json").read_text())["rows"]
     assert row["case"] == "x-minus-sin" and row["off_mean"] > 5.0 and row["on_mean"] < 1.0
     assert row["regimes"] and "series@0" in row["regimes"][0]
+
+
+def test_series_is_used_only_inside_its_truncation_interval():
+    from hnfc.rewrites import series
+
+    p = parse_expr("log(1 - x)", {"x": TensorType((64,), "f64")})
+    (e,) = series.expansions(p, p.outputs[0], p.inputs[0], 1e-12, 0.5, 53)
+    new, (rec,), _ = regimes.improve(p, _sets(1e-12, 0.5))
+    used = [(lo, hi) for lo, hi, name in rec.segments if name == "series@0"]
+    assert used and all(e.lo <= lo and hi <= e.hi for lo, hi in used)
+    assert rec.after_mean < 1.0 < rec.before_mean
+    # beyond the interval the original runs: same value as the naive form there
+    xs = torch.tensor([0.3, 0.45] + [0.0] * 62, dtype=torch.float64)
+    assert torch.equal(runner(new)([xs])[0][:2], torch.log(1 - xs[:2]))

@@ -196,7 +196,7 @@ def _site(program: Program, site, bits: int, deadline: float):
             vals = runner(cand_prog)([pts])
         truth = site.truth[s]
         err = _errors(truth, vals)
-        p = pts.numpy()
+        p = pts.double().numpy()  # (bfloat16 has no numpy dtype; float64 holds every value)
         allowed = np.stack([np.ones(n, bool)] + [(p >= e.lo) & (p <= e.hi) for e in exps])
         segs = infer(p, err, allowed)
         if len(segs) == 1 and segs[0][2] == 0:
