@@ -12,9 +12,9 @@ import torch
 import hnfc
 from hnfc import pipeline
 from hnfc.foundation.types import TensorType
-from hnfc.ir.expr import format_expr, parse_expr
+from hnfc.ir.expr import parse_expr
 from hnfc.ir.program import Builder
-from hnfc.numerics.metric import bits_error, sample_inputs
+from hnfc.numerics.metric import sample_inputs
 from hnfc.runtime.run import runner
 from hnfc.verify import localize, regimes
 

@@ -116,7 +116,7 @@ def to_sympy(program: Program, root: int, leaf: int, x):
 
 
 def _terms(s, x, t, point):
-    """(exponent, coefficient) pairs of a truncated series in t (x - point, or x for ±inf)."""
+    """(exponent, exact coefficient) pairs of a truncated series in the local variable t (τ)."""
     import sympy as sp
 
     s = sp.expand(sp.powsimp(sp.expand_power_base(s, force=True), force=True))

@@ -1,6 +1,6 @@
 """Regimes: piecewise candidates chosen by range, with series expansions where the error concentrates.
 
-In: a program (the verified one), the input sets it is judged on, the Config.
+In: a program (the verified one), the input sets it is judged on, a time limit, known leaf ranges.
 Out: the program with some small univariate subexpressions replaced by `where` chains over their
 leaf, each branch a candidate equivalent on its range (the original subexpression, or a truncated
 series from hnfc/rewrites/series.py used only inside the interval where its truncation error was
