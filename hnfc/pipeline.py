@@ -36,6 +36,7 @@ from hnfc.rewrites.gate import checked, trust_note
 from hnfc.runtime.lowering import lower
 from hnfc.runtime.run import observe, verification_inputs
 from hnfc.verify.cache import Verdicts, site_key
+from hnfc.verify import regimes
 from hnfc.verify.judge import LocalCheck, local_checks, measure_bounded
 
 
@@ -226,6 +227,32 @@ def _judge(run: Run, verdicts: Verdicts) -> dict[tuple, LocalCheck]:
     return checks
 
 
+def _series(run: Run) -> bool:
+    """Series expansions and regimes where the verified program still loses bits
+    (hnfc/verify/regimes.py), then the whole outputs as a second judge: a replacement that makes
+    any output worse is dropped (the stage's failure keeps its input program too)."""
+    c = run.config
+    if not c.series:
+        return False
+    _set_ranges(run, run.program)  # the explain stage reuses them when nothing changes here
+    spans = {i: (iv.lo, iv.hi) for i, iv in enumerate(run.ranges) if hasattr(iv, "lo")}
+    new, found, notes = regimes.improve(run.program, run.input_sets, time_limit=c.series_time_limit, seed=c.seed, spans=spans)
+    run.report.warnings += notes
+    if not found:
+        return True
+    rewrites = [Rewrite(("series-regimes",), (r.root,), r.before, r.after, r.before_mean, r.before_max, r.after_mean, r.after_max, True,
+                        "measured on the site's leaf values, exact inputs") for r in found]
+    if c.measure_outputs and (outs := measure_bounded(run.program, new, run.input_sets, c)) is not None:
+        if not all(o.accepted for o in outs):
+            run.report.rewrites_refused += [dataclasses.replace(rw, accepted=False, reason="an output got worse") for rw in rewrites]
+            return True
+        old = {o.index: o for o in run.report.outputs}
+        run.report.outputs = [dataclasses.replace(old[o.index], after_mean=o.after_mean, after_max=o.after_max, histogram_after=o.histogram_after) if o.index in old else o for o in outs]
+    run.program = new
+    run.report.rewrites = run.report.rewrites + rewrites
+    return True
+
+
 def _explain(run: Run) -> None:
     if run.program is run.original:
         run.report.rewrites = []
@@ -267,6 +294,7 @@ STAGES: tuple[tuple[str, Callable[[Run], bool | None], str | None], ...] = (
     ("ranges", _ranges, None),
     ("egraph", _egraph, None),
     ("verify", _verify, None),
+    ("series", _series, "series/regime candidates not applied"),
     ("explain", _explain, None),
     ("precision", _precision, "dtypes unchanged"),
     ("legalize", _legalize, "constants unchanged"),

@@ -94,9 +94,11 @@ def test_user_pack_changes_what_optimize_finds():
 
     v = torch.linspace(1e-7, 1e-3, 64)
     ranges = {0: (1e-7, 1e-3)}
-    plain = hnfc.optimize(f, (v,), input_ranges=ranges)
-    assert plain.report.rewrites == []  # the library alone does not touch log(1 - x)
-    packed = hnfc.optimize(f, (v,), input_ranges=ranges, rules=resolve("hnfc.examples.user_pack"))
+    # the rule library alone does not touch log(1 - x) (the series stage would: a truncated
+    # series near 0, hnfc/verify/regimes.py; off here, this is about rules)
+    plain = hnfc.optimize(f, (v,), input_ranges=ranges, series=False)
+    assert plain.report.rewrites == []
+    packed = hnfc.optimize(f, (v,), input_ranges=ranges, rules=resolve("hnfc.examples.user_pack"), series=False)
     assert [r.rules for r in packed.report.rewrites] == [("log1m-intro",)]
     (out,) = packed.report.outputs
     assert out.accepted and out.after_mean < out.before_mean - 5  # float32: ~10 bits recovered

@@ -105,6 +105,15 @@ SCALAR: tuple[Formula, ...] = (
     Formula("one-plus-erf", lambda x: 1 + T.erf(x), ((-25.0, -0.5),), "special"),
     Formula("one-minus-sigmoid", lambda x: 1 - T.sigmoid(x), ((0.0, 700.0),), "special"),
     Formula("one-minus-tanh", lambda x: 1 - T.tanh(x), ((0.0, 300.0),), "special"),
+    # cancellations with no closed-form fix: the leading terms of a Taylor series cancel exactly
+    # (Higham §1.14 and ch. 27 on truncated series; Goldberg §1.4): near 0 only a series helps
+    Formula("x-minus-sin", lambda x: x - T.sin(x), ((-1.0, 1.0),), "series"),
+    Formula("sinh-minus-x", lambda x: T.sinh(x) - x, ((-1.0, 1.0),), "series"),
+    Formula("tan-minus-sin", lambda x: T.tan(x) - T.sin(x), ((-1.0, 1.0),), "series"),
+    Formula("expm1-minus-x-over-x2", lambda x: (T.exp(x) - 1 - x) / (x * x), ((-1.0, 1.0),), "series"),
+    Formula("one-minus-cos-over-x2", lambda x: (1 - T.cos(x)) / (x * x), ((-1.0, 1.0),), "series"),
+    Formula("inv-x-minus-cot", lambda x: 1 / x - 1 / T.tan(x), ((-1.0, 1.0),), "series"),
+    Formula("x-minus-log1p", lambda x: x - T.log1p(x), ((-0.5, 1.0),), "series"),
 )
 
 

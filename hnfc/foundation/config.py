@@ -47,6 +47,9 @@ class Config:
     # precision assignment -- end
     trust_rules: bool = False  # user rules skip the soundness check (hnfc/rewrites/packs.py checked); the report says so
     legalize: bool = True  # finite constants that round to ±inf in their node's final dtype -> ±finfo.max (hnfc/precision/legalize.py)
+    # series expansions and regimes for small univariate subexpressions with high local error (hnfc/verify/regimes.py)
+    series: bool = True
+    series_time_limit: float = 15.0  # seconds for the whole stage (localization, sympy, regime search)
 
     def __post_init__(self) -> None:
         # options arrive from Python, JSON and the command line: normalize the containers, then
@@ -78,8 +81,8 @@ class Config:
         return cls(**merged)
 
     def check(self) -> None:
-        if self.max_nodes <= 0 or self.max_iterations <= 0 or self.time_limit <= 0:
-            raise ValueError("max_nodes, max_iterations and time_limit must be positive")
+        if self.max_nodes <= 0 or self.max_iterations <= 0 or self.time_limit <= 0 or self.series_time_limit <= 0:
+            raise ValueError("max_nodes, max_iterations, time_limit and series_time_limit must be positive")
         if self.samples < 0 or self.margin < 0:
             raise ValueError("samples and margin must not be negative")
         if self.region_nodes <= 0 or self.max_reference_ops < 0:

@@ -253,6 +253,10 @@ def _node(c: Ctx, node, xs: list, prog) -> Ball:
             return c.fix(y, np.maximum(a.e, b.e) + c.rnd(y, COMPOUND_ULPS), a, b)
     if op == "where":
         return _where(c, xs)
+    if op == "lt":  # exact where the ball lies on one side of the threshold; undecided (e != 0) else
+        x, t = c.num(xs[0]), c.t(at["other"])
+        und = ((x.e != 0) & (np.abs(x.y - t) <= x.e)) | np.isnan(x.y)
+        return Ball(x.y < t, und.astype(c.dt))
     if kind == "pointwise":
         return c.unary(op, xs[0], at)
     if kind == "reduction":

@@ -364,6 +364,19 @@ OPS = [
         **pointwise_bounds.WHERE,
     ),
     OpDef(
+        name="lt",
+        arity=1,
+        attrs={"other": 0.0},
+        infer=lambda ts, at: TensorType(ts[0].shape, "bool"),
+        emit=lambda a, at, out: Call("aten.lt.Scalar", (a[0], float(at["other"]))),
+        ref=lambda xs, at, out: obj(np.frompyfunc(lambda v: bool(v < mpmath.mpf(at["other"])), 1, 1)(xs[0])),
+        examples=(Example(shapes=((3, 5),), attrs={"other": 0.5}),),
+        # no aten alias yet: the regimes stage (hnfc/verify/regimes.py) builds its branch
+        # conditions with it; traced comparisons stay opaque as before
+        doc="x < other (a scalar threshold): the condition of a piecewise candidate",
+        **pointwise_bounds.LT,
+    ),
+    OpDef(
         name="clamp",
         arity=1,
         attrs={"min": None, "max": None},

@@ -602,6 +602,9 @@ def _cond_clamp(a, at, out, t, ts, wrt=None):
 MAXIMUM = _bundle(lambda a, at, t, ts: Interval(max(a[0].lo, a[1].lo), max(a[0].hi, a[1].hi)), _one)
 MINIMUM = _bundle(lambda a, at, t, ts: Interval(min(a[0].lo, a[1].lo), min(a[0].hi, a[1].hi)), _one)
 WHERE = _bundle(_iv_where, _cond_where)
+# a comparison: 0 or 1, and no rounding (its result does not move with small input changes
+# except at the threshold itself, which the regimes stage puts between sampled points)
+LT = _bundle(lambda a, at, t, ts: Interval(0.0, 1.0), lambda a, at, out, t, ts, wrt=None: 0.0)
 CLAMP = _bundle(_iv_clamp, _cond_clamp)
 
 

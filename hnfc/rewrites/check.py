@@ -437,7 +437,12 @@ def _sympy_of(p, sym, sp):
     attrs = dict(p.attrs)
     if any(isinstance(v, (AttrVar, ConstVar)) for v in attrs.values()):
         raise _Unevaluable("attribute variable")
-    a = [_sympy_of(x, sym, sp) for x in p.args]
+    return sympy_call(p.op, [_sympy_of(x, sym, sp) for x in p.args], attrs, sp)
+
+
+def sympy_call(op: str, a: list, attrs: dict, sp):
+    """The sympy meaning of pointwise `op` on sympy arguments `a` (also hnfc/rewrites/series.py's);
+    raises _Unevaluable for an op without one."""
     table = {
         "add": lambda: a[0] + a[1],
         "sub": lambda: a[0] - a[1],
@@ -470,9 +475,9 @@ def _sympy_of(p, sym, sp):
         "minimum": lambda: sp.Min(a[0], a[1]),
         "gelu": lambda: _gelu(a[0], attrs, sp),
     }
-    if p.op not in table:
-        raise _Unevaluable(f"{p.op} has no sympy meaning")
-    return table[p.op]()
+    if op not in table:
+        raise _Unevaluable(f"{op} has no sympy meaning")
+    return table[op]()
 
 
 def _beta(attrs, sp):
