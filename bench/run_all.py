@@ -4,7 +4,7 @@
     .venv/bin/python bench/run_all.py --quick    # CI smoke: bench/results/quick/ (the full results stay)
     .venv/bin/python bench/run_all.py --quick --only stability,scale --out /tmp/b
 
-Runs bench/stability.py, scale.py, autocast.py, compile.py, heldout.py and lint.py, each in its own process (each
+Runs bench/stability.py, scale.py, autocast.py, compile.py, heldout.py, series.py and lint.py, each in its own process (each
 script stays runnable alone, and compile.py measures every backend in a fresh process anyway),
 with the same --quick and --out. Then reads their JSON and Markdown and writes SUMMARY.md and run_all.json:
 accuracy (stability suite, float32 and bfloat16, bits of error before/after), the cost model
@@ -29,7 +29,7 @@ from _common import write_results
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHMARKS = ("stability", "scale", "autocast", "compile", "heldout", "lint")
+BENCHMARKS = ("stability", "scale", "autocast", "compile", "heldout", "series", "lint")
 
 
 def machine() -> dict:
@@ -170,6 +170,9 @@ def summary_markdown(out: Path, names, status: dict, meta: dict, quick: bool) ->
     held = "heldout_quick" if quick else "heldout"
     if "heldout" in names and _load(out, held):
         lines += ["", "## Held-out-style formulas and deep-learning patterns", "", _markdown(out, held)]
+    series = "series_quick" if quick else "series"
+    if "series" in names and _load(out, series):
+        lines += ["", "## Series expansions and regimes (the series stage off and on)", "", _markdown(out, series)]
     lint = "lint_quick" if quick else "lint"
     if "lint" in names and _load(out, lint):
         lines += ["", "## The linter on real bugs and clean models", "", _markdown(out, lint)]
