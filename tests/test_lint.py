@@ -129,3 +129,48 @@ def test_lost_bits_that_never_reach_the_loss_do_not_fail():
     assert sub and sub[0].effect is not None and sub[0].effect < 0.5 and a.ok
     b = lint(reaches, (x,), input_ranges={0: (-30.0, 30.0)})
     assert not b.ok and any(f.effect is not None and f.effect >= 0.5 for f in b.failing)
+
+
+def test_rms_norm_written_out_is_bounded_by_sqrt_count():
+    # LLaMA's RMS norm: x * rsqrt(mean(x²) + eps); each |x_i| / rms <= sqrt(n), whatever x's range
+    from hnfc import analysis
+    import hnfc
+
+    def f(x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+    p = hnfc.trace(f, (torch.randn(2, 16),))
+    r = analysis.ranges(p, {0: (-1e6, 1e6)})
+    out = r[p.outputs[0]]
+    assert 4.0 <= out.hi <= 4.5 and -4.5 <= out.lo <= -4.0
+    # a different tensor in the numerator is not bounded by it
+    q = hnfc.trace(lambda x, y: y * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6), (torch.randn(2, 16), torch.randn(2, 16)))
+    assert analysis.ranges(q, {0: (-1e6, 1e6), 1: (-1e6, 1e6)})[q.outputs[0]].hi > 1e6
+
+
+def test_empty_cat_part_does_not_widen_the_range():
+    from hnfc.foundation.types import TensorType
+
+    op = ops.get("cat")
+    whole = Interval.whole()
+    iv = op.interval([whole, Interval(-2.0, 3.0)], {"dim": -2}, TensorType((1, 8, 4), "f32"), [TensorType((1, 0, 4), "f32"), TensorType((1, 8, 4), "f32")])
+    assert (iv.lo, iv.hi) == (-2.0, 3.0)
+    iv = op.interval([Interval(-5.0, 0.0), Interval(-2.0, 3.0)], {"dim": 0}, TensorType((3,), "f32"), [TensorType((1,), "f32"), TensorType((2,), "f32")])
+    assert (iv.lo, iv.hi) == (-5.0, 3.0)
+
+
+def test_silu_has_a_range_rule():
+    from hnfc.foundation.types import TensorType
+
+    op = ops.get("silu")
+    t = TensorType((4,), "f32")
+    for lo, hi in ((-50.0, 50.0), (-1.0, 2.0), (-10.0, -3.0), (0.5, 4.0)):
+        iv = op.interval([Interval(lo, hi)], {}, t, [t])
+        xs = torch.linspace(lo, hi, 10001, dtype=torch.float64)
+        ys = torch.nn.functional.silu(xs)
+        assert iv.lo <= float(ys.min()) and float(ys.max()) <= iv.hi
+        assert iv.lo >= -0.2785 and iv.hi <= max(hi, 0.0) * 1.001 + 1e-12
+    import hnfc
+
+    p = hnfc.trace(lambda x: torch.nn.functional.silu(x), (torch.randn(4),))
+    assert any(n.op == "silu" for n in p.nodes)

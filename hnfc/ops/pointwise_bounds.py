@@ -570,6 +570,57 @@ def _cond_gelu(a, at, out, t, ts, wrt=None):
 GELU = _bundle(_iv_gelu, _cond_gelu)
 
 
+# silu x = x σ(x) is not monotone either: it decreases to its minimum -0.2784645 at x = -1.2784645
+# (the root of 1 + x σ(-x), which is silu's x f'/f), then increases.
+SILU_MIN = -0.27847
+SILU_ARGMIN = (-1.28, -1.277)
+
+
+def _silu(x: float) -> float:
+    if x == -INF:
+        return 0.0
+    return x if x == INF else x * _sigmoid(x)
+
+
+def _iv_silu(a, at, t, ts):
+    x = a[0]
+
+    def err(v):  # ulps: e^-|x| amplifies the rounding of its argument by |x|
+        return COMPOUND_ULPS + (2 * abs(v) if math.isfinite(v) else 0.0)
+
+    f0, f1 = _silu(x.lo), _silu(x.hi)
+    if x.hi <= SILU_ARGMIN[0]:
+        lo, hi = _rel_down(f1, err(x.hi)), _rel_up(f0, err(x.lo))
+    elif x.lo >= SILU_ARGMIN[1]:
+        lo, hi = _rel_down(f0, err(x.lo)), _rel_up(f1, err(x.hi))
+    else:
+        lo, hi = SILU_MIN, max(_rel_up(f0, err(x.lo)), _rel_up(f1, err(x.hi)))
+    lo = max(lo, SILU_MIN)
+    if x.lo >= 0:
+        lo = max(lo, 0.0)
+    if x.hi <= 0:
+        hi = min(hi, 0.0)
+    return Interval(lo, max(lo, hi))
+
+
+def _silu_cond_at(x: float) -> float:
+    # |x f'(x)/f(x)| = |1 + x σ(-x)|: increasing in x below 0 (from -inf to 1), at most 1.2785 above
+    if x == -INF:
+        return INF
+    return abs(1 + x * _sigmoid(-x)) if x < 0 else 1.2785
+
+
+def _cond_silu(a, at, out, t, ts, wrt=None):
+    x = a[0]
+    vals = [_silu_cond_at(x.hi)] if x.hi > 0 else []
+    if x.lo < 0:
+        vals += [_silu_cond_at(x.lo), _silu_cond_at(min(x.hi, 0.0))]
+    return max(vals or [1.0])
+
+
+SILU = _bundle(_iv_silu, _cond_silu)
+
+
 # -- selection ---------------------------------------------------------------------------------
 
 
