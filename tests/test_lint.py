@@ -174,3 +174,28 @@ def test_silu_has_a_range_rule():
 
     p = hnfc.trace(lambda x: torch.nn.functional.silu(x), (torch.randn(4),))
     assert any(n.op == "silu" for n in p.nodes)
+
+
+def test_unverified_candidate_is_a_note_not_a_failure():
+    # without verification the e-graph's rewrite is a suggestion: nothing measured it better
+    def f(x):
+        return torch.log(1 - torch.sigmoid(x)).mean()
+
+    x = torch.linspace(-30, 30, 64)
+    res = lint(f, (x,), input_ranges={0: (-30.0, 30.0)}, verify=False)
+    cand = [f for f in res.findings if f.kind == "candidate"]
+    assert cand and cand[0].fix and "->" in cand[0].fix
+    assert res.ok
+    assert not lint(f, (x,), input_ranges={0: (-30.0, 30.0)}, verify=False, strict=True).ok
+
+
+def test_lint_survives_a_failing_rewrite_search(monkeypatch):
+    import hnfc.pipeline
+
+    def boom(*a, **k):
+        raise ValueError("search failed")
+
+    monkeypatch.setattr(hnfc.pipeline, "find_rewrites", boom)
+    res = lint(lambda s: torch.exp(s), (torch.tensor(3.0),), input_ranges={0: (0.0, 100.0)}, samples=2)
+    assert "hazard" in _kinds(res, "exp")
+    assert any("rewrite search failed" in w for w in res.report.warnings)

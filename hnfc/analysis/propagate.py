@@ -114,11 +114,11 @@ def _param_interval(value: Any) -> Interval | None:
     if value is None:
         return None
     try:
-        if hasattr(value, "detach"):  # a torch tensor (no torch import needed)
-            value = value.detach()
-        if not hasattr(value, "min"):
-            value = np.asarray(value, dtype=float)
-        lo, hi = float(value.min()), float(value.max())
+        if hasattr(value, "aminmax"):  # a torch tensor (no torch import needed): one pass over it
+            lo, hi = (float(v) for v in value.detach().aminmax())
+        else:
+            value = value if hasattr(value, "min") else np.asarray(value, dtype=float)
+            lo, hi = float(value.min()), float(value.max())
     except (ValueError, RuntimeError, TypeError):  # empty or non-numeric
         return None
     if lo != lo or hi != hi:
