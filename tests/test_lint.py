@@ -199,3 +199,45 @@ def test_lint_survives_a_failing_rewrite_search(monkeypatch):
     res = lint(lambda s: torch.exp(s), (torch.tensor(3.0),), input_ranges={0: (0.0, 100.0)}, samples=2)
     assert "hazard" in _kinds(res, "exp")
     assert any("rewrite search failed" in w for w in res.report.warnings)
+
+
+@pytest.mark.parametrize("kw", [{}, {"reduction": "sum"}, {"reduction": "none", "pos_weight": torch.tensor([1.0, 2.0, 3.0, 0.5, 1.0])}])
+def test_bce_with_logits_stays_whole_and_runs_as_eager(kw):
+    import hnfc
+    import torch.nn.functional as F
+
+    from hnfc.runtime.lowering import lower
+    from hnfc.runtime.run import flat
+
+    def f(x, t):
+        return F.binary_cross_entropy_with_logits(x, t, **kw)
+
+    x, t = torch.randn(4, 5) * 20, torch.rand(4, 5)
+    p = hnfc.trace(f, (x, t))
+    ops_seen = [n.op for n in p.nodes if n.opdef.kind != "leaf"]
+    assert ops_seen.count("binary_cross_entropy_with_logits") == 1 and "log" not in ops_seen and "exp" not in ops_seen
+    run = lower(flat(p))
+    x2 = (torch.randn(4, 5) * 30).requires_grad_(True)
+    got = run(x2, t)
+    got = got[0] if isinstance(got, (tuple, list)) else got
+    assert torch.equal(got, f(x2, t))  # lowering calls torch's own kernel
+    (g,) = torch.autograd.grad(got.sum(), x2)
+    assert torch.isfinite(g).all()
+    res = lint(f, (x, t), input_ranges={0: (-80.0, 80.0), 1: (0.0, 1.0)}, samples=2)
+    assert res.ok, [f.reason for f in res.failing]
+    assert not any(f.op in ("log", "exp") for f in res.findings)
+
+
+def test_bce_with_logits_range_and_cond():
+    from hnfc.foundation.types import TensorType
+
+    op = ops.get("binary_cross_entropy_with_logits")
+    t = TensorType((3, 4), "f32")
+    iv = op.interval([Interval(-50.0, 50.0), Interval(0.0, 1.0), None, None], {"reduction": 0}, t, [t, t, None, None])
+    assert iv.lo == 0.0 and 50.0 <= iv.hi <= 50.01  # softplus(50) = 50 + e^-50
+    s = op.interval([Interval(-1.0, 1.0), Interval(0.0, 1.0), None, None], {"reduction": 2}, TensorType((), "f32"), [t, t, None, None])
+    assert s.lo == 0.0 and 12 * math.log1p(math.e) <= s.hi <= 12 * math.log1p(math.e) * 1.001
+    # a target held away from 1 keeps the sensitivity to it bounded; logits give at most max(1, |x|)
+    c = op.cond([Interval(-10.0, 10.0), Interval(0.0, 0.5), None, None], {"reduction": 1}, Interval(0.0, 20.0), t, [t, t, None, None])
+    assert 10.0 <= c <= 12.01
+    assert op.cond([Interval(-10.0, 10.0), Interval(-1.0, 0.5), None, None], {"reduction": 1}, Interval(0.0, 20.0), t, [t, t, None, None]) == math.inf
