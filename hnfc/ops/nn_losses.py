@@ -1,6 +1,7 @@
 """Op-table entries for library loss and norm kernels users call by name: vector_norm (x.norm(),
 torch.linalg.vector_norm, inside F.normalize and cosine_similarity), nll_loss (F.nll_loss, the
-second half of F.cross_entropy), binary_cross_entropy (F.binary_cross_entropy on probabilities).
+second half of F.cross_entropy), binary_cross_entropy (F.binary_cross_entropy on probabilities),
+binary_cross_entropy_with_logits (on logits, with weight and pos_weight), embedding.
 
 They stay whole in the IR where the frontend sees them, so lint and the rewriter talk about the
 call the user wrote rather than opaque kernels. binary_cross_entropy_with_logits
