@@ -241,3 +241,16 @@ def test_bce_with_logits_range_and_cond():
     c = op.cond([Interval(-10.0, 10.0), Interval(0.0, 0.5), None, None], {"reduction": 1}, Interval(0.0, 20.0), t, [t, t, None, None])
     assert 10.0 <= c <= 12.01
     assert op.cond([Interval(-10.0, 10.0), Interval(-1.0, 0.5), None, None], {"reduction": 1}, Interval(0.0, 20.0), t, [t, t, None, None]) == math.inf
+
+
+def test_tiny_llama_lints_clean():
+    # RMS norm written out, silu, an empty KV cache concatenated with the keys: each once made a
+    # range unknown or astronomically wide (a failing finding on a clean model)
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
+                                   intermediate_size=64, vocab_size=100, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = transformers.AutoModel.from_config(cfg, attn_implementation="eager").eval()
+    res = lint(lambda ids: model(input_ids=ids).last_hidden_state, (torch.randint(0, 100, (1, 8)),))
+    assert res.ok, [(f.kind, f.op, f.reason[:120]) for f in res.failing]
+    assert not any(f.kind == "unknown" for f in res.findings)
