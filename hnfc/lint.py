@@ -186,6 +186,32 @@ def _unknown_values(program, ranges) -> list[bool]:
     return out
 
 
+def _pole_excluded(program, i, unknown, ranges) -> bool:
+    """Node i cannot meet its pole or overflow whatever finite values its unknown arguments take
+    inside their ranges (rsqrt of mean(x²) + eps: the range [eps, inf] is infinite because x is
+    unknown, but it keeps rsqrt away from 0): the op's own hazard check, with each unknown
+    argument's range cut to its dtype's finite values, finds nothing."""
+    from hnfc import analysis
+    from hnfc.foundation.intervals import Interval
+    from hnfc.foundation.types import TensorType
+
+    n = program.nodes[i]
+    args = []
+    for a in n.args:
+        if a is None:
+            args.append(None)
+            continue
+        iv, t = ranges[a], program.nodes[a].type
+        if unknown[a] and isinstance(t, TensorType) and _is_float(t):
+            from hnfc.foundation.dtypes import DTYPES
+
+            top = DTYPES[t.dtype].max
+            iv = iv.intersect(Interval(-top, top)) or iv
+        args.append(iv)
+    ts = [None if a is None else program.nodes[a].type for a in n.args]
+    return analysis.node_cost(n.opdef, args, n.attr, None, n.type, ts).hazard is None
+
+
 def _is_float(t) -> bool:
     from hnfc.foundation.dtypes import DTYPES
     from hnfc.foundation.types import TensorType
@@ -500,7 +526,7 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
         if n.op == "pow" and float(n.attr.get("exponent", 2.0)) >= 0 and float(n.attr.get("exponent", 2.0)).is_integer():
             continue  # a non-negative integer power has no pole
         for pos in _SINGULAR_CONSUMERS.get(n.op, ()):
-            if pos < len(n.args) and n.args[pos] is not None and unknown[n.args[pos]] and i not in hazard_at:
+            if pos < len(n.args) and n.args[pos] is not None and unknown[n.args[pos]] and i not in hazard_at and not _pole_excluded(program, i, unknown, sound):
                 src = program.nodes[n.args[pos]]
                 what = src.attr.get("target", src.op) if src.op == "opaque" else src.op
                 findings.append(Finding("unknown", i, n.op, 0.0, f"argument {pos} comes from {what}, whose range is unknown (an op without a range rule on the way): nothing shows {n.op} stays away from its pole/overflow",

@@ -254,3 +254,17 @@ def test_tiny_llama_lints_clean():
     res = lint(lambda ids: model(input_ids=ids).last_hidden_state, (torch.randint(0, 100, (1, 8)),))
     assert res.ok, [(f.kind, f.op, f.reason[:120]) for f in res.failing]
     assert not any(f.kind == "unknown" for f in res.findings)
+
+
+def test_unknown_argument_whose_range_avoids_the_pole_is_not_reported():
+    # i0 has no range rule: i0(x)² + 1e-6 is >= 1e-6 but unbounded above; rsqrt of it cannot
+    # meet its pole, exp of it can overflow, log of i0 itself is unknown
+    def safe(x):
+        return torch.rsqrt(torch.special.i0(x) ** 2 + 1e-6)
+
+    def unsafe(x):
+        return torch.exp(torch.special.i0(x) ** 2 + 1e-6)
+
+    x = torch.randn(4)
+    assert lint(safe, (x,), input_ranges={0: (-1.0, 1.0)}, samples=2).ok
+    assert "unknown" in _kinds(lint(unsafe, (x,), input_ranges={0: (-1.0, 1.0)}, samples=2), "exp")
