@@ -13,10 +13,14 @@ Kinds of finding:
   Always failing.
 - "grad-hazard": the forward value is fine but the derivative the backward graph computes at
   this node is not (sqrt at exactly 0: an infinite slope, inf * 0 = NaN upstream); from the op
-  entry's `grad_hazard` on the same sound ranges, at nodes gradients reach. Failing (turn off
-  with `backward=False`).
+  entry's `grad_hazard` on the same sound ranges, at nodes gradients reach. Also, on programs
+  of up to VERIFY_NODES nodes, found by running the real backward (autograd of the lowered
+  program) on the declared bounds, 0, alternating bounds and the example: a node whose own
+  vector-Jacobian product is not finite while the gradient reaching it and the forward are (ops
+  without a rule: acos at ±1, ...). Failing (turn off with `backward=False`).
 - "unknown": an op hnfc has no range rule for (an opaque kernel) feeds a division, log, sqrt,
-  exp or a negative power: nothing shows it cannot hit the pole. Failing.
+  exp or a negative power, and the argument's range (cut to its dtype's finite values) does not
+  already keep the op off its pole and overflow. Failing.
 - "fixable": the optimizer found a verified, more stable form for the node; failing when its
   predicted bits lost exceed `max_bits` and its error reaches the outputs (below).
 - "candidate": the e-graph found a more stable form that was not verified (large programs are
@@ -365,6 +369,51 @@ def _backward_trigger(lowered, candidates, params) -> str | None:
     return None
 
 
+def _backward_culprits(program, candidates) -> dict[int, str]:
+    """Per forward node: a tried input on which the outputs are finite but the real backward
+    (autograd of the lowered program) is not, and this node's own derivative is where it starts:
+    the gradient arriving at the node is finite, its vector-Jacobian product with the node's
+    arguments is not. Catches derivative hazards of ops without a `grad_hazard` rule (acos at
+    ±1, atan2 at 0, ...)."""
+    from hnfc.runtime.lowering import lower
+    from hnfc.runtime.run import flat as flat_program
+
+    reach = _grad_reach(program)
+    outs = list(program.outputs)
+    ids = [i for i in sorted(ancestors(program, outs)) if reach[i] and program.nodes[i].opdef.kind != "leaf"]
+    lowered = lower(flat_program(program, outs + ids))
+    params = [p for p in lowered.parameters() if p.requires_grad]
+    found: dict[int, str] = {}
+    for text, xs in candidates:
+        leaves = [x.detach().clone().requires_grad_(True) if x.is_floating_point() else x for x in xs]
+        try:
+            with torch.enable_grad():
+                vals = list(lowered(*leaves))
+                got, inter = vals[: len(outs)], dict(zip(ids, vals[len(outs):]))
+                got = [o for o in got if o.is_floating_point() and o.requires_grad]
+                if not got or any(_nonfinite(o) for o in got):
+                    continue  # a forward hazard, reported as such
+                total = sum(o.sum() for o in got)
+                wrt = [x for x in leaves if x.requires_grad] + params
+                grads = torch.autograd.grad(total, wrt, allow_unused=True, retain_graph=True)
+                if not any(_nonfinite(g) for g in grads):
+                    continue
+                live = [i for i in ids if inter[i].requires_grad]
+                arriving = dict(zip(live, torch.autograd.grad(total, [inter[i] for i in live], allow_unused=True, retain_graph=True)))
+                by_input = dict(zip(program.inputs, leaves))
+                for i in live:
+                    g = arriving[i]
+                    args = [t for a in program.nodes[i].args if a is not None for t in [inter.get(a, by_input.get(a))] if t is not None and t.requires_grad]
+                    if i in found or g is None or _nonfinite(g) or not args:
+                        continue
+                    vjp = torch.autograd.grad(inter[i], args, grad_outputs=g, allow_unused=True, retain_graph=True)
+                    if any(_nonfinite(v) for v in vjp):
+                        found[i] = f"{text}: outputs finite, gradient {'NaN' if any(v is not None and torch.isnan(v).any() for v in vjp) else 'inf'} from this node's derivative"
+        except Exception:  # an input the model rejects, or an op autograd cannot differentiate
+            continue
+    return found
+
+
 def _output_effect(program, i, input_sets) -> float | None:
     """Bits of error the outputs lose because of node `i` (max over outputs and sets): outputs vs
     a float64 run, with and without node i's value replaced by its float64 value."""
@@ -571,6 +620,21 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
             findings = [dataclasses.replace(f, trigger=trig) if f.kind == "grad-hazard" else f for f in findings]
         except Exception:
             pass
+    if backward and len(program.nodes) <= VERIFY_NODES:  # the real backward, run (one pass per input set; small programs)
+        try:
+            culprits = _backward_culprits(program, cands[:5])  # the bounds, 0, alternating, the example: where derivatives blow up
+        except Exception:
+            culprits = {}
+        have = {f.value: k for k, f in enumerate(findings) if f.kind in ("hazard", "grad-hazard", "unknown")}
+        for i, text in sorted(culprits.items()):
+            if i in have:
+                f = findings[have[i]]
+                if f.kind == "grad-hazard" and f.trigger is None:
+                    findings[have[i]] = dataclasses.replace(f, trigger=text)
+                continue
+            op = program.nodes[i].op
+            why = f"the derivative of {op} is not finite on a tried input where the forward is (found by running the backward)"
+            findings.append(Finding("grad-hazard", i, op, analysis.HAZARD_BITS, why, expr(i), _fix_text(op, "grad-hazard", why), source=sources.get(i), trigger=text, observed=True))
     times["triggers"] = time.perf_counter() - t3
     if measure_effect:
         # only where it decides a failure: candidates and ill-conditioned nodes are notes unless strict

@@ -268,3 +268,18 @@ def test_unknown_argument_whose_range_avoids_the_pole_is_not_reported():
     x = torch.randn(4)
     assert lint(safe, (x,), input_ranges={0: (-1.0, 1.0)}, samples=2).ok
     assert "unknown" in _kinds(lint(unsafe, (x,), input_ranges={0: (-1.0, 1.0)}, samples=2), "exp")
+
+
+def test_gradient_hazard_without_a_rule_found_by_running_backward():
+    # acos has an infinite derivative at ±1 and no grad_hazard rule: the angle between two equal
+    # vectors (the declared bounds filled everywhere) has a finite value and an infinite gradient
+    def angle(a, b):
+        cos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-8)
+        return torch.acos(cos.clamp(-1.0, 1.0)).sum()
+
+    xs = (torch.randn(3, 4), torch.randn(3, 4, generator=torch.Generator().manual_seed(1)))
+    res = lint(angle, xs, input_ranges={0: (0.5, 1.0), 1: (0.5, 1.0)}, samples=2)
+    g = [f for f in res.failing if f.kind == "grad-hazard"]
+    assert g and g[0].trigger and "gradient" in g[0].trigger
+    assert g[0].source and "torch.acos" in g[0].source
+    assert lint(angle, xs, input_ranges={0: (0.5, 1.0), 1: (0.5, 1.0)}, samples=2, backward=False).ok
