@@ -37,8 +37,9 @@ op without a range rule is unknown, and so is anything whose range it makes infi
 
 Effect on the outputs. A fixable node over `max_bits` (with `strict`, also candidates and
 ill-conditioned nodes) is measured: the outputs' bits of error against a float64 run, with and
-without the node's own value replaced by its float64 value. When fixing the node changes no output by half a bit on any input set, its
-lost bits do not reach the outputs and the finding is a note ("absorbed").
+without the node's own value replaced by its float64 value. When fixing the node changes no
+output by half a bit on any input set, its lost bits do not reach the outputs and the finding is
+a note ("absorbed").
 
 Each finding names the user's source line (`program.meta["sources"]`, recorded by the frontend),
 what goes wrong, an input that triggers it where one among the tried ones does (the declared
@@ -196,8 +197,8 @@ def _pole_excluded(program, i, unknown, ranges) -> bool:
     unknown, but it keeps rsqrt away from 0): the op's own hazard check, with each unknown
     argument's range cut to its dtype's finite values, finds nothing."""
     from hnfc import analysis
+    from hnfc.foundation.dtypes import DTYPES
     from hnfc.foundation.intervals import Interval
-    from hnfc.foundation.types import TensorType
 
     n = program.nodes[i]
     args = []
@@ -206,9 +207,7 @@ def _pole_excluded(program, i, unknown, ranges) -> bool:
             args.append(None)
             continue
         iv, t = ranges[a], program.nodes[a].type
-        if unknown[a] and isinstance(t, TensorType) and _is_float(t):
-            from hnfc.foundation.dtypes import DTYPES
-
+        if unknown[a] and _is_float(t):
             top = DTYPES[t.dtype].max
             iv = iv.intersect(Interval(-top, top)) or iv
         args.append(iv)
