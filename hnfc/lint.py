@@ -2,7 +2,8 @@
 
 In: a module or function, example inputs, declared input ranges, options (as `hnfc.optimize`).
 Out: a `LintResult` with one `Finding` per node worth a look, most severe first. It sits on top
-of the pipeline (hnfc.optimize's report gives the fixes) and of the analysis (ranges, costs).
+of the pipeline (its egraph and verify stages, run on the sound ranges, give the fixes) and of
+the analysis (ranges, costs).
 
 Kinds of finding:
 
@@ -12,14 +13,19 @@ Kinds of finding:
   Always failing.
 - "grad-hazard": the forward value is fine but the derivative the backward graph computes at
   this node is not (sqrt at exactly 0: an infinite slope, inf * 0 = NaN upstream); from the op
-  entry's `grad_hazard` on the same sound ranges, at nodes gradients reach. Failing (turn off
-  with `backward=False`).
+  entry's `grad_hazard` on the same sound ranges, at nodes gradients reach. Also, on programs
+  of up to VERIFY_NODES nodes, found by running the real backward (autograd of the lowered
+  program) on the declared bounds, 0, alternating bounds and the example: a node whose own
+  vector-Jacobian product is not finite while the gradient reaching it and the forward are (ops
+  without a rule: acos at ±1, ...). Failing (turn off with `backward=False`).
 - "unknown": an op hnfc has no range rule for (an opaque kernel) feeds a division, log, sqrt,
-  exp or a negative power: nothing shows it cannot hit the pole. Failing.
+  exp or a negative power, and the argument's range (cut to its dtype's finite values) does not
+  already keep the op off its pole and overflow. Failing.
 - "fixable": the optimizer found a verified, more stable form for the node; failing when its
   predicted bits lost exceed `max_bits` and its error reaches the outputs (below).
-- "candidate": the e-graph found a more stable form that verification did not measure better on
-  these inputs; judged like "fixable".
+- "candidate": the e-graph found a more stable form that was not verified (large programs are
+  linted without verification) or that verification did not measure better on these inputs. A
+  suggestion, not a failure (failing only with `strict=True`): nothing shows the outputs gain.
 - "ill-conditioned": predicted to lose more than `max_bits` bits and no rewrite helps (a sum or
   matmul that can cancel). A note; failing only with `strict=True`.
 
@@ -29,10 +35,11 @@ each op's interval rule. Observed ranges (the values on the example and sampled 
 and explain (a hazard the samples also hit says so); they never hide one. A value computed by an
 op without a range rule is unknown, and so is anything whose range it makes infinite.
 
-Effect on the outputs. A fixable/candidate/ill-conditioned node over `max_bits` is measured: the
-outputs' bits of error against a float64 run, with and without the node's own value replaced by
-its float64 value. When fixing the node changes no output by half a bit on any input set, its
-lost bits do not reach the outputs and the finding is a note ("absorbed").
+Effect on the outputs. A fixable node over `max_bits` (with `strict`, also candidates and
+ill-conditioned nodes) is measured: the outputs' bits of error against a float64 run, with and
+without the node's own value replaced by its float64 value. When fixing the node changes no
+output by half a bit on any input set, its lost bits do not reach the outputs and the finding is
+a note ("absorbed").
 
 Each finding names the user's source line (`program.meta["sources"]`, recorded by the frontend),
 what goes wrong, an input that triggers it where one among the tried ones does (the declared
@@ -82,7 +89,7 @@ class LintResult:
     findings: list[Finding]
     max_bits: float
     strict: bool
-    report: Any = None  # the optimizer's Report (what `hnfc optimize` would do)
+    report: Any = None  # the egraph and verify stages' Report (the rewrites hnfc would apply)
     times: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -91,7 +98,7 @@ class LintResult:
         for f in self.findings:
             if f.kind in FAILING_ALWAYS:
                 out.append(f)
-            elif f.bits > self.max_bits and (f.kind in ("fixable", "candidate") or self.strict):
+            elif f.bits > self.max_bits and (f.kind == "fixable" or self.strict):
                 if f.effect is None or f.effect >= ABSORBED_BITS or self.strict:
                     out.append(f)
         return out
@@ -182,6 +189,30 @@ def _unknown_values(program, ranges) -> list[bool]:
             iv = ranges[i]
             out.append(any(a is not None and out[a] for a in n.args) and not (math.isfinite(iv.lo) and math.isfinite(iv.hi)))
     return out
+
+
+def _pole_excluded(program, i, unknown, ranges) -> bool:
+    """Node i cannot meet its pole or overflow whatever finite values its unknown arguments take
+    inside their ranges (rsqrt of mean(x²) + eps: the range [eps, inf] is infinite because x is
+    unknown, but it keeps rsqrt away from 0): the op's own hazard check, with each unknown
+    argument's range cut to its dtype's finite values, finds nothing."""
+    from hnfc import analysis
+    from hnfc.foundation.dtypes import DTYPES
+    from hnfc.foundation.intervals import Interval
+
+    n = program.nodes[i]
+    args = []
+    for a in n.args:
+        if a is None:
+            args.append(None)
+            continue
+        iv, t = ranges[a], program.nodes[a].type
+        if unknown[a] and _is_float(t):
+            top = DTYPES[t.dtype].max
+            iv = iv.intersect(Interval(-top, top)) or iv
+        args.append(iv)
+    ts = [None if a is None else program.nodes[a].type for a in n.args]
+    return analysis.node_cost(n.opdef, args, n.attr, None, n.type, ts).hazard is None
 
 
 def _is_float(t) -> bool:
@@ -337,6 +368,51 @@ def _backward_trigger(lowered, candidates, params) -> str | None:
     return None
 
 
+def _backward_culprits(program, candidates) -> dict[int, str]:
+    """Per forward node: a tried input on which the outputs are finite but the real backward
+    (autograd of the lowered program) is not, and this node's own derivative is where it starts:
+    the gradient arriving at the node is finite, its vector-Jacobian product with the node's
+    arguments is not. Catches derivative hazards of ops without a `grad_hazard` rule (acos at
+    ±1, atan2 at 0, ...)."""
+    from hnfc.runtime.lowering import lower
+    from hnfc.runtime.run import flat as flat_program
+
+    reach = _grad_reach(program)
+    outs = list(program.outputs)
+    ids = [i for i in sorted(ancestors(program, outs)) if reach[i] and program.nodes[i].opdef.kind != "leaf"]
+    lowered = lower(flat_program(program, outs + ids))
+    params = [p for p in lowered.parameters() if p.requires_grad]
+    found: dict[int, str] = {}
+    for text, xs in candidates:
+        leaves = [x.detach().clone().requires_grad_(True) if x.is_floating_point() else x for x in xs]
+        try:
+            with torch.enable_grad():
+                vals = list(lowered(*leaves))
+                got, inter = vals[: len(outs)], dict(zip(ids, vals[len(outs):]))
+                got = [o for o in got if o.is_floating_point() and o.requires_grad]
+                if not got or any(_nonfinite(o) for o in got):
+                    continue  # a forward hazard, reported as such
+                total = sum(o.sum() for o in got)
+                wrt = [x for x in leaves if x.requires_grad] + params
+                grads = torch.autograd.grad(total, wrt, allow_unused=True, retain_graph=True)
+                if not any(_nonfinite(g) for g in grads):
+                    continue
+                live = [i for i in ids if inter[i].requires_grad]
+                arriving = dict(zip(live, torch.autograd.grad(total, [inter[i] for i in live], allow_unused=True, retain_graph=True)))
+                by_input = dict(zip(program.inputs, leaves))
+                for i in live:
+                    g = arriving[i]
+                    args = [t for a in program.nodes[i].args if a is not None for t in [inter.get(a, by_input.get(a))] if t is not None and t.requires_grad]
+                    if i in found or g is None or _nonfinite(g) or not args:
+                        continue
+                    vjp = torch.autograd.grad(inter[i], args, grad_outputs=g, allow_unused=True, retain_graph=True)
+                    if any(_nonfinite(v) for v in vjp):
+                        found[i] = f"{text}: outputs finite, gradient {'NaN' if any(v is not None and torch.isnan(v).any() for v in vjp) else 'inf'} from this node's derivative"
+        except Exception:  # an input the model rejects, or an op autograd cannot differentiate
+            continue
+    return found
+
+
 def _output_effect(program, i, input_sets) -> float | None:
     """Bits of error the outputs lose because of node `i` (max over outputs and sets): outputs vs
     a float64 run, with and without node i's value replaced by its float64 value."""
@@ -399,7 +475,7 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
     from hnfc.frontend.tracing import trace
     from hnfc.rewrites.gate import checked
     from hnfc.ir.expr import format_expr
-    from hnfc.pipeline import _input_positions, optimize_program
+    from hnfc.pipeline import _input_positions, find_rewrites
     from hnfc.runtime import verification_inputs
     from hnfc.runtime.lowering import lower
     from hnfc.runtime.run import flat as flat_program, input_domains
@@ -426,7 +502,16 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
     obs_inputs = _input_spans(program, sets)
     sound = analysis.ranges(program, ranges_in, observed=obs_inputs, margin=config.margin)
     t1 = time.perf_counter()
-    _, report = optimize_program(program, flat, input_ranges=ranges_in, rules=rules, config=config)
+    # The rewrites are searched and judged on the same sound ranges (the optimizer's observation
+    # pass, every intermediate as an output on every input set, and its later stages would only
+    # cost time: on GPT-2 small they are most of it)
+    try:
+        report = find_rewrites(program, flat, sets, sound, input_ranges=ranges_in, rules=rules, config=config)
+    except Exception as e:  # noqa: BLE001 -- the fixes are an extra: hazards are found without them
+        from hnfc.report.records import Report
+
+        report = Report(nodes_before=len(program.nodes))
+        report.warnings.append(f"the rewrite search failed ({type(e).__name__}: {str(e)[:200]}): findings come without hnfc's fixes")
     times["optimize"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     times["ranges"] = t1 - t0 - times["trace"]
@@ -489,7 +574,7 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
         if n.op == "pow" and float(n.attr.get("exponent", 2.0)) >= 0 and float(n.attr.get("exponent", 2.0)).is_integer():
             continue  # a non-negative integer power has no pole
         for pos in _SINGULAR_CONSUMERS.get(n.op, ()):
-            if pos < len(n.args) and n.args[pos] is not None and unknown[n.args[pos]] and i not in hazard_at:
+            if pos < len(n.args) and n.args[pos] is not None and unknown[n.args[pos]] and i not in hazard_at and not _pole_excluded(program, i, unknown, sound):
                 src = program.nodes[n.args[pos]]
                 what = src.attr.get("target", src.op) if src.op == "opaque" else src.op
                 findings.append(Finding("unknown", i, n.op, 0.0, f"argument {pos} comes from {what}, whose range is unknown (an op without a range rule on the way): nothing shows {n.op} stays away from its pole/overflow",
@@ -534,9 +619,25 @@ def lint(model_or_fn, example_inputs, *, input_ranges: Mapping | None = None, ru
             findings = [dataclasses.replace(f, trigger=trig) if f.kind == "grad-hazard" else f for f in findings]
         except Exception:
             pass
+    if backward and len(program.nodes) <= VERIFY_NODES:  # the real backward, run (one pass per input set; small programs)
+        try:
+            culprits = _backward_culprits(program, cands[:5])  # the bounds, 0, alternating, the example: where derivatives blow up
+        except Exception:
+            culprits = {}
+        have = {f.value: k for k, f in enumerate(findings) if f.kind in ("hazard", "grad-hazard", "unknown")}
+        for i, text in sorted(culprits.items()):
+            if i in have:
+                f = findings[have[i]]
+                if f.kind == "grad-hazard" and f.trigger is None:
+                    findings[have[i]] = dataclasses.replace(f, trigger=text)
+                continue
+            op = program.nodes[i].op
+            why = f"the derivative of {op} is not finite on a tried input where the forward is (found by running the backward)"
+            findings.append(Finding("grad-hazard", i, op, analysis.HAZARD_BITS, why, expr(i), _fix_text(op, "grad-hazard", why), source=sources.get(i), trigger=text, observed=True))
     times["triggers"] = time.perf_counter() - t3
     if measure_effect:
-        judged = [f for f in findings if f.kind in ("fixable", "candidate", "ill-conditioned") and f.bits > max_bits][:12]
+        # only where it decides a failure: candidates and ill-conditioned nodes are notes unless strict
+        judged = [f for f in findings if f.kind in (("fixable", "candidate", "ill-conditioned") if strict else ("fixable",)) and f.bits > max_bits][:12]
         for f in judged:
             try:
                 eff = _output_effect(program, f.value, sets)

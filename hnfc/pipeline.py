@@ -337,6 +337,19 @@ def optimize_program(program: Program, example_inputs: Sequence[torch.Tensor], *
     return run.program, run.report
 
 
+def find_rewrites(program: Program, example_inputs: Sequence[torch.Tensor], input_sets: Sequence, ranges: Sequence, *, input_ranges=None, rules=None, config: Config | None = None) -> Report:
+    """The egraph and verify stages alone, on the ranges and input sets the caller gives; the
+    report's rewrites (verified) and rewrites_refused. For hnfc.lint, which judges on sound
+    propagated ranges: no observation pass, none of the stages after verify."""
+    run = Run(program, example_inputs, _input_positions(program, input_ranges), rules, config or Config(), Report(nodes_before=len(program.nodes)))
+    run.program, run.input_sets, run.ranges, run.ranged = program, [list(s) for s in input_sets], list(ranges), program
+    for name, stage in (("egraph", _egraph), ("verify", _verify)):
+        start = time.perf_counter()
+        stage(run)
+        run.report.times[name] = time.perf_counter() - start
+    return run.report
+
+
 def _egraph_summary(regions) -> dict:
     fresh = [r for r in regions if not r.reused]
     reasons: dict[str, int] = {}

@@ -114,11 +114,11 @@ def _param_interval(value: Any) -> Interval | None:
     if value is None:
         return None
     try:
-        if hasattr(value, "detach"):  # a torch tensor (no torch import needed)
-            value = value.detach()
-        if not hasattr(value, "min"):
-            value = np.asarray(value, dtype=float)
-        lo, hi = float(value.min()), float(value.max())
+        if hasattr(value, "aminmax"):  # a torch tensor (no torch import needed): one pass over it
+            lo, hi = (float(v) for v in value.detach().aminmax())
+        else:
+            value = value if hasattr(value, "min") else np.asarray(value, dtype=float)
+            lo, hi = float(value.min()), float(value.max())
     except (ValueError, RuntimeError, TypeError):  # empty or non-numeric
         return None
     if lo != lo or hi != hi:
@@ -184,6 +184,9 @@ def ranges(program, input_ranges: Mapping | Sequence | None = None, *, observed:
                 iv = interval_of_node(n.opdef, args, n.attr, t, arg_types)
             if _divides_by_own_norm(program, n):
                 iv = iv.intersect(Interval(-1.0, 1.0)) or iv  # |a_i| <= ||a||: F.normalize's x / max(||x||, eps)
+            rms = _own_rms_bound(program, n, out)
+            if rms is not None:
+                iv = iv.intersect(Interval(-rms, rms)) or iv  # a_i² <= n·mean(a²): an RMS norm written out
             if any(a in broken for a in n.args if a is not None):
                 broken.add(i)
             elif i in obs:
@@ -206,6 +209,58 @@ def _divides_by_own_norm(program, n) -> bool:
             return False
         b = program.nodes[b.args[0]]
     return b.op == "vector_norm" and b.args[0] == n.args[0] and bool(b.attr.get("keepdim")) and float(b.attr.get("ord", 2.0)) >= 1
+
+
+def _strip(program, i: int, ops: tuple[str, ...]) -> int:
+    while program.nodes[i].op in ops and program.nodes[i].args and program.nodes[i].args[0] is not None:
+        i = program.nodes[i].args[0]
+    return i
+
+
+def _own_rms_bound(program, n, out) -> float | None:
+    """`a * rsqrt(mean(a², dims, keepdim) + c)` or `a / sqrt(mean(a², ...) + c)` with c >= 0 (an RMS
+    norm written out, as LLaMA-family models do, through expand and dtype casts): each a_i² is at
+    most count·mean(a²), so |result| <= sqrt(count), count the number of elements averaged. The
+    bound is widened for the rounding of the mean (count·u relative, at least 1%). None when `n`
+    is not of this form."""
+    if len(n.args) != 2 or None in n.args or n.op not in ("mul", "div"):
+        return None
+    pairs = [(n.args[0], n.args[1])] if n.op == "div" else [(n.args[0], n.args[1]), (n.args[1], n.args[0])]
+    root = "sqrt" if n.op == "div" else "rsqrt"
+    casts = ("expand", "to")
+    for a, r in pairs:
+        r = _strip(program, r, casts)
+        if program.nodes[r].op != root:
+            continue
+        y = program.nodes[_strip(program, program.nodes[r].args[0], casts)]
+        if y.op != "add" or len(y.args) != 2 or None in y.args:
+            continue
+        for m_id, c_id in ((y.args[0], y.args[1]), (y.args[1], y.args[0])):
+            m = program.nodes[_strip(program, m_id, casts)]
+            if m.op != "mean" or not m.attr.get("keepdim") or out[c_id].lo < 0:
+                continue
+            sq = program.nodes[m.args[0]]
+            if sq.op == "pow" and float(sq.attr.get("exponent", 0)) == 2.0:
+                base = sq.args[0]
+            elif sq.op == "mul" and len(sq.args) == 2 and sq.args[0] == sq.args[1]:
+                base = sq.args[0]
+            else:
+                continue
+            if _strip(program, base, ("to",)) != _strip(program, a, ("to",)):
+                continue
+            shape = getattr(program.nodes[m.args[0]].type, "shape", None)
+            dims = m.attr.get("dim")
+            if shape is None:
+                continue
+            dims = range(len(shape)) if dims is None or dims == () else [d % len(shape) for d in dims]
+            sizes = [shape[d] for d in dims]
+            if not all(isinstance(k, int) for k in sizes):
+                continue
+            count = math.prod(sizes)
+            dtype = getattr(m.type, "dtype", "f32")
+            u = DTYPES[dtype].eps if dtype in DTYPES and DTYPES[dtype].is_float else 2.0**-24
+            return math.sqrt(max(count, 1)) * (1 + max(0.01, 4 * (count + 4) * u))
+    return None
 
 
 # -- sampled observation (small programs) ----------------------------------------------------------

@@ -33,6 +33,7 @@ from torch.utils import _pytree as pytree
 from hnfc import ops
 from hnfc.foundation.dtypes import from_torch
 from hnfc.frontend.contract import InputError, check_types
+from hnfc.frontend.kernels import KeepKernels
 from hnfc.ir.program import Builder, Program
 from hnfc.foundation.types import TensorType, TupleType
 
@@ -451,7 +452,7 @@ def trace(model_or_fn, example_inputs, *, decompositions: Mapping | None = None)
     def flat_fn(*flat):
         ps, xs = flat[: len(param_names)], flat[len(param_names) :]
         args = pytree.tree_unflatten(list(xs), in_spec)
-        with _NoGradRecorder():
+        with _NoGradRecorder(), KeepKernels():
             if module is not None:
                 out = torch.func.functional_call(module, dict(zip(param_names, ps)), tuple(args))
             else:
@@ -605,7 +606,7 @@ def trace_graph_module(gm: fx.GraphModule, example_inputs, *, decompositions: Ma
     table = dict(DEFAULT_DECOMPOSITIONS if decompositions is None else decompositions)
 
     def run(*xs):
-        with _NoGradRecorder():
+        with _NoGradRecorder(), KeepKernels():
             return gm(*xs)
 
     allow_real = fake_mode.allow_non_fake_inputs

@@ -332,6 +332,8 @@ class Ctx:
                 b = self.lipschitz(x, 1 / (1 + ex), t(0.25), COMPOUND_ULPS)
                 # e^-x overflowing gives 0 where the true value is a tiny positive number
                 return Ball(b.y, np.where(np.isinf(ex), np.inf, b.e).astype(self.dt))
+            if name == "silu":  # x sigmoid(x), as its ref
+                return self.mul(x, self.unary("sigmoid", x, {}))
             if name == "relu":
                 return self.fix(np.where(np.isnan(x.y), x.y, np.maximum(x.y, 0)), x.e, x)
             if name == "logsigmoid":  # -softplus(-x) = -log(1 + e^-x)

@@ -145,6 +145,12 @@ def _gelu(x: float) -> float:
     return x * math.erfc(-x / SQRT2) / 2
 
 
+def _silu(x: float) -> float:
+    if x == -INF:
+        return 0.0
+    return x if x == INF else x * _sigmoid(x)
+
+
 _GELU_K = math.sqrt(2.0 / math.pi)
 
 

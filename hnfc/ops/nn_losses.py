@@ -1,10 +1,12 @@
 """Op-table entries for library loss and norm kernels users call by name: vector_norm (x.norm(),
 torch.linalg.vector_norm, inside F.normalize and cosine_similarity), nll_loss (F.nll_loss, the
-second half of F.cross_entropy), binary_cross_entropy (F.binary_cross_entropy on probabilities).
+second half of F.cross_entropy), binary_cross_entropy (F.binary_cross_entropy on probabilities),
+binary_cross_entropy_with_logits (on logits, with weight and pos_weight), embedding.
 
 They stay whole in the IR where the frontend sees them, so lint and the rewriter talk about the
-call the user wrote rather than opaque kernels. F.binary_cross_entropy_with_logits is not here:
-functionalization decomposes it before the frontend sees the aten op (see hnfc/frontend/tracing.py).
+call the user wrote rather than opaque kernels. binary_cross_entropy_with_logits
+(F.binary_cross_entropy_with_logits) reaches the frontend whole only because
+hnfc/frontend/kernels.py keeps it from functionalization during tracing.
 Formulas: hnfc/ops/nn_losses_bounds.py.
 """
 
@@ -17,7 +19,7 @@ import numpy as np
 
 from hnfc.foundation.types import TensorType
 from hnfc.ops import nn_losses_bounds
-from hnfc.ops.core import Alias, Call, Example, OpDef, float_reduce_type, mp_reduce, mp_sum, norm_dims, obj, r_log
+from hnfc.ops.core import Alias, Call, Example, OpDef, float_reduce_type, mp_reduce, mp_sum, norm_dims, obj, r_log, r_softplus
 
 
 def _dims(d):
@@ -106,6 +108,21 @@ def _bce_type(ts, at):
     return ts[0] if at["reduction"] == 0 else TensorType((), ts[0].dtype)
 
 
+def _bce_logits_ref(xs, at, out):
+    x, y, w, p = xs
+    sp = np.frompyfunc(r_softplus, 1, 1)
+    terms = (1 - y) * sp(x) + (1 if p is None else p) * y * sp(-x)
+    terms = obj(np.broadcast_to(terms if w is None else terms * w, np.shape(x)))
+    if at["reduction"] == 0:
+        return terms
+    s = mpmath.fsum(terms.flat)
+    return obj(s if at["reduction"] == 2 else s / max(1, terms.size))
+
+
+def _bce_logits_type(ts, at):
+    return _bce_type(ts[:2], at)
+
+
 def _embedding_type(ts, at):
     w, idx = ts
     if w.rank != 2:
@@ -191,5 +208,24 @@ OPS = [
         kind="nn",
         doc="-(t log p + (1 - t) log(1 - p)) with each log clamped at -100, mean (1), sum (2) or none (0)",
         **nn_losses_bounds.BCE,
+    ),
+    OpDef(
+        name="binary_cross_entropy_with_logits",
+        arity=4,
+        attrs={"reduction": 1},
+        optional=frozenset({2, 3}),
+        infer=_bce_logits_type,
+        emit=lambda a, at, out: Call("aten.binary_cross_entropy_with_logits.default", (a[0], a[1], a[2], a[3], at["reduction"])),
+        ref=_bce_logits_ref,
+        aliases=(Alias("aten.binary_cross_entropy_with_logits.default", lambda a: ([a["self"], a["target"], a["weight"], a["pos_weight"]], {"reduction": int(a["reduction"])})),),
+        examples=(
+            Example(shapes=((3, 4), (3, 4), None, None), attrs={"reduction": 1}, domain=((-6.0, 6.0), (0.0, 1.0), (0.5, 2.0), (0.5, 2.0))),
+            Example(shapes=((3, 4), (3, 4), (4,), (4,)), attrs={"reduction": 0}, domain=((-6.0, 6.0), (0.0, 1.0), (0.5, 2.0), (0.5, 2.0))),
+            Example(shapes=((3, 4), (3, 4), None, (4,)), attrs={"reduction": 2}, domain=((-6.0, 6.0), (0.0, 1.0), (0.5, 2.0), (0.5, 2.0))),
+        ),
+        domain=(-6.0, 6.0),
+        kind="nn",
+        doc="w ((1 - t) softplus(x) + p t softplus(-x)) (BCE on logits; weight w, pos_weight p), mean (1), sum (2) or none (0)",
+        **nn_losses_bounds.BCE_LOGITS,
     ),
 ]

@@ -1,5 +1,6 @@
 """Range, condition and hazard formulas of the library loss and norm kernels (hnfc/ops/nn_losses.py):
-vector_norm, nll_loss, binary_cross_entropy. Contracts: hnfc/ops/formulas.py.
+vector_norm, nll_loss, binary_cross_entropy (on probabilities and with logits). Contracts:
+hnfc/ops/formulas.py.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import math
 
 from hnfc.foundation.dtypes import DTYPES
 from hnfc.foundation.intervals import INF, Interval
-from hnfc.ops.formulas import _bundle, _count, _one, _ts, _unknown
+from hnfc.ops.formulas import _bundle, _count, _one, _rel_down, _rel_up, _scale_count, _softplus, _ts, _unknown, COMPOUND_ULPS
 
 
 def _iv_vector_norm(a, at, t, ts):
@@ -111,6 +112,65 @@ def _cond_bce(a, at, out, t, ts, wrt=None):
 
 
 BCE = _bundle(_iv_bce, _cond_bce, _hz_bce)
+
+
+# BCE with logits: per element w·((1 - t)·softplus(x) + p·t·softplus(-x)) (torch's
+# (1 - t) x + (1 + (p - 1) t)(log1p(e^-|x|) + max(-x, 0)) is the same real number), weight w and
+# pos_weight p optional (1). With t in [0, 1] and p, w >= 0 every term is >= 0: no hazard, the
+# stable form of log(sigmoid).
+
+
+def _softplus_iv(x: Interval) -> Interval:
+    lo, hi = _softplus(x.lo), _softplus(x.hi)
+    return Interval(max(0.0, _rel_down(lo, COMPOUND_ULPS)), max(0.0, _rel_up(hi, COMPOUND_ULPS)))
+
+
+def _bcel_args(a):
+    x, y, w, p = (list(a) + [None, None])[:4]
+    return x, y, w, p if p is not None else Interval(1.0, 1.0)
+
+
+def _nonneg_terms(y, w, p) -> bool:
+    return y.lo >= 0 and y.hi <= 1 and p.lo >= 0 and (w is None or w.lo >= 0)
+
+
+def _iv_bce_logits(a, at, t, ts):
+    x, y, w, p = _bcel_args(a)
+    if _unknown(y) or _unknown(p) or (w is not None and _unknown(w)):
+        return None
+    if _unknown(x) or not x.is_finite:
+        return Interval(0.0, INF) if _nonneg_terms(y, w, p) else None
+    term = (1.0 - y) * _softplus_iv(x) + p * y * _softplus_iv(-x)
+    if _nonneg_terms(y, w, p):
+        # linear in t and in p, convex in x: the largest value sits at a corner of the box
+        hi = max(_rel_up((1 - tv) * _softplus(xv) + pv * tv * _softplus(-xv), COMPOUND_ULPS + 4) for xv in (x.lo, x.hi) for tv in (y.lo, y.hi) for pv in (p.lo, p.hi))
+        term = Interval(max(term.lo, 0.0), max(min(term.hi, hi), 0.0))
+    term = term * w if w is not None else term
+    if at["reduction"] == 2:  # sum over the input's elements (weights broadcast to it)
+        return _scale_count(_count(_ts(ts, 0), None), term)
+    return term  # each element, or their mean
+
+
+def _cond_bce_logits(a, at, out, t, ts, wrt=None):
+    # Relative sensitivities over the loss l = (1-t)S(x) + p t S(-x), S = softplus, all terms >= 0:
+    # to x: |x|((1-t)σ(x) + p t σ(-x))/l <= max over the two terms of |s σ(s)/S(s)| <= max(1, |x|);
+    # to t: t|p S(-x) - S(x)|/l <= 1 + min(t/(1-t), S(x)/(p S(-x))), the last increasing in x;
+    # to p and to w: at most 1 each.
+    x, y, w, p = _bcel_args(a)
+    if any(_unknown(v) for v in (x, y, p)) or not _nonneg_terms(y, w, p):
+        return INF
+    count = (lambda k: True) if wrt is None else (lambda k: k in wrt)
+    c = max(1.0, x.mag) if count(0) else 0.0
+    if count(1) and y.hi > 0:
+        by_t = y.hi / (1 - y.hi) if y.hi < 1 else INF
+        sm = _softplus(-x.hi)
+        by_x = _softplus(x.hi) / (p.lo * sm) if p.lo > 0 and sm > 0 else INF
+        c += 1 + min(by_t, by_x)
+    c += (1.0 if count(2) and w is not None else 0.0) + (1.0 if count(3) and len(a) > 3 and a[3] is not None else 0.0)
+    return c
+
+
+BCE_LOGITS = _bundle(_iv_bce_logits, _cond_bce_logits)
 
 
 # embedding: a lookup of weight rows; every value is one of the weight's

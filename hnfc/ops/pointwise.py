@@ -236,6 +236,7 @@ OPS = [
     _unary("sinh", mpmath.sinh, domain=(-5.0, 5.0), doc="sinh x", **pointwise_bounds.SINH),
     _unary("cosh", mpmath.cosh, domain=(-5.0, 5.0), doc="cosh x", **pointwise_bounds.COSH),
     _unary("sigmoid", r_sigmoid, domain=(-10.0, 10.0), doc="1 / (1 + e^-x)", **pointwise_bounds.SIGMOID),
+    _unary("silu", lambda x: x * r_sigmoid(x), domain=(-6.0, 6.0), doc="x σ(x) (swish)", **pointwise_bounds.SILU),
     _unary("erf", mpmath.erf, doc="error function", **pointwise_bounds.ERF),
     _unary("erfc", _erfc, domain=(-5.0, 25.0), doc="1 - erf x without the cancellation (complementary error function)", **pointwise_bounds.ERFC),
     _unary("sin", mpmath.sin, doc="sin x", **pointwise_bounds.SIN),

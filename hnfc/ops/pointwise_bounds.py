@@ -9,7 +9,7 @@ import math
 from typing import Callable
 
 from hnfc.foundation.intervals import INF, TRANS_ULPS, Interval, down, up
-from hnfc.ops.formulas import _bundle, _changes_sign, _dec, _exp, _expm1, _gelu, _GELU_K, _gelu_tanh, _inc, _iv, _log, _log1p, _log2, _logsigmoid, _mean_mag, _nonneg_part, _one, _pow, _ratio, _rel_down, _rel_up, _result_mag, _rsqrt, _sigmoid, _softplus, _unknown, COMPOUND_ULPS, SQRT2, SQRT2PI, TWO_PI
+from hnfc.ops.formulas import _bundle, _changes_sign, _dec, _exp, _expm1, _gelu, _GELU_K, _gelu_tanh, _inc, _iv, _log, _log1p, _log2, _logsigmoid, _mean_mag, _nonneg_part, _one, _pow, _ratio, _rel_down, _rel_up, _result_mag, _rsqrt, _sigmoid, _silu, _softplus, _unknown, COMPOUND_ULPS, SQRT2, SQRT2PI, TWO_PI
 
 
 # -- elementwise: arithmetic -------------------------------------------------------------------
@@ -513,29 +513,33 @@ GELU_ARGMIN = (-0.76, -0.74)
 GELU_COND_POS = 1.2946  # max of 1 + xφ(x)/Φ(x) over x >= 0 (1.294528 at x = 0.8399)
 
 
+def _valley(f, err, x: Interval, argmin: tuple[float, float], fmin: float) -> Interval:
+    """Image of x under f, decreasing up to its minimizer (inside `argmin`, minimum >= fmin) and
+    increasing after, with f(0) = 0 (signs carry over); `err(v)`: ulps of f's evaluation at v."""
+    f0, f1 = f(x.lo), f(x.hi)
+    if x.hi <= argmin[0]:
+        lo, hi = _rel_down(f1, err(x.hi)), _rel_up(f0, err(x.lo))
+    elif x.lo >= argmin[1]:
+        lo, hi = _rel_down(f0, err(x.lo)), _rel_up(f1, err(x.hi))
+    else:
+        lo, hi = fmin, max(_rel_up(f0, err(x.lo)), _rel_up(f1, err(x.hi)))
+    lo = max(lo, fmin)
+    if x.lo >= 0:
+        lo = max(lo, 0.0)
+    if x.hi <= 0:
+        hi = min(hi, 0.0)
+    return Interval(lo, max(lo, hi))
+
+
 def _iv_gelu(a, at, t, ts):
-    x = a[0]
     tanh_form = at.get("approximate") == "tanh"
-    f = _gelu_tanh if tanh_form else _gelu
 
     def err(v):  # ulps: erfc(|x|/√2) and σ(2z) amplify their rounded argument's error by ~x², ~|z|
         if not math.isfinite(v):
             return COMPOUND_ULPS
         return COMPOUND_ULPS + (10 * abs(_GELU_K * (v + 0.044715 * v**3)) if tanh_form else 2 * v * v)
 
-    f0, f1 = f(x.lo), f(x.hi)
-    if x.hi <= GELU_ARGMIN[0]:
-        lo, hi = _rel_down(f1, err(x.hi)), _rel_up(f0, err(x.lo))
-    elif x.lo >= GELU_ARGMIN[1]:
-        lo, hi = _rel_down(f0, err(x.lo)), _rel_up(f1, err(x.hi))
-    else:
-        lo, hi = GELU_MIN, max(_rel_up(f0, err(x.lo)), _rel_up(f1, err(x.hi)))
-    lo = max(lo, GELU_MIN)
-    if x.lo >= 0:
-        lo = max(lo, 0.0)
-    if x.hi <= 0:
-        hi = min(hi, 0.0)
-    return Interval(lo, max(lo, hi))
+    return _valley(_gelu_tanh if tanh_form else _gelu, err, a[0], GELU_ARGMIN, GELU_MIN)
 
 
 def _gelu_cond_at(x: float) -> float:
@@ -568,6 +572,35 @@ def _cond_gelu(a, at, out, t, ts, wrt=None):
 
 
 GELU = _bundle(_iv_gelu, _cond_gelu)
+
+
+# silu x = x σ(x) is not monotone either: it decreases to its minimum -0.2784645 at x = -1.2784645
+# (the root of 1 + x σ(-x), which is silu's x f'/f), then increases.
+SILU_MIN = -0.27847
+SILU_ARGMIN = (-1.28, -1.277)
+
+
+def _iv_silu(a, at, t, ts):
+    # ulps: e^-|x| amplifies the rounding of its argument by |x|
+    return _valley(_silu, lambda v: COMPOUND_ULPS + (2 * abs(v) if math.isfinite(v) else 0.0), a[0], SILU_ARGMIN, SILU_MIN)
+
+
+def _silu_cond_at(x: float) -> float:
+    # |x f'(x)/f(x)| = |1 + x σ(-x)|: increasing in x below 0 (from -inf to 1), at most 1.2785 above
+    if x == -INF:
+        return INF
+    return abs(1 + x * _sigmoid(-x)) if x < 0 else 1.2785
+
+
+def _cond_silu(a, at, out, t, ts, wrt=None):
+    x = a[0]
+    vals = [_silu_cond_at(x.hi)] if x.hi > 0 else []
+    if x.lo < 0:
+        vals += [_silu_cond_at(x.lo), _silu_cond_at(min(x.hi, 0.0))]
+    return max(vals or [1.0])
+
+
+SILU = _bundle(_iv_silu, _cond_silu)
 
 
 # -- selection ---------------------------------------------------------------------------------

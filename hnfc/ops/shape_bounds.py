@@ -15,7 +15,16 @@ from hnfc.ops.formulas import _bundle, _identity, _one, _whole, _zero
 # -- shape, conversion, leaves -----------------------------------------------------------------
 
 SHAPE = _bundle(_identity, _one)
-CAT = _bundle(lambda a, at, t, ts: hull_all(a) or Interval.whole(), _one)
+
+
+def _iv_cat(a, at, t, ts):
+    # a part with no elements (an empty KV cache, torch's legacy empty tensor) contributes no
+    # value: its range, whatever it is, must not widen the result's
+    parts = [x for x, ty in zip(a, ts) if not (ty is not None and 0 in getattr(ty, "shape", ()))]
+    return hull_all(parts) or Interval.whole()
+
+
+CAT = _bundle(_iv_cat, _one)
 
 
 def _iv_to(a, at, t, ts):
