@@ -10,7 +10,7 @@ import mpmath
 import numpy as np
 
 from hnfc.foundation.types import TensorType
-from hnfc.ops import pointwise_bounds
+from hnfc.ops import pointwise_bounds, trig_bounds
 from hnfc.ops.core import (
     Alias,
     AsTensor,
@@ -239,21 +239,21 @@ OPS = [
     _unary("silu", lambda x: x * r_sigmoid(x), domain=(-6.0, 6.0), doc="x σ(x) (swish)", **pointwise_bounds.SILU),
     _unary("erf", mpmath.erf, doc="error function", **pointwise_bounds.ERF),
     _unary("erfc", _erfc, domain=(-5.0, 25.0), doc="1 - erf x without the cancellation (complementary error function)", **pointwise_bounds.ERFC),
-    _unary("sin", mpmath.sin, doc="sin x", **pointwise_bounds.SIN),
-    _unary("tan", mpmath.tan, domain=(-1.5, 1.5), doc="tan x (poles at π/2 + kπ)", **pointwise_bounds.TAN),
-    _unary("atan", mpmath.atan, domain=(-50.0, 50.0), doc="arctangent, in (-π/2, π/2)", **pointwise_bounds.ATAN),
-    _unary("asin", _on(-1, 1, mpmath.asin), domain=(-0.99, 0.99), doc="arcsine; NaN outside [-1, 1]", **pointwise_bounds.ASIN),
-    _unary("acos", _on(-1, 1, mpmath.acos), domain=(-0.99, 0.99), doc="arccosine; NaN outside [-1, 1]", **pointwise_bounds.ACOS),
-    _unary("asinh", mpmath.asinh, domain=(-50.0, 50.0), doc="inverse hyperbolic sine", **pointwise_bounds.ASINH),
-    _unary("acosh", _on(1, _INF, mpmath.acosh), domain=(1.01, 50.0), doc="inverse hyperbolic cosine; NaN below 1", **pointwise_bounds.ACOSH),
+    _unary("sin", mpmath.sin, doc="sin x", **trig_bounds.SIN),
+    _unary("tan", mpmath.tan, domain=(-1.5, 1.5), doc="tan x (poles at π/2 + kπ)", **trig_bounds.TAN),
+    _unary("atan", mpmath.atan, domain=(-50.0, 50.0), doc="arctangent, in (-π/2, π/2)", **trig_bounds.ATAN),
+    _unary("asin", _on(-1, 1, mpmath.asin), domain=(-0.99, 0.99), doc="arcsine; NaN outside [-1, 1]", **trig_bounds.ASIN),
+    _unary("acos", _on(-1, 1, mpmath.acos), domain=(-0.99, 0.99), doc="arccosine; NaN outside [-1, 1]", **trig_bounds.ACOS),
+    _unary("asinh", mpmath.asinh, domain=(-50.0, 50.0), doc="inverse hyperbolic sine", **trig_bounds.ASINH),
+    _unary("acosh", _on(1, _INF, mpmath.acosh), domain=(1.01, 50.0), doc="inverse hyperbolic cosine; NaN below 1", **trig_bounds.ACOSH),
     _unary(
         "atanh",
         _on(-1, 1, mpmath.atanh, at_lo=-_INF, at_hi=_INF),
         domain=(-0.99, 0.99),
         doc="inverse hyperbolic tangent; ±inf at ±1, NaN outside",
-        **pointwise_bounds.ATANH,
+        **trig_bounds.ATANH,
     ),
-    _unary("cos", mpmath.cos, doc="cos x", **pointwise_bounds.COS),
+    _unary("cos", mpmath.cos, doc="cos x", **trig_bounds.COS),
     _unary("relu", lambda x: r_max(x, mpmath.mpf(0)), float_out=False, doc="max(x, 0)", **pointwise_bounds.RELU),
     OpDef(
         name="logsigmoid",
