@@ -18,11 +18,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from hnfc.analysis import exact_values, predict, ranges
 from hnfc.egraph.changes import Change
 from hnfc.foundation.config import Config
 from hnfc.foundation.types import TensorType
 from hnfc.ir.program import Builder, IRError, Program
-from hnfc.numerics.metric import bits_error
+from hnfc.foundation.dtypes import DTYPES
+from hnfc.numerics.metric import MODES, bits_error, representable_bounds, sample_inputs
 from hnfc.numerics.reference import reference
 from hnfc.runtime.run import flat, runner
 
@@ -228,26 +230,129 @@ def local_checks(program: Program, changes: Sequence[Change], input_sets, config
     needed = sorted({v for s in sites for v in s.frontier})
     capture = runner(flat(program, needed)) if needed else None
     captured = [dict(zip(needed, capture(inputs))) if needed else {} for inputs in input_sets]
-    return [_local_check(ch, captured, len(input_sets), config) for ch in changes]
+    exact = exact_values(program) if sites else []
+    return [_local_check(ch, captured, len(input_sets), config, exact) for ch in changes]
 
 
-def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config) -> LocalCheck:
+# A rewrite must gain (README, "A cost model that explains"): measured, at least this much less
+# mean error or this much less error at the worst point, on the same points; predicted, a
+# strictly better `Prediction` (hnfc.analysis.predict) of the site on its frontier's ranges.
+GAIN_MEAN_BITS = 0.02
+GAIN_MAX_BITS = 1.0
+
+
+def predicted_gain(s: Change, exact: Sequence[bool]) -> tuple[bool, str]:
+    """Whether the rewritten side of a site is predicted better than the user's (or, with a
+    nested rewrite below it, than the user's node over that rewrite: `Change.base`), and the two
+    predictions in words."""
+    boxes = {k: (b.lo, b.hi) for k, b in enumerate(s.frontier_ranges) if b is not None}
+    inexact = [not exact[v] if v < len(exact) else True for v in s.frontier]
+    before = predict(s.base or s.old, ranges(s.base or s.old, boxes), inexact_inputs=inexact)
+    after = predict(s.new, ranges(s.new, boxes), inexact_inputs=inexact)
+    return after.gain_over(before), f"predicted {before} -> {after}"
+
+
+def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config, exact: Sequence[bool] = ()) -> LocalCheck:
     if s.skipped:
         return LocalCheck(s.region, s.key, s.cls, (), 0.0, 0.0, 0.0, 0.0, False, s.skipped)
-    old, new, cuts = s.old, s.new, {}
-    budget = min(config.max_reference_ops // max(n_sets, 1), SAMPLE_OPS)
+    old, new, base, cuts = s.old, s.new, s.base, {}
+    n_domain = DOMAIN_SETS if config.samples else 0
+    budget = min(config.max_reference_ops // max(n_sets + n_domain, 1), SAMPLE_OPS)
     if reference_cost(old) > budget:
         fewer = fewer_rows(old, new, budget)
         if fewer is None:
             return LocalCheck(s.region, s.key, s.cls, s.values, 0.0, 0.0, 0.0, 0.0, False, "too large for the reference")
         old, new, cuts = fewer
+        if base is not None:
+            base = _retyped(base, s.old.nodes[s.old.outputs[0]].type.shape, cuts)
     out_shape = s.old.nodes[s.old.outputs[0]].type.shape
     sets = []
     for j, cap in enumerate(captured):
         rows = pick_rows([cap[v] for v in s.frontier], out_shape, cuts, seed=config.seed + j) if cuts else None
         sets.append([_cut_value(cap[v], out_shape, cuts, rows) for v in s.frontier])
-    (m,) = measure(old, new, sets, config)
-    return LocalCheck(s.region, s.key, s.cls, s.values, m.before_mean, m.before_max, m.after_mean, m.after_max, m.accepted, "" if m.accepted else "measured worse")
+    progs = [old, new] + ([base] if base is not None else [])
+    bits = _site_bits(progs, sets, defined_only=False)
+    domain = domain_inputs(old, s.frontier_ranges, n_domain, config.seed) if n_domain else []
+    if domain:  # points of the input box the original never produced; undefined truths dropped
+        bits = [np.concatenate([b, d]) for b, d in zip(bits, _site_bits(progs, domain, defined_only=True))]
+    before, after = bits[0], bits[1]
+    ref = bits[2] if base is not None else before
+    if not before.size:
+        return LocalCheck(s.region, s.key, s.cls, s.values, 0.0, 0.0, 0.0, 0.0, False, "no point to measure")
+    reason = ""
+    if after.mean() > before.mean() + config.tolerance_mean_bits or after.max() > before.max() + config.tolerance_max_bits:
+        reason = "measured worse"
+    elif not (after.mean() <= ref.mean() - GAIN_MEAN_BITS or after.max() <= ref.max() - GAIN_MAX_BITS):
+        reason = f"no measured gain ({ref.mean():.2f} -> {after.mean():.2f} bits mean{' over the rewrite below it' if base is not None else ''})"
+    else:
+        gain, words = predicted_gain(s, exact)
+        if not gain:
+            reason = f"no predicted gain ({words})"
+    return LocalCheck(s.region, s.key, s.cls, s.values, float(before.mean()), float(before.max()), float(after.mean()), float(after.max()), not reason, reason)
+
+
+# Judging on the domain: besides the values captured from the original program, a site is fed
+# this many input sets drawn from its frontier's boxes (the range analysis's intervals, which
+# propagate the declared input ranges and are not narrowed by observed overflow): one uniform in
+# value with each box's extremes planted first, one uniform over bit patterns.
+DOMAIN_SETS = 2
+
+
+def _site_bits(progs: Sequence[Program], sets, defined_only: bool) -> list[np.ndarray]:
+    """Bits of error of each program's (single) output against the reference of the first, over
+    all sets; `defined_only`: leave out points where the truth is NaN (outside the real domain)."""
+    runs = [runner(p) for p in progs]
+    out: list[list[np.ndarray]] = [[] for _ in progs]
+    for inputs in sets:
+        truth = reference(flat(progs[0]), inputs, rounding="dtype").outputs[0]
+        keep = ~np.isnan(np.asarray(truth, dtype=np.float64)).ravel() if defined_only else None
+        for k, run in enumerate(runs):
+            r = run(inputs)[0]
+            b = bits_error(r, truth).ravel() if r.is_floating_point() else np.zeros(r.numel())
+            out[k].append(b if keep is None else b[keep])
+    return [np.concatenate(o) if o else np.zeros(0) for o in out]
+
+
+def domain_inputs(site: Program, boxes: Sequence, n_sets: int, seed: int) -> list[list[torch.Tensor]]:
+    """`n_sets` input sets for a site program drawn from `boxes` (one Interval or None per input;
+    None or unbounded ends: the dtype's finite range): alternately uniform in value (each float
+    input's first elements set to its box's extremes: both ends, 0, ±1 and ± the smallest normal
+    where inside) and uniform over bit patterns. [] where the site's inputs cannot be sampled."""
+    types = [site.nodes[i].type for i in site.inputs]
+    domains = []
+    for t, b in zip(types, list(boxes) + [None] * len(types)):
+        if not isinstance(t, TensorType) or t.is_symbolic:
+            return []
+        d = DTYPES.get(t.dtype)
+        if d is None or not d.is_float:
+            domains.append(None)
+            continue
+        lo = -d.max if b is None or not b.lo >= -d.max else b.lo
+        hi = d.max if b is None or not b.hi <= d.max else b.hi
+        domains.append((lo, hi) if lo <= hi else (-d.max, d.max))
+    out = []
+    for k in range(n_sets):
+        mode = MODES[k % len(MODES)]
+        try:
+            (drawn,) = sample_inputs(types, domains, 1, mode=mode, seed=seed + 7919 + k)
+        except ValueError:  # no value of the dtype in some box
+            return []
+        if mode == "value":
+            drawn = [_plant_extremes(x, dom, t.dtype) for x, dom, t in zip(drawn, domains, types)]
+        out.append(drawn)
+    return out
+
+
+def _plant_extremes(x: torch.Tensor, dom, dtype: str) -> torch.Tensor:
+    d = DTYPES[dtype]
+    if dom is None or not d.is_float or not x.numel():
+        return x
+    lo, hi = representable_bounds(dom[0], dom[1], dtype)
+    picks = [lo, hi] + [v for v in (0.0, 1.0, -1.0, d.tiny, -d.tiny) if lo <= v <= hi]
+    flat_x = x.reshape(-1).clone()
+    k = min(len(picks), flat_x.numel())
+    flat_x[:k] = torch.tensor(picks[:k], dtype=torch.float64).to(x.dtype)
+    return flat_x.reshape(x.shape)
 
 
 def measure_bounded(original: Program, candidate: Program, input_sets, config: Config) -> list[OutputError] | None:
