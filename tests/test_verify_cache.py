@@ -14,10 +14,10 @@ def _counting(monkeypatch):
     calls = []
     real = judge._site_bits
 
-    def counted(progs, sets, defined_only):
+    def counted(progs, sets, defined_only, truth_from=0):
         if not defined_only:  # once per site judged (its domain points are a second call)
             calls.append(str(progs[1]))
-        return real(progs, sets, defined_only)
+        return real(progs, sets, defined_only, truth_from)
 
     monkeypatch.setattr(judge, "_site_bits", counted)
     return calls

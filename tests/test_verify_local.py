@@ -68,7 +68,7 @@ def test_large_programs_are_verified_locally():
 def test_a_refused_rewrite_keeps_the_users_computation(monkeypatch):
     import numpy as np
 
-    def worse(progs, sets, defined_only):  # the rewritten side 9 bits worse at every point
+    def worse(progs, sets, defined_only, truth_from=0):  # the rewritten side 9 bits worse at every point
         return [np.full(4, 9.0 if k == 1 else 0.0) for k in range(len(progs))]
 
     monkeypatch.setattr(verify, "_site_bits", worse)
@@ -155,3 +155,22 @@ def test_a_rewrite_without_gain_is_not_taken():
         assert rw.reason.startswith(("no measured gain", "no predicted gain", "measured worse")), rw.reason
     # the report's prediction moves: the unbounded 1 + erf is gone
     assert m.report.predicted_before["unbounded"] > m.report.predicted_after["unbounded"]
+
+
+def test_the_reference_runs_on_the_better_conditioned_side(monkeypatch):
+    # 1 - erf(x) at x = 25 needs ~1000 bits in mpmath, erfc(x) a hundred: the sides are equal over
+    # the reals (the rule is checked), so the judge evaluates the truth on the erfc side, and the
+    # whole-output measure reuses it (same expression, same inputs)
+    seen = []
+    real = verify.reference
+
+    def counted(program, inputs, **kw):
+        seen.append(str(program))
+        return real(program, inputs, **kw)
+
+    monkeypatch.setattr(verify, "reference", counted)
+    x = torch.linspace(0.5, 25.0, 64, dtype=torch.float64)
+    m = hnfc.optimize(lambda x: 1 - torch.erf(x), (x,), input_ranges={0: (0.5, 25.0)}, cache=False)
+    assert [rw.rules for rw in m.report.rewrites] == [("erfc-intro",)]
+    assert seen and all("erfc(" in p for p in seen), seen
+    assert m.report.outputs[0].after_mean < 1 < m.report.outputs[0].before_mean

@@ -11,7 +11,9 @@ tolerance) is refused.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -72,6 +74,52 @@ def bit_histogram(bits: np.ndarray) -> tuple[int, ...]:
     return tuple(int(c) for c in np.bincount(k, minlength=HISTOGRAM_BUCKETS))
 
 
+# The truth of a program on some inputs, kept for the next question about the same expression on
+# the same values: a site that is a whole output (a one-line formula) is otherwise evaluated in
+# mpmath twice, once by its local check and once by the whole-output measure. Keyed by structure
+# (inputs by position, not name: a site's inputs are named f0, f1, ...) and by the inputs' bytes.
+TRUTH_MEMO = 16
+_truths: OrderedDict = OrderedDict()
+
+
+def _structure(program: Program) -> tuple[str, ...]:
+    """A digest per output of the expression computing it (names of inputs left out)."""
+    position = {v: k for k, v in enumerate(program.inputs)}
+    h: list[str] = []
+    for i, n in enumerate(program.nodes):
+        if n.op == "input":
+            text = f"in{position[i]}"
+        else:
+            text = f"{n.op}|{sorted((k, repr(v)) for k, v in n.attr.items())}|{[None if a is None else h[a] for a in n.args]}"
+        h.append(hashlib.sha1(f"{text}|{n.type}".encode()).hexdigest())
+    return tuple(h[o] for o in program.outputs)
+
+
+def _digest(x) -> str:
+    if not isinstance(x, torch.Tensor):
+        return repr(x)
+    raw = x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    return f"{x.dtype}{tuple(x.shape)}" + hashlib.sha1(raw).hexdigest()
+
+
+def _truth(program: Program, inputs, same: Program | None = None) -> list:
+    """`reference(program, inputs, rounding="dtype").outputs`, memoized (above); also kept as the
+    truth of `same`, a program equal to `program` over the reals (a site's other side)."""
+    digests = tuple(_digest(x) for x in inputs)
+    key = (_structure(program), digests)
+    if key in _truths:
+        _truths.move_to_end(key)
+        out = _truths[key]
+    else:
+        out = reference(flat(program), inputs, rounding="dtype").outputs
+        _truths[key] = out
+    if same is not None:
+        _truths[(_structure(same), digests)] = out
+    while len(_truths) > TRUTH_MEMO:
+        _truths.popitem(last=False)
+    return out
+
+
 def measure(original: Program, candidate: Program, input_sets, config: Config) -> list[OutputError]:
     """Bits of error of both programs' outputs against the reference of the original."""
     errs_before: list[list[np.ndarray]] = [[] for _ in original.outputs]
@@ -80,7 +128,7 @@ def measure(original: Program, candidate: Program, input_sets, config: Config) -
     for inputs in input_sets:
         # rounded to each output's dtype: what bits_error compares in, and what the vectorized
         # tiers of the reference decide without mpmath
-        truth = reference(flat(original), inputs, rounding="dtype").outputs
+        truth = _truth(original, inputs)
         for k, (a, b, t) in enumerate(zip(run_original(inputs), run_candidate(inputs), truth)):
             if a.is_floating_point():
                 errs_before[k].append(bits_error(a, t).ravel())
@@ -241,15 +289,16 @@ GAIN_MEAN_BITS = 0.02
 GAIN_MAX_BITS = 1.0
 
 
-def predicted_gain(s: Change, exact: Sequence[bool]) -> tuple[bool, str]:
+def predicted_gain(s: Change, exact: Sequence[bool]) -> tuple[bool, str, int]:
     """Whether the rewritten side of a site is predicted better than the user's (or, with a
-    nested rewrite below it, than the user's node over that rewrite: `Change.base`), and the two
-    predictions in words."""
+    nested rewrite below it, than the user's node over that rewrite: `Change.base`), the two
+    predictions in words, and which side (0: the user's, 1: the rewritten) is predicted better."""
     boxes = {k: (b.lo, b.hi) for k, b in enumerate(s.frontier_ranges) if b is not None}
     inexact = [not exact[v] if v < len(exact) else True for v in s.frontier]
     before = predict(s.base or s.old, ranges(s.base or s.old, boxes), inexact_inputs=inexact)
     after = predict(s.new, ranges(s.new, boxes), inexact_inputs=inexact)
-    return after.gain_over(before), f"predicted {before} -> {after}"
+    old = before if s.base is None else predict(s.old, ranges(s.old, boxes), inexact_inputs=inexact)
+    return after.gain_over(before), f"predicted {before} -> {after}", int(after.key() < old.key())
 
 
 def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config, exact: Sequence[bool] = ()) -> LocalCheck:
@@ -271,10 +320,16 @@ def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config, e
         rows = pick_rows([cap[v] for v in s.frontier], out_shape, cuts, seed=config.seed + j) if cuts else None
         sets.append([_cut_value(cap[v], out_shape, cuts, rows) for v in s.frontier])
     progs = [old, new] + ([base] if base is not None else [])
-    bits = _site_bits(progs, sets, defined_only=False)
+    # The reference of whichever side is predicted better conditioned: both sides are the same
+    # real function on the site's box (its rules passed the soundness check), and mpmath needs
+    # far fewer bits for erfc(x) than for 1 - erf(x) at x = 25. Unchecked rules (trust_rules):
+    # the user's side, always.
+    gain, words, side = predicted_gain(s, exact)
+    truth_from = 0 if config.trust_rules else side
+    bits = _site_bits(progs, sets, defined_only=False, truth_from=truth_from)
     domain = domain_inputs(old, s.frontier_ranges, n_domain, config.seed) if n_domain else []
     if domain:  # points of the input box the original never produced; undefined truths dropped
-        bits = [np.concatenate([b, d]) for b, d in zip(bits, _site_bits(progs, domain, defined_only=True))]
+        bits = [np.concatenate([b, d]) for b, d in zip(bits, _site_bits(progs, domain, defined_only=True, truth_from=truth_from))]
     before, after = bits[0], bits[1]
     ref = bits[2] if base is not None else before
     if not before.size:
@@ -284,10 +339,8 @@ def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config, e
         reason = "measured worse"
     elif not (after.mean() <= ref.mean() - GAIN_MEAN_BITS or after.max() <= ref.max() - GAIN_MAX_BITS):
         reason = f"no measured gain ({ref.mean():.2f} -> {after.mean():.2f} bits mean{' over the rewrite below it' if base is not None else ''})"
-    else:
-        gain, words = predicted_gain(s, exact)
-        if not gain:
-            reason = f"no predicted gain ({words})"
+    elif not gain:
+        reason = f"no predicted gain ({words})"
     return LocalCheck(s.region, s.key, s.cls, s.values, float(before.mean()), float(before.max()), float(after.mean()), float(after.max()), not reason, reason)
 
 
@@ -298,13 +351,14 @@ def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config, e
 DOMAIN_SETS = 2
 
 
-def _site_bits(progs: Sequence[Program], sets, defined_only: bool) -> list[np.ndarray]:
-    """Bits of error of each program's (single) output against the reference of the first, over
-    all sets; `defined_only`: leave out points where the truth is NaN (outside the real domain)."""
+def _site_bits(progs: Sequence[Program], sets, defined_only: bool, truth_from: int = 0) -> list[np.ndarray]:
+    """Bits of error of each program's (single) output against the reference, over all sets.
+    The programs are equal over the reals; the reference is evaluated on `progs[truth_from]`.
+    `defined_only`: leave out points where the truth is NaN (outside the real domain)."""
     runs = [runner(p) for p in progs]
     out: list[list[np.ndarray]] = [[] for _ in progs]
     for inputs in sets:
-        truth = reference(flat(progs[0]), inputs, rounding="dtype").outputs[0]
+        truth = _truth(progs[truth_from], inputs, same=progs[0] if truth_from else None)[0]
         keep = ~np.isnan(np.asarray(truth, dtype=np.float64)).ravel() if defined_only else None
         for k, run in enumerate(runs):
             r = run(inputs)[0]
