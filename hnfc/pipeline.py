@@ -209,7 +209,7 @@ def _judge(run: Run, verdicts: Verdicts) -> dict[tuple, LocalCheck]:
         else:
             todo.setdefault(f"{ch.region}/{ch.cls}" if ch.skipped else site_key(ch, run.config), []).append(ch)
     first = [same[0] for same in todo.values()]
-    for same, check in zip(todo.values(), local_checks(run.original, first, run.input_sets, run.config)):
+    for same, check in zip(todo.values(), local_checks(run.original, first, run.input_sets, run.config, run.ranges)):
         if not same[0].skipped:
             verdicts.put(same[0], check)
         for ch in same:

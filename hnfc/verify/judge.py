@@ -20,7 +20,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hnfc.analysis import exact_values, predict, ranges
+from hnfc.analysis import exact_values, predict
+from hnfc.analysis import ranges as propagate
 from hnfc.egraph.changes import Change
 from hnfc.foundation.config import Config
 from hnfc.foundation.types import TensorType
@@ -271,14 +272,18 @@ def fewer_rows(old: Program, new: Program, budget: int) -> tuple[Program, Progra
             return sides[0], sides[1], cuts
 
 
-def local_checks(program: Program, changes: Sequence[Change], input_sets, config: Config) -> list[LocalCheck]:
+def local_checks(program: Program, changes: Sequence[Change], input_sets, config: Config, ranges: Sequence | None = None) -> list[LocalCheck]:
     """Measure every rewrite on its neighbourhood, fed with the original program's values; one
-    check per change, in order."""
+    check per change, in order. `ranges` (an Interval per value of `program`, as the pipeline's
+    range analysis gives them): the boxes its frontier values are predicted and sampled on; without
+    them, the region's e-class intervals (rounded outward to powers of two)."""
     sites = [ch for ch in changes if not ch.skipped]
     needed = sorted({v for s in sites for v in s.frontier})
     capture = runner(flat(program, needed)) if needed else None
     captured = [dict(zip(needed, capture(inputs))) if needed else {} for inputs in input_sets]
     exact = exact_values(program) if sites else []
+    if ranges is not None:
+        changes = [ch if ch.skipped else dataclasses.replace(ch, frontier_ranges=tuple(ranges[v] for v in ch.frontier)) for ch in changes]
     return [_local_check(ch, captured, len(input_sets), config, exact) for ch in changes]
 
 
@@ -295,9 +300,9 @@ def predicted_gain(s: Change, exact: Sequence[bool]) -> tuple[bool, str, int]:
     predictions in words, and which side (0: the user's, 1: the rewritten) is predicted better."""
     boxes = {k: (b.lo, b.hi) for k, b in enumerate(s.frontier_ranges) if b is not None}
     inexact = [not exact[v] if v < len(exact) else True for v in s.frontier]
-    before = predict(s.base or s.old, ranges(s.base or s.old, boxes), inexact_inputs=inexact)
-    after = predict(s.new, ranges(s.new, boxes), inexact_inputs=inexact)
-    old = before if s.base is None else predict(s.old, ranges(s.old, boxes), inexact_inputs=inexact)
+    before = predict(s.base or s.old, propagate(s.base or s.old, boxes), inexact_inputs=inexact)
+    after = predict(s.new, propagate(s.new, boxes), inexact_inputs=inexact)
+    old = before if s.base is None else predict(s.old, propagate(s.old, boxes), inexact_inputs=inexact)
     return after.gain_over(before), f"predicted {before} -> {after}", int(after.key() < old.key())
 
 
