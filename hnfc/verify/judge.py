@@ -275,16 +275,16 @@ def fewer_rows(old: Program, new: Program, budget: int) -> tuple[Program, Progra
 def local_checks(program: Program, changes: Sequence[Change], input_sets, config: Config, ranges: Sequence | None = None) -> list[LocalCheck]:
     """Measure every rewrite on its neighbourhood, fed with the original program's values; one
     check per change, in order. `ranges` (an Interval per value of `program`, as the pipeline's
-    range analysis gives them): the boxes its frontier values are predicted and sampled on; without
-    them, the region's e-class intervals (rounded outward to powers of two)."""
+    range analysis gives them): the boxes the cost model predicts a site on; without them, the
+    region's e-class intervals. Domain points are drawn from the e-class intervals, what the
+    optimizer saw (the same ranges rounded outward to powers of two: a little wider)."""
     sites = [ch for ch in changes if not ch.skipped]
     needed = sorted({v for s in sites for v in s.frontier})
     capture = runner(flat(program, needed)) if needed else None
     captured = [dict(zip(needed, capture(inputs))) if needed else {} for inputs in input_sets]
     exact = exact_values(program) if sites else []
-    if ranges is not None:
-        changes = [ch if ch.skipped else dataclasses.replace(ch, frontier_ranges=tuple(ranges[v] for v in ch.frontier)) for ch in changes]
-    return [_local_check(ch, captured, len(input_sets), config, exact) for ch in changes]
+    boxes = [None if ranges is None or ch.skipped else tuple(ranges[v] for v in ch.frontier) for ch in changes]
+    return [_local_check(ch, captured, len(input_sets), config, exact, box) for ch, box in zip(changes, boxes)]
 
 
 # A rewrite must gain (README, "A cost model that explains"): measured, at least this much less
@@ -294,11 +294,11 @@ GAIN_MEAN_BITS = 0.02
 GAIN_MAX_BITS = 1.0
 
 
-def predicted_gain(s: Change, exact: Sequence[bool]) -> tuple[bool, str, int]:
+def predicted_gain(s: Change, exact: Sequence[bool], box: Sequence | None = None) -> tuple[bool, str, int]:
     """Whether the rewritten side of a site is predicted better than the user's (or, with a
     nested rewrite below it, than the user's node over that rewrite: `Change.base`), the two
     predictions in words, and which side (0: the user's, 1: the rewritten) is predicted better."""
-    boxes = {k: (b.lo, b.hi) for k, b in enumerate(s.frontier_ranges) if b is not None}
+    boxes = {k: (b.lo, b.hi) for k, b in enumerate(box if box is not None else s.frontier_ranges) if b is not None}
     inexact = [not exact[v] if v < len(exact) else True for v in s.frontier]
     before = predict(s.base or s.old, propagate(s.base or s.old, boxes), inexact_inputs=inexact)
     after = predict(s.new, propagate(s.new, boxes), inexact_inputs=inexact)
@@ -306,7 +306,7 @@ def predicted_gain(s: Change, exact: Sequence[bool]) -> tuple[bool, str, int]:
     return after.gain_over(before), f"predicted {before} -> {after}", int(after.key() < old.key())
 
 
-def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config, exact: Sequence[bool] = ()) -> LocalCheck:
+def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config, exact: Sequence[bool] = (), box: Sequence | None = None) -> LocalCheck:
     if s.skipped:
         return LocalCheck(s.region, s.key, s.cls, (), 0.0, 0.0, 0.0, 0.0, False, s.skipped)
     old, new, base, cuts = s.old, s.new, s.base, {}
@@ -329,7 +329,7 @@ def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config, e
     # real function on the site's box (its rules passed the soundness check), and mpmath needs
     # far fewer bits for erfc(x) than for 1 - erf(x) at x = 25. Unchecked rules (trust_rules):
     # the user's side, always.
-    gain, words, side = predicted_gain(s, exact)
+    gain, words, side = predicted_gain(s, exact, box)
     truth_from = 0 if config.trust_rules else side
     bits = _site_bits(progs, sets, defined_only=False, truth_from=truth_from)
     domain = domain_inputs(old, s.frontier_ranges, n_domain, config.seed) if n_domain else []
