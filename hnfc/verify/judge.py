@@ -5,7 +5,10 @@ e-graph stage's `Change` records (hnfc.egraph.changes). Out: bits of error per o
 after (mean and max over all elements and input sets), and whether each output may take the
 candidate; per rewrite, the same on its neighbourhood (`local_checks`). Verification is the judge,
 the cost model only the guide: what measures worse than the original (beyond the configured
-tolerance) is refused.
+tolerance) is refused, and so is a rewrite without both a measured gain (over the user's node on
+any rewrite below it: `Change.base`) and a predicted one (`hnfc.analysis.predict`). A site is fed
+the values captured from the original program and points drawn from its input box
+(`domain_inputs`: the range analysis's intervals, extremes planted, bit patterns).
 """
 
 from __future__ import annotations
