@@ -358,6 +358,8 @@ def _console():
 def _report_tables(console, report: dict) -> None:
     from rich.table import Table
 
+    from hnfc.analysis.curvature import describe_prediction
+
     if report.get("rewrites"):
         t = Table(title="rewrites", title_justify="left")
         for col in ("at", "rules", "before", "after"):
@@ -377,7 +379,11 @@ def _report_tables(console, report: dict) -> None:
             t.add_row(str(o["index"]), f"{o['before_mean']:.2f} / {o['before_max']:.1f}", f"{o['after_mean']:.2f} / {o['after_max']:.1f}",
                       "rewritten" if o["accepted"] else "original (rewrite refused)")
         console.print(t)
-    console.print(f"predicted bits lost: {report.get('predicted_bits_before', 0):.1f} -> {report.get('predicted_bits_after', 0):.1f}")
+    pb, pa = report.get("predicted_before") or {}, report.get("predicted_after") or {}
+    if pb and pa:
+        console.print(f"predicted: {describe_prediction(pb)} -> {describe_prediction(pa)}")
+    else:
+        console.print(f"predicted bits lost: {report.get('predicted_bits_before', 0):.1f} -> {report.get('predicted_bits_after', 0):.1f}")
     for w in report.get("warnings") or []:
         console.print(f"[yellow]warning:[/] {w}")
 

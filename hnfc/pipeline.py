@@ -130,6 +130,7 @@ def _ranges(run: Run) -> None:
     run.input_sets = verification_inputs(run.original, run.example_inputs, run.ranges_in, run.config)
     _set_ranges(run, run.original)
     run.report.predicted_bits_before = analysis.predicted_bits(run.original, run.ranges)
+    run.report.predicted_before = analysis.predict(run.original, run.ranges).as_dict()
 
 
 def _set_ranges(run: Run, program: Program) -> None:
@@ -219,7 +220,7 @@ def _judge(run: Run, verdicts: Verdicts) -> dict[tuple, LocalCheck]:
         else:
             todo.setdefault(f"{ch.region}/{ch.cls}" if ch.skipped else site_key(ch, run.config), []).append(ch)
     first = [same[0] for same in todo.values()]
-    for same, check in zip(todo.values(), local_checks(run.original, first, run.input_sets, run.config)):
+    for same, check in zip(todo.values(), local_checks(run.original, first, run.input_sets, run.config, run.ranges)):
         if not same[0].skipped:
             verdicts.put(same[0], check)
         for ch in same:
@@ -258,6 +259,7 @@ def _explain(run: Run) -> None:
         run.report.rewrites = []
     _set_ranges(run, run.program)
     run.report.predicted_bits_after = analysis.predicted_bits(run.program, run.ranges)
+    run.report.predicted_after = analysis.predict(run.program, run.ranges).as_dict()
     run.report.nodes_after = len(run.program.nodes)
 
 

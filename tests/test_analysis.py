@@ -627,3 +627,26 @@ def test_variance_kernels_round_once_only_below_float64():
         t_in, t_out = TensorType((4, 16), dtype), TensorType((4,), dtype)
         costs[dtype] = node_cost("var", [x], at, None, t_out, [t_in], [True]).bits
     assert costs["f32"] == 0.0 and costs["f64"] > 5
+
+
+def test_prediction_moves_when_a_hazard_goes():
+    """The capped total saturates at the width on one unbounded node; the itemized prediction
+    counts hazards and unbounded nodes and sums the rest, so removing one hazard moves it."""
+    head = '%0 = input(name="x") : f32[16]\n%1 = input(name="y") : f32[16]\n%2 = const(value=1.0) : f32[]\n'
+    em1 = "%3 = exp(%1) : f32[16]\n%4 = sub(%3, %2) : f32[16]\n"  # exp(y) - 1 near y = 0: unbounded cond
+    naive = parse_program(head + em1 + "%5 = exp(%0) : f32[16]\n%6 = add(%5, %2) : f32[16]\n%7 = log(%6) : f32[16]\nreturn %7, %4\n")
+    fixed = parse_program(head + em1 + "%5 = softplus(%0) : f32[16]\nreturn %5, %4\n")
+    box = {"x": (-1000.0, 1000.0), "y": (-1e-3, 1e-3)}
+    pn, pf = (analysis.predict(p, ranges(p, box)) for p in (naive, fixed))
+    assert analysis.predicted_bits(naive, ranges(naive, box)) == analysis.predicted_bits(fixed, ranges(fixed, box)) == 32.0
+    assert pn.hazards == 1 and (pf.hazards, pf.unbounded) == (0, 1) and pn.unbounded >= 1  # log(1 + e^x) reaches 0 too
+    assert pf.gain_over(pn) and not pn.gain_over(pf) and not pf.gain_over(pf)
+    assert pf.outputs[1] == 32.0 and pf.outputs[0] < 32.0  # per output: only the exp(y) - 1 output saturates
+    assert str(pf).startswith("0 hazards, 1 unbounded, ")
+
+
+def test_prediction_order_hazards_then_unbounded_then_bits():
+    P = analysis.Prediction
+    assert P(0, 3, 90.0).gain_over(P(1, 0, 0.0))  # a hazard outweighs anything else
+    assert P(1, 0, 50.0).gain_over(P(1, 1, 0.0))
+    assert P(1, 1, 2.0).gain_over(P(1, 1, 3.0)) and not P(1, 1, 2.99).gain_over(P(1, 1, 3.0))

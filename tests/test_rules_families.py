@@ -305,3 +305,39 @@ def test_cross_entropy_by_hand_takes_the_log_of_the_row():
         "select(log_softmax(x, dim=-1), dim=-1, index=0)",
         x=(-100.0, 100.0),
     )
+
+
+# norms and masks (issue 14): squares that under/overflow, a 0/1 mask multiplied after exp
+def _normalize(x):
+    return x / torch.sqrt((x * x).sum(-1, keepdim=True))
+
+
+def _cosine(x):
+    a, b = x[..., :8], x[..., 8:]
+    return (a * b).sum(-1) / (torch.sqrt((a * a).sum(-1)) * torch.sqrt((b * b).sum(-1)))
+
+
+def _masked_softmax(x):
+    keep = (torch.arange(x.shape[-1]) < x.shape[-1] - 4).to(x.dtype)
+    e = torch.exp(x) * keep
+    return e / e.sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize(
+    "fn, lo, hi, rule",
+    [(_normalize, 1e20, 1e25, "norm-scaled-mul"), (_cosine, 1e-25, 1e-20, "cosine-scaled-mul"), (_masked_softmax, -100.0, 100.0, "softmax-intro")],
+    ids=["normalize-huge", "cosine-tiny", "masked-softmax"],
+)
+def test_norms_and_masked_softmax_survive_extreme_entries(fn, lo, hi, rule, dtype):
+    # rows spread over the whole domain (log-spaced where it is positive), shuffled per row
+    t = torch.linspace(0, 1, 16, dtype=torch.float64)
+    row = lo * (hi / lo) ** t if lo > 0 else lo + (hi - lo) * t
+    g = torch.Generator().manual_seed(0)
+    x = torch.stack([row[torch.randperm(16, generator=g)] for _ in range(4)]).to(dtype)
+    truth = fn(x.double())
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert not torch.allclose(fn(x).double(), truth, rtol=10 * tol, atol=0)  # the naive form is far off
+    m = hnfc.optimize(fn, (x,), input_ranges={0: (lo, hi)})
+    assert rule in {r for rw in m.report.rewrites for r in rw.rules}
+    torch.testing.assert_close(m(x).double(), truth, rtol=tol, atol=torch.finfo(dtype).tiny)  # subnormal probabilities: absolute

@@ -66,10 +66,12 @@ def test_large_programs_are_verified_locally():
 
 
 def test_a_refused_rewrite_keeps_the_users_computation(monkeypatch):
-    def worse(old, new, sets, config):
-        return [verify.OutputError(0, 0.0, 0.0, 9.0, 9.0, False)]
+    import numpy as np
 
-    monkeypatch.setattr(verify, "measure", worse)
+    def worse(progs, sets, defined_only, truth_from=0):  # the rewritten side 9 bits worse at every point
+        return [np.full(4, 9.0 if k == 1 else 0.0) for k in range(len(progs))]
+
+    monkeypatch.setattr(verify, "_site_bits", worse)
     c = case("log-1-plus-x")
     x = c.example()
     m = hnfc.optimize(c.fn, (x,), input_ranges={0: (c.lo, c.hi)})
@@ -91,3 +93,84 @@ def test_sites_too_large_for_the_reference_are_cut_to_fewer_rows():
     # a reshape to a fixed shape cannot follow a cut: nothing fits
     fixed = parse_expr("reshape(exp(x), shape=(64, 512))", x)
     assert verify.fewer_rows(fixed, fixed, 10) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# A rewrite must gain (measured and predicted), judged on points of its input box too
+
+
+def _hypot_site(box):
+    from hnfc.analysis import Interval
+    from hnfc.egraph.changes import Change
+    from hnfc.ir import TensorType, parse_expr
+
+    t = {"f0": TensorType((64,), "f32")}
+    old, new = parse_expr("sqrt(f0 * f0)", t), parse_expr("abs(f0)", t)
+    return Change(0, (), 0, ("test-rule",), (2,), "", "", old=old, new=new, frontier=(0,), frontier_ranges=(Interval(*box),))
+
+
+def test_sites_are_judged_on_points_of_their_input_box():
+    # captured values 1..64: x * x is exact there and both forms are exact, so on them alone the
+    # rewrite shows no gain; the box the range analysis gives reaches 1e30, where x * x overflows
+    site = _hypot_site((-1e30, 1e30))
+    captured = [{0: torch.arange(1.0, 65.0)}]
+    alone = verify._local_check(site, captured, 1, Config(samples=0), [True])
+    assert not alone.accepted and alone.reason.startswith("no measured gain"), alone
+    check = verify._local_check(site, captured, 1, Config(), [True])
+    assert check.accepted, check.reason
+    assert check.before_max == 32.0 and check.after_max == 0.0  # inf where the truth is finite: the full width
+
+
+def test_domain_inputs_hold_the_box_extremes_and_stay_inside():
+    from hnfc.analysis import Interval
+    from hnfc.ir import TensorType, parse_expr
+
+    site = parse_expr("exp(f0)", {"f0": TensorType((256,), "f32")})
+    sets = verify.domain_inputs(site, [Interval(-3.0, 1e30)], 2, seed=0)
+    assert len(sets) == 2
+    values = torch.cat([s[0] for s in sets]).double()
+    assert float(values.min()) == -3.0 and 0.9999999e30 <= float(values.max()) <= 1e30  # the largest f32 inside
+    assert bool(((values == 0) | (values.abs() == torch.finfo(torch.float32).tiny)).any())  # 0 and the smallest normal planted
+    assert bool((values.abs() < 1e-30).any()) and bool((values > 1e20).any())  # bit patterns: every binade
+    # an unbounded end is the dtype's finite range, never inf
+    (s,) = verify.domain_inputs(site, [Interval(0.0, float("inf"))], 1, seed=0)
+    assert bool(torch.isfinite(s[0]).all()) and float(s[0].max()) == torch.finfo(torch.float32).max
+
+
+def test_a_rewrite_without_gain_is_not_taken():
+    # erf-GELU at negative inputs: 1 + erf -> erfc gains; re-associating the product around it
+    # gains nothing over the erfc form alone (it is judged against the user's node over the erfc)
+    import math
+
+    def gelu(x):
+        return 0.5 * x * (1 + torch.erf(x / math.sqrt(2.0)))
+
+    x = torch.linspace(-10, -1, 64)
+    m = hnfc.optimize(gelu, (x,), input_ranges={0: (-10.0, -1.0)})
+    for rw in m.report.rewrites:
+        assert rw.after_mean <= rw.before_mean - verify.GAIN_MEAN_BITS or rw.after_max <= rw.before_max - verify.GAIN_MAX_BITS
+    assert "erfc-intro-neg" in {r for rw in m.report.rewrites for r in rw.rules}
+    assert m.report.outputs[0].after_mean < 4 < m.report.outputs[0].before_mean
+    for rw in m.report.rewrites_refused:
+        assert rw.reason.startswith(("no measured gain", "no predicted gain", "measured worse")), rw.reason
+    # the report's prediction moves: the unbounded 1 + erf is gone
+    assert m.report.predicted_before["unbounded"] > m.report.predicted_after["unbounded"]
+
+
+def test_the_reference_runs_on_the_better_conditioned_side(monkeypatch):
+    # 1 - erf(x) at x = 25 needs ~1000 bits in mpmath, erfc(x) a hundred: the sides are equal over
+    # the reals (the rule is checked), so the judge evaluates the truth on the erfc side, and the
+    # whole-output measure reuses it (same expression, same inputs)
+    seen = []
+    real = verify.reference
+
+    def counted(program, inputs, **kw):
+        seen.append(str(program))
+        return real(program, inputs, **kw)
+
+    monkeypatch.setattr(verify, "reference", counted)
+    x = torch.linspace(0.5, 25.0, 64, dtype=torch.float64)
+    m = hnfc.optimize(lambda x: 1 - torch.erf(x), (x,), input_ranges={0: (0.5, 25.0)}, cache=False)
+    assert [rw.rules for rw in m.report.rewrites] == [("erfc-intro",)]
+    assert seen and all("erfc(" in p for p in seen), seen
+    assert m.report.outputs[0].after_mean < 1 < m.report.outputs[0].before_mean

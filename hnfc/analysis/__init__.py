@@ -6,7 +6,7 @@ value (`ranges`), predicted bits lost per node and per program (`node_bits`, `pr
 written beside each op family in hnfc/ops/); this package applies them to programs and e-graph nodes.
 """
 
-from hnfc.analysis.curvature import HAZARD_BITS, NodeCost, exact_values, explain, is_exact_node, node_bits, node_cost, predicted_bits, program_bits
+from hnfc.analysis.curvature import HAZARD_BITS, NodeCost, Prediction, describe_prediction, exact_values, explain, is_exact_node, node_bits, node_cost, predict, predicted_bits, program_bits
 from hnfc.analysis.propagate import interval_of_node, ranges, sample_ranges, widen_observed
 from hnfc.foundation.intervals import Interval
 
@@ -14,12 +14,15 @@ __all__ = [
     "HAZARD_BITS",
     "Interval",
     "NodeCost",
+    "Prediction",
+    "describe_prediction",
     "exact_values",
     "explain",
     "interval_of_node",
     "is_exact_node",
     "node_bits",
     "node_cost",
+    "predict",
     "predicted_bits",
     "program_bits",
     "ranges",

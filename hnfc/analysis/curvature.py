@@ -2,7 +2,8 @@
 
 In: an op (or IR program), argument and output intervals, types. Out: `node_cost` / `node_bits`
 (one node; the e-graph calls it per e-node), `program_bits` (a program: the sum over its live
-nodes, each counted once), `explain` (the same, itemized for reports).
+nodes, each counted once), `explain` (the same, itemized for reports), `predict` (the
+whole-program `Prediction`: hazards, unbounded nodes, bits; see the end of this docstring).
 
 Bits lost at a node (DESIGN.md, "Curvature: the extraction objective"):
 
@@ -48,6 +49,18 @@ Bits lost at a node (DESIGN.md, "Curvature: the extraction objective"):
   range whose lower end is below the dtype's smallest normal reads as reaching 0 (log(exp(x)) for
   x down to -200 in f32, a softmax denominator that underflows). An argument whose range is
   unknown (the whole line) is not a hazard: unknown is not known-bad.
+
+The whole-program prediction (`predict`, what reports print and what a rewrite must improve):
+one number capped at the width says nothing once a single node is unbounded (a log_softmax whose
+result range reaches 0 has an unbounded relative cond; the old total was then "32 -> 32" whatever
+else a rewrite fixed). So the prediction is itemized, `Prediction(hazards, unbounded, bits)`:
+the number of hazard nodes, the number of other nodes whose counted cond is unbounded, and the
+bits of all remaining nodes summed without a cap. Each part is a count or a sum over nodes, so
+removing one hazard lowers `hazards` by one however many other nodes are bad, and a fix of a
+finite-cond node lowers `bits` however many unbounded nodes remain. Predictions compare in that
+order (a hazard outweighs any finite loss; an unbounded node outweighs bits), and `gain_over`
+asks for a strict improvement. `predicted_bits` (the capped total, one figure per program) stays
+for the cost-vs-measured rank correlation of bench/stability.py.
 """
 
 from __future__ import annotations
@@ -100,6 +113,7 @@ class NodeCost:
     bits: float  # predicted bits lost at this node
     reason: str  # why it costs what it costs ("" when it costs nothing)
     hazard: str | None = None
+    unbounded: bool = False  # the counted cond is unbounded: `bits` is the width cap
 
 
 def overflow_threshold(d) -> float:
@@ -182,7 +196,7 @@ def node_cost(
     if hazard is not None:
         bits += HAZARD_BITS
         reasons.insert(0, f"hazard: {hazard}")
-    return NodeCost(c, bits, "; ".join(reasons), hazard)
+    return NodeCost(c, bits, "; ".join(reasons), hazard, math.isinf(c_counted))
 
 
 def node_bits(
@@ -247,21 +261,25 @@ def is_exact_node(op: str | OpDef, attrs: Mapping | None, arg_exact: Sequence[bo
     return False
 
 
-def exact_values(program) -> list[bool]:
-    """Per value id: whether the program computes it exactly."""
+def exact_values(program, inexact_inputs: Sequence[bool] = ()) -> list[bool]:
+    """Per value id: whether the program computes it exactly. `inexact_inputs`: per input
+    position, True where that input already carries error (a site fed a computed value)."""
     out: list[bool] = []
-    for n in program.nodes:
+    position = {v: k for k, v in enumerate(program.inputs)}
+    for i, n in enumerate(program.nodes):
         args = [a for a in n.args if a is not None]
-        out.append(is_exact_node(n.opdef, n.attr, [out[a] for a in args], n.type, [program.nodes[a].type for a in args]))
+        ok = is_exact_node(n.opdef, n.attr, [out[a] for a in args], n.type, [program.nodes[a].type for a in args])
+        k = position.get(i)
+        out.append(ok and not (k is not None and k < len(inexact_inputs) and inexact_inputs[k]))
     return out
 
 
-def _costs(program, ranges, exact: bool) -> dict[int, NodeCost]:
+def _costs(program, ranges, exact: bool, inexact_inputs: Sequence[bool] = ()) -> dict[int, NodeCost]:
     if ranges is None:
         from hnfc.analysis.propagate import ranges as propagate
 
         ranges = propagate(program)
-    ex = exact_values(program) if exact else None
+    ex = exact_values(program, inexact_inputs) if exact else None
     out: dict[int, NodeCost] = {}
     for i in sorted(ancestors(program, program.outputs)):
         n = program.nodes[i]
@@ -291,7 +309,59 @@ def explain(program, ranges: Sequence[Interval] | None = None, *, exact: bool = 
     return [(i, program.nodes[i].op, c.cond, c.bits, c.reason) for i, c in costs.items() if program.nodes[i].opdef.kind != "leaf"]
 
 
-__all__ = ["EXACT_OPS", "HAZARD_BITS", "ONE_ROUNDING", "NodeCost", "exact_values", "explain", "is_exact_node", "node_bits", "node_cost", "program_bits"]
+@dataclass(frozen=True)
+class Prediction:
+    """A program's predicted loss, itemized so that it moves when one hazard goes (module doc,
+    "The whole-program prediction"). Compared by `key`: fewer hazards first, then fewer nodes of
+    unbounded cond, then fewer bits."""
+
+    hazards: int  # nodes that can overflow, meet a domain edge, or underflow into one
+    unbounded: int  # other nodes whose relative cond is unbounded on the box (each may lose every bit)
+    bits: float  # predicted bits lost, summed (uncapped) over the remaining nodes
+    outputs: tuple[float, ...] = ()  # per output: its cone's summed bits, capped at its width
+
+    def key(self) -> tuple[int, int, float]:
+        return (self.hazards, self.unbounded, self.bits)
+
+    def gain_over(self, other: "Prediction", min_bits: float = 0.05) -> bool:
+        """Whether this prediction is better than `other`'s, in `key` order: fewer hazards; else
+        as many and fewer unbounded nodes; else the same counts and at least `min_bits` fewer bits."""
+        if self.hazards != other.hazards:
+            return self.hazards < other.hazards
+        if self.unbounded != other.unbounded:
+            return self.unbounded < other.unbounded
+        return self.bits <= other.bits - min_bits
+
+    def as_dict(self) -> dict:
+        return {"hazards": self.hazards, "unbounded": self.unbounded, "bits": self.bits, "outputs": list(self.outputs)}
+
+    def __str__(self) -> str:
+        return describe_prediction(self.as_dict())
+
+
+def describe_prediction(p: dict) -> str:
+    """'1 hazard, 2 unbounded, 3.1 bits' (the report's wording; `Prediction.as_dict` form)."""
+    h, u = p.get("hazards", 0), p.get("unbounded", 0)
+    return f"{h} hazard{'' if h == 1 else 's'}, {u} unbounded, {p.get('bits', 0.0):.1f} bits"
+
+
+def predict(program, ranges: Sequence[Interval] | None = None, *, inexact_inputs: Sequence[bool] = ()) -> Prediction:
+    """The program's `Prediction`: hazards and unbounded nodes counted, the other nodes' bits
+    summed, each live node once; per output, the old single figure (`predicted_bits` of its cone).
+    `inexact_inputs` as for `exact_values` (a verification site fed computed values)."""
+    costs = _costs(program, ranges, True, inexact_inputs)
+    hazards = sum(1 for c in costs.values() if c.hazard is not None)
+    unbounded = sum(1 for c in costs.values() if c.hazard is None and c.unbounded)
+    bits = sum(c.bits for c in costs.values() if c.hazard is None and not c.unbounded)
+    outs = []
+    for o in program.outputs:
+        t = program.nodes[o].type
+        cone = sum(costs[i].bits for i in ancestors(program, [o]) if i in costs)
+        outs.append(min(cone, float(DTYPES[t.dtype].bits)) if isinstance(t, TensorType) and t.dtype in DTYPES else cone)
+    return Prediction(hazards, unbounded, float(bits), tuple(float(b) for b in outs))
+
+
+__all__ = ["EXACT_OPS", "HAZARD_BITS", "ONE_ROUNDING", "NodeCost", "Prediction", "describe_prediction", "exact_values", "explain", "is_exact_node", "node_bits", "node_cost", "predict", "program_bits"]
 
 
 def predicted_bits(program, ranges=None) -> float:

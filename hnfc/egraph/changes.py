@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hnfc.ir.expr import format_expr
-from hnfc.ir.program import Builder, Program
+from hnfc.ir.program import Builder, Program, live_subprogram
 
 MAX_SITE_NODES = 256
 
@@ -30,6 +30,12 @@ class Change:
     new: Program | None = None  # frontier values -> the rewritten expression
     frontier: tuple[int, ...] = ()  # original program values feeding both sides, in input order
     skipped: str = ""  # why there is no site to measure
+    # The user's node at this class over the *rewritten* classes below it (None when no rewritten
+    # class lies below): what the extraction would give if this class alone were refused. `new`
+    # must gain over it, not only over `old`, so a rule riding on a nested rewrite's gain (a
+    # re-association next to a fixed cancellation) is not taken for it.
+    base: Program | None = None
+    frontier_ranges: tuple = ()  # per frontier value, its class's Interval (the cost model's input box)
 
 
 def changes(program: Program, regions) -> list[Change]:
@@ -63,8 +69,8 @@ def _region_changes(program: Program, k: int, r) -> list[Change]:
         if isinstance(site, str):
             out.append(Change(**text, skipped=site))
         else:
-            old, new, frontier_values = site
-            out.append(Change(**text, old=old, new=new, frontier=tuple(r.value_map[v] for v in frontier_values)))
+            old, new, base, frontier_values, boxes = site
+            out.append(Change(**text, old=old, new=new, base=base, frontier=tuple(r.value_map[v] for v in frontier_values), frontier_ranges=boxes))
     return out
 
 
@@ -125,7 +131,19 @@ def _site(sat, ex, sub: Program, c: int, olds: list[int], by_class, class_of_new
     frontier_values = [next(v for v in by_class[fc] if v in sat.class_of) for fc in frontier_classes]
     old = _site_program(sub, old_root, old_nodes, sat.class_of.get, frontier_classes, sat.types, {})
     new = _site_program(ex.program, ex.value_of[c], new_nodes, class_of_new.get, frontier_classes, sat.types, param_name)
-    return old, new, frontier_values
+    # rewritten classes (other than c) that both sides compute: the base takes their new form
+    new_by_class = {class_of_new.get(v): v for v in new_nodes}
+    swap = {v: new_by_class[sat.class_of[v]] for v in old_nodes
+            if v != old_root and sat.class_of.get(v) in new_by_class and sat.class_of[v] in ex.new_classes and sat.class_of[v] != c}
+    base = None
+    if swap:
+        b = Builder()
+        inputs = {fc: b.input(f"f{k}", sat.types[fc]) for k, fc in enumerate(frontier_classes)}
+        env_new = _emit(b, inputs, ex.program, new_nodes, class_of_new.get, param_name)
+        env_old = _emit(b, inputs, sub, old_nodes, sat.class_of.get, {}, {v: env_new[w] for v, w in swap.items()})
+        base = live_subprogram(b.build([env_old[old_root]], sub.params))
+    boxes = tuple(sat.intervals.get(fc) for fc in frontier_classes)
+    return old, new, base, frontier_values, boxes
 
 
 def _ancestors(prog: Program, value: int) -> set[int]:
@@ -145,7 +163,14 @@ def _site_program(prog: Program, root: int, inner: set[int], class_of, frontier_
     """Frontier values (one input each, in order; a side may not use all) -> one side's expression."""
     b = Builder()
     inputs = {fc: b.input(f"f{k}", types[fc]) for k, fc in enumerate(frontier_classes)}
-    env: dict[int, int] = {}
+    env = _emit(b, inputs, prog, inner, class_of, rename)
+    return b.build([env[root]], prog.params)
+
+
+def _emit(b: Builder, inputs: dict, prog: Program, inner: set[int], class_of, rename: dict[str, str], swap: dict[int, int] | None = None) -> dict[int, int]:
+    """Emit `inner` (values of `prog`) into `b` over the frontier `inputs`; `swap`: values of
+    `prog` to take as given ids of `b` instead. Returns value of `prog` -> id in `b`."""
+    env: dict[int, int] = dict(swap or {})
 
     def leaf(a: int) -> int:  # a parameter or constant, copied (parameters under this region's names)
         n = prog.nodes[a]
@@ -155,6 +180,8 @@ def _site_program(prog: Program, root: int, inner: set[int], class_of, frontier_
         return b.add(n.op, (), attrs, n.type)
 
     for v in sorted(inner):  # node order is topological
+        if v in env:
+            continue
         n = prog.nodes[v]
         if n.op in ("param", "const"):
             env[v] = leaf(v)
@@ -171,4 +198,4 @@ def _site_program(prog: Program, root: int, inner: set[int], class_of, frontier_
                 env[a] = leaf(a)
                 args.append(env[a])
         env[v] = b.add(n.op, args, n.attr, n.type)
-    return b.build([env[root]], prog.params)
+    return env

@@ -111,6 +111,10 @@ def _summary(rep: dict, title: str) -> str:
         (f"{rep.get('nodes_before', 0)} → {rep.get('nodes_after', 0)}", "IR nodes"),
         (f"{_num(rep.get('predicted_bits_before'), '.1f')} → {_num(rep.get('predicted_bits_after'), '.1f')}", "predicted bits lost"),
     ]
+    pb, pa = rep.get("predicted_before") or {}, rep.get("predicted_after") or {}
+    if pb and pa:  # the itemized prediction (hnfc.analysis.Prediction): it moves when one hazard goes
+        cards[-1] = (" → ".join(f"{p.get('hazards', 0)} / {p.get('unbounded', 0)} / {_num(p.get('bits'), '.1f')}" for p in (pb, pa)),
+                     "predicted: hazards / unbounded nodes / bits")
     if outs:
         b = max(o["before_max"] for o in outs)
         a = max(o["after_max"] for o in outs)

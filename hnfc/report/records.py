@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from hnfc.analysis.curvature import describe_prediction
 from hnfc.foundation.dtypes import DTYPES
 from hnfc.report.html import render
 from hnfc.precision.legalize import RULE as LEGALIZE_RULE
@@ -36,6 +37,9 @@ class Report:
     outputs: list[OutputError] = field(default_factory=list)
     predicted_bits_before: float = 0.0
     predicted_bits_after: float = 0.0
+    # the itemized prediction (hnfc.analysis.Prediction.as_dict: hazards, unbounded, bits, outputs)
+    predicted_before: dict = field(default_factory=dict)
+    predicted_after: dict = field(default_factory=dict)
     egraph: dict = field(default_factory=dict)  # nodes, classes, iterations, stop_reason
     nodes_before: int = 0
     nodes_after: int = 0
@@ -68,7 +72,10 @@ class Report:
             for o in self.outputs:
                 verdict = "" if o.accepted else "  (refused: worse; original kept)"
                 lines.append(f"    output {o.index}: {o.before_mean:.2f} / {o.before_max:.1f} -> {o.after_mean:.2f} / {o.after_max:.1f}{verdict}")
-        lines.append(f"  predicted bits lost: {self.predicted_bits_before:.1f} -> {self.predicted_bits_after:.1f}")
+        if self.predicted_before and self.predicted_after:
+            lines.append(f"  predicted: {describe_prediction(self.predicted_before)} -> {describe_prediction(self.predicted_after)}")
+        else:
+            lines.append(f"  predicted bits lost: {self.predicted_bits_before:.1f} -> {self.predicted_bits_after:.1f}")
         if self.egraph:
             e = self.egraph
             lines.append(f"  e-graph: {e.get('nodes')} e-nodes, {e.get('classes')} classes, {e.get('iterations')} iterations, stopped: {e.get('stop_reason')}")

@@ -7,6 +7,7 @@ matter in patterns (the compiler matches both orders).
 
 from __future__ import annotations
 
+from hnfc.rewrites.builders import abs as rabs
 from hnfc.rewrites.builders import acos, acosh, amax, asin, asinh, atan, atanh, bmm, cos, cosh, erf, erfc, exp, expm1, hypot, layer_norm, log, log1p, log_softmax, logaddexp, logsigmoid, logsumexp, matmul, mean, mm
 from hnfc.rewrites.builders import reciprocal, reshape, select, rms_norm, rsqrt, sigmoid, sin, sinh, softmax, softplus, sqrt, square, std, tanh, var
 from hnfc.rewrites.builders import prod as rprod
@@ -31,10 +32,14 @@ TRIG = ("trig",)
 INVERSE = ("inverse",)
 SPECIAL = ("special",)
 FRACTIONS = ("fractions",)
+NORMS = ("norms",)
 THIRD = 1.0 / 3.0  # pow(x, 1/3): how a cube root is written in torch (no cbrt op)
 
 # The ways a square is written: x * x, x ** 2 (pow), torch.square.
 SQUARES = {"mul": lambda t: t * t, "pow": lambda t: t**2, "square": square}
+# The squares a norm's pattern matches; the scaled forms write theirs with square(), which these
+# do not match, so a scaled norm is never scaled again.
+NORM_SQUARES = {n: SQUARES[n] for n in ("mul", "pow")}
 # The ways a value is divided by a square root.
 OVER_SQRT = {"div-sqrt": lambda a, s: a / sqrt(s), "mul-rsqrt": lambda a, s: a * rsqrt(s)}
 # A scale by a constant, and the matrix products it can move into.
@@ -65,6 +70,9 @@ RULES = check_unique(
         rule("softmax-intro", exp(x) / rsum(exp(x), dim=(d,), keepdim=True), softmax(x, dim=d), tags=SOFTMAX),
         rule("softmax-intro-vector", exp(x) / rsum(exp(x), dim=(-1,), keepdim=False), softmax(x, dim=-1), when=[rank(x, 1)], tags=SOFTMAX),
         rule("log-softmax-intro", log(softmax(x, dim=d)), log_softmax(x, dim=d), tags=SOFTMAX),
+        # a non-negative weight (a 0/1 mask) moves into the exponent, where softmax-intro finds a
+        # softmax of masked logits (log 0 = -inf: softmax's entry is 0, with no overflow first)
+        rule("exp-times-weight", exp(x) * y, exp(x + log(y)), when=[nonneg(y)], tags=SOFTMAX),
         # a log taken of one class's probability (hand-written cross-entropy) is the log of the row first
         rule("log-of-select", log(select(x, dim=S, index=I)), select(log(x), dim=S, index=I), tags=SOFTMAX),
         rule("logsumexp-intro", log(rsum(exp(x), dim=D, keepdim=k)), logsumexp(x, dim=D, keepdim=k), tags=SOFTMAX),
@@ -76,6 +84,25 @@ RULES = check_unique(
             amax(x, dim=D, keepdim=True) + logsumexp(x - amax(x, dim=D, keepdim=True), dim=D, keepdim=True),
             logsumexp(x, dim=D, keepdim=True),
             tags=SOFTMAX,
+        ),
+        # norms: squares of tiny or huge entries underflow or overflow (1e-25² is 0 in float32,
+        # 1e25² is inf); a 2-norm is homogeneous of degree 1 and a cosine of degree 0, so divide
+        # by the largest magnitude first (the scaled entries lie in [-1, 1])
+        *(
+            rule(f"norm-scaled-{n}", sqrt(rsum(sq(x), dim=D, keepdim=k)),
+                 amax(rabs(x), dim=D, keepdim=k) * sqrt(rsum(square(x / amax(rabs(x), dim=D, keepdim=True)), dim=D, keepdim=k)), when=[nonzero(x)], tags=NORMS)
+            for n, sq in NORM_SQUARES.items()
+        ),
+        *(
+            rule(
+                f"cosine-scaled-{n}",
+                rsum(x * y, dim=D, keepdim=k) / (sqrt(rsum(sq(x), dim=D, keepdim=k)) * sqrt(rsum(sq(y), dim=D, keepdim=k))),
+                rsum((x / amax(rabs(x), dim=D, keepdim=True)) * (y / amax(rabs(y), dim=D, keepdim=True)), dim=D, keepdim=k)
+                / (sqrt(rsum(square(x / amax(rabs(x), dim=D, keepdim=True)), dim=D, keepdim=k)) * sqrt(rsum(square(y / amax(rabs(y), dim=D, keepdim=True)), dim=D, keepdim=k))),
+                when=[nonzero(x), nonzero(y)],
+                tags=NORMS,
+            )
+            for n, sq in NORM_SQUARES.items()
         ),
         # cancellation: rewrite a difference of nearly equal values into a form without it
         rule("sqrt-diff", sqrt(x) - sqrt(y), (x - y) / (sqrt(x) + sqrt(y)), when=[pos(x), nonneg(y)], tags=CANCEL),

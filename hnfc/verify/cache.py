@@ -29,7 +29,8 @@ from hnfc.egraph.changes import Change
 from hnfc.foundation.config import Config
 from hnfc.verify.judge import LocalCheck
 
-VERSION = f"hnfc-{__version__}/verdict-1"  # bump the suffix when the judge's meaning changes
+VERSION = f"hnfc-{__version__}/verdict-2"  # 2: a rewrite must gain; sites fed domain points
+# (bump the suffix when the judge's meaning changes)
 JUDGE_FIELDS = ("samples", "seed", "tolerance_mean_bits", "tolerance_max_bits", "max_reference_ops")
 
 
@@ -43,7 +44,7 @@ def cache_dir() -> Path:
 
 def site_key(change: Change, config: Config) -> str:
     """What makes two sites the same to the judge, as a hex digest."""
-    parts = [VERSION, repr(change.key), str(change.old), str(change.new), [getattr(config, f) for f in JUDGE_FIELDS]]
+    parts = [VERSION, repr(change.key), str(change.old), str(change.new), str(change.base), [getattr(config, f) for f in JUDGE_FIELDS]]
     return hashlib.sha256(json.dumps(parts, default=repr).encode()).hexdigest()
 
 

@@ -5,24 +5,32 @@ e-graph stage's `Change` records (hnfc.egraph.changes). Out: bits of error per o
 after (mean and max over all elements and input sets), and whether each output may take the
 candidate; per rewrite, the same on its neighbourhood (`local_checks`). Verification is the judge,
 the cost model only the guide: what measures worse than the original (beyond the configured
-tolerance) is refused.
+tolerance) is refused, and so is a rewrite without both a measured gain (over the user's node on
+any rewrite below it: `Change.base`) and a predicted one (`hnfc.analysis.predict`). A site is fed
+the values captured from the original program and points drawn from its input box
+(`domain_inputs`: the range analysis's intervals, extremes planted, bit patterns).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from hnfc.analysis import exact_values, predict
+from hnfc.analysis import ranges as propagate
 from hnfc.egraph.changes import Change
 from hnfc.foundation.config import Config
 from hnfc.foundation.types import TensorType
 from hnfc.ir.program import Builder, IRError, Program
-from hnfc.numerics.metric import bits_error
+from hnfc.foundation.dtypes import DTYPES
+from hnfc.numerics.metric import MODES, bits_error, representable_bounds, sample_inputs
 from hnfc.numerics.reference import reference
 from hnfc.runtime.run import flat, runner
 
@@ -70,6 +78,52 @@ def bit_histogram(bits: np.ndarray) -> tuple[int, ...]:
     return tuple(int(c) for c in np.bincount(k, minlength=HISTOGRAM_BUCKETS))
 
 
+# The truth of a program on some inputs, kept for the next question about the same expression on
+# the same values: a site that is a whole output (a one-line formula) is otherwise evaluated in
+# mpmath twice, once by its local check and once by the whole-output measure. Keyed by structure
+# (inputs by position, not name: a site's inputs are named f0, f1, ...) and by the inputs' bytes.
+TRUTH_MEMO = 16
+_truths: OrderedDict = OrderedDict()
+
+
+def _structure(program: Program) -> tuple[str, ...]:
+    """A digest per output of the expression computing it (names of inputs left out)."""
+    position = {v: k for k, v in enumerate(program.inputs)}
+    h: list[str] = []
+    for i, n in enumerate(program.nodes):
+        if n.op == "input":
+            text = f"in{position[i]}"
+        else:
+            text = f"{n.op}|{sorted((k, repr(v)) for k, v in n.attr.items())}|{[None if a is None else h[a] for a in n.args]}"
+        h.append(hashlib.sha1(f"{text}|{n.type}".encode()).hexdigest())
+    return tuple(h[o] for o in program.outputs)
+
+
+def _digest(x) -> str:
+    if not isinstance(x, torch.Tensor):
+        return repr(x)
+    raw = x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    return f"{x.dtype}{tuple(x.shape)}" + hashlib.sha1(raw).hexdigest()
+
+
+def _truth(program: Program, inputs, same: Program | None = None) -> list:
+    """`reference(program, inputs, rounding="dtype").outputs`, memoized (above); also kept as the
+    truth of `same`, a program equal to `program` over the reals (a site's other side)."""
+    digests = tuple(_digest(x) for x in inputs)
+    key = (_structure(program), digests)
+    if key in _truths:
+        _truths.move_to_end(key)
+        out = _truths[key]
+    else:
+        out = reference(flat(program), inputs, rounding="dtype").outputs
+        _truths[key] = out
+    if same is not None:
+        _truths[(_structure(same), digests)] = out
+    while len(_truths) > TRUTH_MEMO:
+        _truths.popitem(last=False)
+    return out
+
+
 def measure(original: Program, candidate: Program, input_sets, config: Config) -> list[OutputError]:
     """Bits of error of both programs' outputs against the reference of the original."""
     errs_before: list[list[np.ndarray]] = [[] for _ in original.outputs]
@@ -78,7 +132,7 @@ def measure(original: Program, candidate: Program, input_sets, config: Config) -
     for inputs in input_sets:
         # rounded to each output's dtype: what bits_error compares in, and what the vectorized
         # tiers of the reference decide without mpmath
-        truth = reference(flat(original), inputs, rounding="dtype").outputs
+        truth = _truth(original, inputs)
         for k, (a, b, t) in enumerate(zip(run_original(inputs), run_candidate(inputs), truth)):
             if a.is_floating_point():
                 errs_before[k].append(bits_error(a, t).ravel())
@@ -221,33 +275,146 @@ def fewer_rows(old: Program, new: Program, budget: int) -> tuple[Program, Progra
             return sides[0], sides[1], cuts
 
 
-def local_checks(program: Program, changes: Sequence[Change], input_sets, config: Config) -> list[LocalCheck]:
+def local_checks(program: Program, changes: Sequence[Change], input_sets, config: Config, ranges: Sequence | None = None) -> list[LocalCheck]:
     """Measure every rewrite on its neighbourhood, fed with the original program's values; one
-    check per change, in order."""
+    check per change, in order. `ranges` (an Interval per value of `program`, as the pipeline's
+    range analysis gives them): the boxes the cost model predicts a site on; without them, the
+    region's e-class intervals. Domain points are drawn from the e-class intervals, what the
+    optimizer saw (the same ranges rounded outward to powers of two: a little wider)."""
     sites = [ch for ch in changes if not ch.skipped]
     needed = sorted({v for s in sites for v in s.frontier})
     capture = runner(flat(program, needed)) if needed else None
     captured = [dict(zip(needed, capture(inputs))) if needed else {} for inputs in input_sets]
-    return [_local_check(ch, captured, len(input_sets), config) for ch in changes]
+    exact = exact_values(program) if sites else []
+    boxes = [None if ranges is None or ch.skipped else tuple(ranges[v] for v in ch.frontier) for ch in changes]
+    return [_local_check(ch, captured, len(input_sets), config, exact, box) for ch, box in zip(changes, boxes)]
 
 
-def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config) -> LocalCheck:
+# A rewrite must gain (README, "A cost model that explains"): measured, at least this much less
+# mean error or this much less error at the worst point, on the same points; predicted, a
+# strictly better `Prediction` (hnfc.analysis.predict) of the site on its frontier's ranges.
+GAIN_MEAN_BITS = 0.02
+GAIN_MAX_BITS = 1.0
+
+
+def predicted_gain(s: Change, exact: Sequence[bool], box: Sequence | None = None) -> tuple[bool, str, int]:
+    """Whether the rewritten side of a site is predicted better than the user's (or, with a
+    nested rewrite below it, than the user's node over that rewrite: `Change.base`), the two
+    predictions in words, and which side (0: the user's, 1: the rewritten) is predicted better."""
+    boxes = {k: (b.lo, b.hi) for k, b in enumerate(box if box is not None else s.frontier_ranges) if b is not None}
+    inexact = [not exact[v] if v < len(exact) else True for v in s.frontier]
+    before = predict(s.base or s.old, propagate(s.base or s.old, boxes), inexact_inputs=inexact)
+    after = predict(s.new, propagate(s.new, boxes), inexact_inputs=inexact)
+    old = before if s.base is None else predict(s.old, propagate(s.old, boxes), inexact_inputs=inexact)
+    return after.gain_over(before), f"predicted {before} -> {after}", int(after.key() < old.key())
+
+
+def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config, exact: Sequence[bool] = (), box: Sequence | None = None) -> LocalCheck:
     if s.skipped:
         return LocalCheck(s.region, s.key, s.cls, (), 0.0, 0.0, 0.0, 0.0, False, s.skipped)
-    old, new, cuts = s.old, s.new, {}
-    budget = min(config.max_reference_ops // max(n_sets, 1), SAMPLE_OPS)
+    old, new, base, cuts = s.old, s.new, s.base, {}
+    n_domain = DOMAIN_SETS if config.samples else 0
+    budget = min(config.max_reference_ops // max(n_sets + n_domain, 1), SAMPLE_OPS)
     if reference_cost(old) > budget:
         fewer = fewer_rows(old, new, budget)
         if fewer is None:
             return LocalCheck(s.region, s.key, s.cls, s.values, 0.0, 0.0, 0.0, 0.0, False, "too large for the reference")
         old, new, cuts = fewer
+        if base is not None:
+            base = _retyped(base, s.old.nodes[s.old.outputs[0]].type.shape, cuts)
     out_shape = s.old.nodes[s.old.outputs[0]].type.shape
     sets = []
     for j, cap in enumerate(captured):
         rows = pick_rows([cap[v] for v in s.frontier], out_shape, cuts, seed=config.seed + j) if cuts else None
         sets.append([_cut_value(cap[v], out_shape, cuts, rows) for v in s.frontier])
-    (m,) = measure(old, new, sets, config)
-    return LocalCheck(s.region, s.key, s.cls, s.values, m.before_mean, m.before_max, m.after_mean, m.after_max, m.accepted, "" if m.accepted else "measured worse")
+    progs = [old, new] + ([base] if base is not None else [])
+    # The reference of whichever side is predicted better conditioned: both sides are the same
+    # real function on the site's box (its rules passed the soundness check), and mpmath needs
+    # far fewer bits for erfc(x) than for 1 - erf(x) at x = 25. Unchecked rules (trust_rules):
+    # the user's side, always.
+    gain, words, side = predicted_gain(s, exact, box)
+    truth_from = 0 if config.trust_rules else side
+    bits = _site_bits(progs, sets, defined_only=False, truth_from=truth_from)
+    domain = domain_inputs(old, s.frontier_ranges, n_domain, config.seed) if n_domain else []
+    if domain:  # points of the input box the original never produced; undefined truths dropped
+        bits = [np.concatenate([b, d]) for b, d in zip(bits, _site_bits(progs, domain, defined_only=True, truth_from=truth_from))]
+    before, after = bits[0], bits[1]
+    ref = bits[2] if base is not None else before
+    if not before.size:
+        return LocalCheck(s.region, s.key, s.cls, s.values, 0.0, 0.0, 0.0, 0.0, False, "no point to measure")
+    reason = ""
+    if after.mean() > before.mean() + config.tolerance_mean_bits or after.max() > before.max() + config.tolerance_max_bits:
+        reason = "measured worse"
+    elif not (after.mean() <= ref.mean() - GAIN_MEAN_BITS or after.max() <= ref.max() - GAIN_MAX_BITS):
+        reason = f"no measured gain ({ref.mean():.2f} -> {after.mean():.2f} bits mean{' over the rewrite below it' if base is not None else ''})"
+    elif not gain:
+        reason = f"no predicted gain ({words})"
+    return LocalCheck(s.region, s.key, s.cls, s.values, float(before.mean()), float(before.max()), float(after.mean()), float(after.max()), not reason, reason)
+
+
+# Judging on the domain: besides the values captured from the original program, a site is fed
+# this many input sets drawn from its frontier's boxes (the range analysis's intervals, which
+# propagate the declared input ranges and are not narrowed by observed overflow): one uniform in
+# value with each box's extremes planted first, one uniform over bit patterns.
+DOMAIN_SETS = 2
+
+
+def _site_bits(progs: Sequence[Program], sets, defined_only: bool, truth_from: int = 0) -> list[np.ndarray]:
+    """Bits of error of each program's (single) output against the reference, over all sets.
+    The programs are equal over the reals; the reference is evaluated on `progs[truth_from]`.
+    `defined_only`: leave out points where the truth is NaN (outside the real domain)."""
+    runs = [runner(p) for p in progs]
+    out: list[list[np.ndarray]] = [[] for _ in progs]
+    for inputs in sets:
+        truth = _truth(progs[truth_from], inputs, same=progs[0] if truth_from else None)[0]
+        keep = ~np.isnan(np.asarray(truth, dtype=np.float64)).ravel() if defined_only else None
+        for k, run in enumerate(runs):
+            r = run(inputs)[0]
+            b = bits_error(r, truth).ravel() if r.is_floating_point() else np.zeros(r.numel())
+            out[k].append(b if keep is None else b[keep])
+    return [np.concatenate(o) if o else np.zeros(0) for o in out]
+
+
+def domain_inputs(site: Program, boxes: Sequence, n_sets: int, seed: int) -> list[list[torch.Tensor]]:
+    """`n_sets` input sets for a site program drawn from `boxes` (one Interval or None per input;
+    None or unbounded ends: the dtype's finite range): alternately uniform in value (each float
+    input's first elements set to its box's extremes: both ends, 0, ±1 and ± the smallest normal
+    where inside) and uniform over bit patterns. [] where the site's inputs cannot be sampled."""
+    types = [site.nodes[i].type for i in site.inputs]
+    domains = []
+    for t, b in zip(types, list(boxes) + [None] * len(types)):
+        if not isinstance(t, TensorType) or t.is_symbolic:
+            return []
+        d = DTYPES.get(t.dtype)
+        if d is None or not d.is_float:
+            domains.append(None)
+            continue
+        lo = -d.max if b is None or not b.lo >= -d.max else b.lo
+        hi = d.max if b is None or not b.hi <= d.max else b.hi
+        domains.append((lo, hi) if lo <= hi else (-d.max, d.max))
+    out = []
+    for k in range(n_sets):
+        mode = MODES[k % len(MODES)]
+        try:
+            (drawn,) = sample_inputs(types, domains, 1, mode=mode, seed=seed + 7919 + k)
+        except ValueError:  # no value of the dtype in some box
+            return []
+        if mode == "value":
+            drawn = [_plant_extremes(x, dom, t.dtype) for x, dom, t in zip(drawn, domains, types)]
+        out.append(drawn)
+    return out
+
+
+def _plant_extremes(x: torch.Tensor, dom, dtype: str) -> torch.Tensor:
+    d = DTYPES[dtype]
+    if dom is None or not d.is_float or not x.numel():
+        return x
+    lo, hi = representable_bounds(dom[0], dom[1], dtype)
+    picks = [lo, hi] + [v for v in (0.0, 1.0, -1.0, d.tiny, -d.tiny) if lo <= v <= hi]
+    flat_x = x.reshape(-1).clone()
+    k = min(len(picks), flat_x.numel())
+    flat_x[:k] = torch.tensor(picks[:k], dtype=torch.float64).to(x.dtype)
+    return flat_x.reshape(x.shape)
 
 
 def measure_bounded(original: Program, candidate: Program, input_sets, config: Config) -> list[OutputError] | None:
