@@ -154,7 +154,7 @@ def test_a_program_on_another_device_is_analysed_on_a_cpu_twin_and_returned_on_i
 
     model = torch.nn.Linear(8, 8)
     x = torch.randn(4, 8)
-    traced = hnfc.trace(lambda t: torch.log(torch.softmax(model(t), -1)), (x,))
+    traced = hnfc.trace(lambda t: torch.log(torch.softmax(model(t) * 100.0, -1)), (x,))  # softmax underflows
     elsewhere = on_device(traced, torch.device("meta"), traced.params)  # a "GPU" program on CPU parameters
     result, report = optimize_program(elsewhere, [x])
     assert result.meta["device"] == torch.device("meta") and result.meta["runs_on"] == torch.device("meta")
@@ -162,7 +162,7 @@ def test_a_program_on_another_device_is_analysed_on_a_cpu_twin_and_returned_on_i
     assert any("log-softmax" in rule for r in report.rewrites if r.accepted for rule in r.rules)
     twin = on_device(result, torch.device("cpu"), traced.params)
     (y,) = torch.utils._pytree.tree_leaves(hnfc.lower(twin)(x))
-    assert torch.allclose(y, torch.log_softmax(model(x), -1), atol=1e-6)
+    assert torch.allclose(y, torch.log_softmax(model(x) * 100.0, -1), atol=1e-4)
 
 
 @pytest.mark.parametrize("rounds", [0, 1])
@@ -176,8 +176,8 @@ def test_no_re_extraction_reaches_the_user_unjudged(monkeypatch, rounds):
     judged: list[str] = []
     real = pipeline.local_checks
 
-    def first_refused(original, chs, sets, config):
-        out = real(original, chs, sets, config)
+    def first_refused(original, chs, *rest):
+        out = real(original, chs, *rest)
         if not judged:  # the first round: the judge refuses the first change
             out[0] = dataclasses.replace(out[0], accepted=False, reason="refused by the test")
         judged.extend(ch.after for ch in chs)
