@@ -103,6 +103,9 @@ class OpDef:
     # None: where the derivative the backward pass computes is not finite although the forward
     # value is (sqrt at 0). Written beside `hazard` in the family's *_bounds.py.
     grad_hazard: Callable[..., str | None] | None = None
+    # The vectorized reference's meaning where the op has no formula there by name
+    # (hnfc/numerics/enclosure.py): a `hnfc.ops.slopes.Slope` for a pointwise function.
+    enclosure: Any = None
 
     def check_call(self, args: Sequence, attrs: Mapping) -> None:
         """Raise ValueError naming the op when arity or attribute names are wrong."""

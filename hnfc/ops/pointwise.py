@@ -10,7 +10,7 @@ import mpmath
 import numpy as np
 
 from hnfc.foundation.types import TensorType
-from hnfc.ops import pointwise_bounds
+from hnfc.ops import pointwise_bounds, slopes
 from hnfc.ops.core import (
     Alias,
     AsTensor,
@@ -236,19 +236,20 @@ OPS = [
     _unary("cosh", mpmath.cosh, domain=(-5.0, 5.0), doc="cosh x", **pointwise_bounds.COSH),
     _unary("sigmoid", r_sigmoid, domain=(-10.0, 10.0), doc="1 / (1 + e^-x)", **pointwise_bounds.SIGMOID),
     _unary("erf", mpmath.erf, doc="error function", **pointwise_bounds.ERF),
-    _unary("erfc", _erfc, domain=(-5.0, 25.0), doc="1 - erf x without the cancellation (complementary error function)", **pointwise_bounds.ERFC),
+    _unary("erfc", _erfc, domain=(-5.0, 25.0), doc="1 - erf x without the cancellation (complementary error function)", enclosure=slopes.ERFC, **pointwise_bounds.ERFC),
     _unary("sin", mpmath.sin, doc="sin x", **pointwise_bounds.SIN),
-    _unary("tan", mpmath.tan, domain=(-1.5, 1.5), doc="tan x (poles at π/2 + kπ)", **pointwise_bounds.TAN),
-    _unary("atan", mpmath.atan, domain=(-50.0, 50.0), doc="arctangent, in (-π/2, π/2)", **pointwise_bounds.ATAN),
-    _unary("asin", _on(-1, 1, mpmath.asin), domain=(-0.99, 0.99), doc="arcsine; NaN outside [-1, 1]", **pointwise_bounds.ASIN),
-    _unary("acos", _on(-1, 1, mpmath.acos), domain=(-0.99, 0.99), doc="arccosine; NaN outside [-1, 1]", **pointwise_bounds.ACOS),
-    _unary("asinh", mpmath.asinh, domain=(-50.0, 50.0), doc="inverse hyperbolic sine", **pointwise_bounds.ASINH),
-    _unary("acosh", _on(1, _INF, mpmath.acosh), domain=(1.01, 50.0), doc="inverse hyperbolic cosine; NaN below 1", **pointwise_bounds.ACOSH),
+    _unary("tan", mpmath.tan, domain=(-1.5, 1.5), doc="tan x (poles at π/2 + kπ)", enclosure=slopes.TAN, **pointwise_bounds.TAN),
+    _unary("atan", mpmath.atan, domain=(-50.0, 50.0), doc="arctangent, in (-π/2, π/2)", enclosure=slopes.ATAN, **pointwise_bounds.ATAN),
+    _unary("asin", _on(-1, 1, mpmath.asin), domain=(-0.99, 0.99), doc="arcsine; NaN outside [-1, 1]", enclosure=slopes.ASIN, **pointwise_bounds.ASIN),
+    _unary("acos", _on(-1, 1, mpmath.acos), domain=(-0.99, 0.99), doc="arccosine; NaN outside [-1, 1]", enclosure=slopes.ACOS, **pointwise_bounds.ACOS),
+    _unary("asinh", mpmath.asinh, domain=(-50.0, 50.0), doc="inverse hyperbolic sine", enclosure=slopes.ASINH, **pointwise_bounds.ASINH),
+    _unary("acosh", _on(1, _INF, mpmath.acosh), domain=(1.01, 50.0), doc="inverse hyperbolic cosine; NaN below 1", enclosure=slopes.ACOSH, **pointwise_bounds.ACOSH),
     _unary(
         "atanh",
         _on(-1, 1, mpmath.atanh, at_lo=-_INF, at_hi=_INF),
         domain=(-0.99, 0.99),
         doc="inverse hyperbolic tangent; ±inf at ±1, NaN outside",
+        enclosure=slopes.ATANH,
         **pointwise_bounds.ATANH,
     ),
     _unary("cos", mpmath.cos, doc="cos x", **pointwise_bounds.COS),
