@@ -200,7 +200,12 @@ def rewrite_graph(gm: fx.GraphModule, example_inputs: Sequence, opts: BackendOpt
 
     rules = _resolve_rules(opts.rules)
     key = graph_key(gm, example_inputs, opts, rules) if opts.config.cache else None
-    hit = load_graph(key, example_inputs) if key else None
+    hit = full = None
+    if key is not None and key.maybe_stored():
+        full = key.full()
+        hit = load_graph(full, example_inputs)
+    elif key is not None:
+        full = key.full_async()  # a sure miss: the tensors are hashed while the pipeline runs
     if hit is not None:
         result, report = hit
     else:
@@ -212,8 +217,8 @@ def rewrite_graph(gm: fx.GraphModule, example_inputs: Sequence, opts: BackendOpt
             result, report = optimize_program(program, inputs, input_ranges=ranges, rules=rules, config=opts.config)
         for w in caught:  # shown as they would have been; a run that warned is not kept
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        if key and not any(issubclass(w.category, HnfcWarning) for w in caught):
-            store_graph(key, result, report, example_inputs)
+        if full is not None and not any(issubclass(w.category, HnfcWarning) for w in caught):
+            store_graph(full if isinstance(full, str) else full.result(), result, report, example_inputs)
     lowered = lower(result)
     rewritten = _with_placeholders(lowered, gm, result)
     rewritten.report = report

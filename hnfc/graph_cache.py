@@ -25,7 +25,9 @@ in it verified by that run. A run that raised an HnfcWarning (a stage failed, a 
 stored, so a passing failure is not kept.
 
 Where: `$HNFC_CACHE_DIR/graphs`, else `~/.cache/hnfc/graphs` (`$XDG_CACHE_HOME` honoured): one
-pickle per key, written atomically; the parameter tensors are not stored (they are the example
+pickle per key, `<structure digest>/<full digest>.pkl`, written atomically (a structure never
+stored is a miss known without hashing a byte: the tensors are then hashed in a background thread
+while the pipeline runs, so a cold compile does not wait for the key); the parameter tensors are not stored (they are the example
 inputs of the next call, by position). `Config.cache=False` (option `cache`) turns it off, as it
 does the verdict cache. An unreadable entry is a miss; an unwritable directory is skipped.
 """
@@ -64,14 +66,20 @@ def source_digest() -> str:
     return h.hexdigest()
 
 
-def tensor_digest(x) -> str:
-    """SHA-256 of a dense tensor's metadata and every byte of its values."""
+def _check_keyable(x) -> None:
     import torch
 
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"not a tensor: {type(x).__name__}")
-    if x.layout != torch.strided or x.is_quantized or x.device.type == "meta" or type(x) is not torch.Tensor and not isinstance(x, torch.nn.Parameter):
+    if x.layout != torch.strided or x.is_quantized or x.device.type == "meta" or (type(x) is not torch.Tensor and not isinstance(x, torch.nn.Parameter)):
         raise TypeError("only dense tensors are keyed")
+
+
+def tensor_digest(x) -> str:
+    """SHA-256 of a dense tensor's metadata and every byte of its values."""
+    import torch
+
+    _check_keyable(x)
     h = hashlib.sha256(repr((str(x.dtype), tuple(x.shape), x.stride(), str(x.device), x.requires_grad)).encode())
     flat = x.detach().reshape(-1)
     if flat.device.type != "cpu":
@@ -80,7 +88,30 @@ def tensor_digest(x) -> str:
     return h.hexdigest()
 
 
-def graph_key(gm, example_inputs: Sequence, opts, rules: Any = None) -> str | None:
+class GraphKey:
+    """A backend call's key in two parts: `structure` (everything but the tensors' bytes: cheap)
+    and the digests of every tensor (`full`: reads every byte). Entries are kept per structure,
+    so a structure never stored is a miss known before any byte is hashed; its full key is then
+    computed in a background thread (`full_async`: hashlib drops the GIL) while the pipeline runs."""
+
+    _pool = ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1), thread_name_prefix="hnfc-graph-key")
+
+    def __init__(self, structure: str, tensors: list) -> None:
+        self.structure = structure
+        self.tensors = tensors
+
+    def maybe_stored(self) -> bool:
+        return (cache_dir() / self.structure).is_dir()
+
+    def full(self) -> str:
+        digests = list(self._pool.map(tensor_digest, self.tensors))
+        return self.structure + "/" + hashlib.sha256(repr(digests).encode()).hexdigest()
+
+    def full_async(self):
+        return self._pool.submit(self.full)
+
+
+def graph_key(gm, example_inputs: Sequence, opts, rules: Any = None) -> GraphKey | None:
     """The cache key of one backend call (module doc), or None where it cannot be keyed soundly."""
     import dataclasses
 
@@ -93,19 +124,20 @@ def graph_key(gm, example_inputs: Sequence, opts, rules: Any = None) -> str | No
                 if module not in _TRUSTED:
                     return None
         tensors = list(example_inputs) + [t for _, t in sorted(gm.state_dict(keep_vars=True).items())]
-        tensors += [getattr(gm, n.target) for n in gm.graph.nodes if n.op == "get_attr" and isinstance(_attr(gm, n.target), torch.Tensor)]
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            digests = list(pool.map(tensor_digest, tensors))
+        tensors += [_attr(gm, n.target) for n in gm.graph.nodes if n.op == "get_attr" and isinstance(_attr(gm, n.target), torch.Tensor)]
+        for t in tensors:
+            _check_keyable(t)
+        shapes = [(str(t.dtype), tuple(t.shape), t.stride(), str(t.device), t.requires_grad) for t in tensors]
         modules = sorted((n.target, repr(gm.get_submodule(n.target))) for n in gm.graph.nodes if n.op == "call_module")
         config = {f.name: getattr(opts.config, f.name) for f in dataclasses.fields(opts.config)}
         parts = [
-            VERSION, source_digest(), torch.__version__, gm.code, modules, digests,
+            VERSION, source_digest(), torch.__version__, gm.code, modules, shapes,
             torch.is_grad_enabled(), torch.is_autocast_enabled(), repr(sorted(config.items())),
             repr(sorted((repr(k), tuple(v)) for k, v in (opts.input_ranges or {}).items())), repr(rules), opts.inductor,
         ]
     except Exception:  # anything unkeyable: no cache, never a failure
         return None
-    return hashlib.sha256(repr(parts).encode()).hexdigest()
+    return GraphKey(hashlib.sha256(repr(parts).encode()).hexdigest(), tensors)
 
 
 def _attr(gm, target: str):
@@ -124,11 +156,12 @@ def store_graph(key: str, program, report, example_inputs: Sequence) -> bool:
     directory = cache_dir()
     try:
         data = pickle.dumps((VERSION, key, entry), protocol=pickle.HIGHEST_PROTOCOL)
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        path = directory / f"{key}.pkl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, directory / f"{key}.pkl")
+        os.replace(tmp, path)
         return True
     except Exception:
         return False
@@ -149,4 +182,4 @@ def load_graph(key: str, example_inputs: Sequence):
         return None
 
 
-__all__ = ["VERSION", "cache_dir", "graph_key", "load_graph", "source_digest", "store_graph", "tensor_digest"]
+__all__ = ["VERSION", "GraphKey", "cache_dir", "graph_key", "load_graph", "source_digest", "store_graph", "tensor_digest"]

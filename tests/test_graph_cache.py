@@ -32,7 +32,12 @@ def _compile(model, x, options=None, grad=False):
 
 def _entries():
     d = graph_cache.cache_dir()
-    return sorted(p.name for p in d.glob("*.pkl")) if d.exists() else []
+    return sorted(str(p.relative_to(d)) for p in d.glob("*/*.pkl")) if d.exists() else []
+
+
+def _full(gm, ex, opts):
+    key = graph_cache.graph_key(gm, ex, opts)
+    return None if key is None else key.full()
 
 
 def test_second_compile_is_a_hit_with_the_same_program_and_outputs(monkeypatch):
@@ -59,18 +64,24 @@ def test_the_key_covers_parameters_options_and_grad_mode():
     model, (x,) = make_model(), example_inputs()
     (gm, ex, _), _ = _compile(model, x)
     opts = parse_options({"inductor": False})
-    key = graph_cache.graph_key(gm, ex, opts)
-    assert key is not None and key == graph_cache.graph_key(gm, ex, opts)  # deterministic
-    # one element of one parameter (example inputs hold the lifted parameters)
+    key = _full(gm, ex, opts)
+    assert key is not None and key == _full(gm, ex, opts)  # deterministic
+    with torch.no_grad():  # as the compile above ran, and stored it
+        assert graph_cache.graph_key(gm, ex, opts).maybe_stored()
+    assert not graph_cache.graph_key(gm, ex, opts).maybe_stored()  # grad mode is part of the structure
+    # one element of one parameter (example inputs hold the lifted parameters): same structure,
+    # another key
     changed = [t.detach().clone() for t in ex]
     k = max(range(len(changed)), key=lambda i: changed[i].numel())
     changed[k].view(-1)[-1] += 1.0
-    assert graph_cache.graph_key(gm, changed, opts) != key
-    assert graph_cache.graph_key(gm, ex, parse_options({"inductor": False, "samples": 2})) != key
-    assert graph_cache.graph_key(gm, ex, parse_options({"inductor": False, "input_ranges": {"x": (-1.0, 1.0)}})) != key
-    assert graph_cache.graph_key(gm, ex, parse_options({})) != key  # inductor on
+    assert graph_cache.graph_key(gm, changed, opts).structure == graph_cache.graph_key(gm, ex, opts).structure
+    assert _full(gm, changed, opts) != key
+    assert _full(gm, ex, parse_options({"inductor": False, "samples": 2})) != key
+    assert _full(gm, ex, parse_options({"inductor": False, "input_ranges": {"x": (-1.0, 1.0)}})) != key
+    assert _full(gm, ex, parse_options({})) != key  # inductor on
+    assert not graph_cache.graph_key(gm, ex, parse_options({"samples": 3})).maybe_stored()  # a sure miss, no byte hashed
     with torch.no_grad():
-        assert graph_cache.graph_key(gm, ex, opts) != key  # the test runs with grad enabled
+        assert _full(gm, ex, opts) != key  # the test runs with grad enabled
 
 
 def _user_function(x):

@@ -91,6 +91,7 @@ class OpDef:
     contraction: int | None = None  # argument whose last axis each result element sums over (products)
     constant: bool = False  # a leaf whose value is in its attributes (const, full)
     opaque: bool = False  # hnfc does not model its meaning: no rules; the e-graph keeps it by identity
+    same_values: bool = False  # its value holds exactly its (one) argument's elements, rearranged (a view): same range
     # Range analysis and cost model (hnfc.analysis); contracts in hnfc/ops/formulas.py, formulas
     # in the `*_bounds.py` module beside each family.
     # interval(arg intervals, attrs, out type, arg types) -> Interval enclosing the exact values

@@ -33,9 +33,20 @@ def flat(program: Program, outputs: Sequence[int] | None = None) -> Program:
     )
 
 
+_RANDOM = ("rand", "bernoulli", "dropout", "normal", "uniform", "multinomial", "randperm", "exponential")
+
+
+def _impure(node) -> bool:
+    # random ops stay even when unused: removing one would shift the random stream of the others
+    return node.is_impure() or any(w in str(node.target) for w in _RANDOM)
+
+
 def runner(program: Program):
-    """The program lowered once, as a function of flat inputs returning a list (no autograd)."""
+    """The program lowered once, as a function of flat inputs returning a list (no autograd).
+    Only what the outputs need runs (capturing a few early values does not run the whole model)."""
     lowered = lower(flat(program))
+    lowered.graph.eliminate_dead_code(is_impure_node=_impure)
+    lowered.recompile()
 
     def run(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         with torch.no_grad():
@@ -69,11 +80,21 @@ def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]], *, b
         cut_program, env, cut, k = plan
         ids = [i for i in ids if i in env]
         run, ids_run = runner(flat(cut_program, [env[i] for i in ids])), ids
+    # Each value is scanned once per input set at most: a value that does not depend on the inputs
+    # (parameters, their transposes) is the same in every set, and a view of an observed value
+    # (`same_values`: reshape, transpose, ...) has its argument's range.
+    varying = _input_dependent(program)
+    observed = set(ids)
+    copies = {i: program.nodes[i].args[0] for i in ids if program.nodes[i].opdef.same_values and program.nodes[i].args[0] in observed
+              and program.nodes[program.nodes[i].args[0]].type.dtype == program.nodes[i].type.dtype
+              and not program.nodes[i].type.is_symbolic and math.prod(program.nodes[i].type.shape)}
     for j, inputs in enumerate(input_sets):
         if cut is not None:
             rows = _extreme_rows([inputs[p] for p in cut], k, seed + j)
             inputs = [x.index_select(0, rows) if p in cut else x for p, x in enumerate(inputs)]
         for i, v in zip(ids_run, run(inputs)):
+            if i in copies or (j and i not in varying):
+                continue
             v = v.detach()
             if not v.numel():
                 continue
@@ -84,7 +105,19 @@ def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]], *, b
                     continue
                 lo, hi = (float(t) for t in torch.aminmax(v))
             out[i] = (min(lo, out[i][0]), max(hi, out[i][1])) if i in out else (lo, hi)
+    for i in sorted(copies):  # in program order: a view of a view follows its source
+        if copies[i] in out:
+            out[i] = out[copies[i]]
     return out
+
+
+def _input_dependent(program: Program) -> set[int]:
+    """Values computed from some program input (the others are the same on every input set)."""
+    dep: set[int] = set(program.inputs)
+    for i, n in enumerate(program.nodes):
+        if n.op == "opaque" or any(a is not None and a in dep for a in n.args):
+            dep.add(i)  # an opaque op may be random: observed on every set
+    return dep
 
 
 def _elements(program: Program, ids) -> int:
