@@ -5,8 +5,8 @@ bench/models.py: GPT-2 small and a LLaMA-shaped model), eval mode, no_grad infer
 side in one run, each backend measured in its own fresh process (after a throw-away compile that
 pays the one-time start-up): eager runtime; inductor's compile time (first call) and runtime; hnf's
 (backend="hnf", which rewrites then hands the graph to inductor) compile time and runtime, with
-its verdict cache cold (a fresh $HNFC_CACHE_DIR) and then warm (a second fresh process reading
-the verdicts the first kept). Inductor's caches are disabled so each compile is cold for both.
+its caches cold (a fresh $HNFC_CACHE_DIR) and then warm (a second fresh process reading the
+verdicts and the whole-graph result the first kept: hnfc/graph_cache.py). Inductor's caches are disabled so each compile is cold for both.
 Runtime is the median of timed calls after warm-up; peak memory is each process's max RSS.
 Ratios: compile hnf / inductor (goal <= 1.3; warm <= 1.05), runtime inductor / hnf as speed (goal >= 0.95).
 

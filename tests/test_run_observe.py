@@ -80,3 +80,31 @@ def test_a_contraction_over_the_rows_is_not_row_local():
     assert relu in got
     for i in _ids(p, "mm") + _ids(p, "matmul"):
         assert i not in got
+
+
+def test_invariant_values_and_views_get_the_ranges_a_full_scan_gives():
+    # parameters and what is computed from them alone are scanned on the first input set only,
+    # views (reshape, transpose) copy their argument's range: the result equals scanning every
+    # value on every set
+    from hnfc.runtime.run import flat, runner
+
+    torch.manual_seed(3)
+    lin = torch.nn.Linear(6, 4)
+
+    def f(x):
+        h = lin(x).reshape(2, 5, 4).transpose(1, 2)
+        return torch.exp(h).sum(-1), lin.weight.t() * 2
+
+    x = torch.randn(10, 6)
+    p = trace(f, (x,))
+    sets = [[x], [x * 3], [x - 5]]
+    got = observe(p, sets)
+    ids = [i for i, n in enumerate(p.nodes) if n.op != "const" and n.type.dtype.startswith(("f", "bf"))]
+    run = runner(flat(p, ids))
+    want: dict = {}
+    for s in sets:
+        for i, v in zip(ids, run(s)):
+            lo, hi = float(v.min()), float(v.max())
+            want[i] = (min(lo, want[i][0]), max(hi, want[i][1])) if i in want else (lo, hi)
+    assert got == want
+    assert any(p.nodes[i].op == "transpose" for i in got) and any(p.nodes[i].op == "param" for i in got)
