@@ -157,8 +157,9 @@ def row_plan(program: Program, budget: int):
             if nd.op in ("input", "param", "const"):
                 env[i] = b.add(nd.op, (), nd.attr, nd.type)
                 continue
-            env[i] = b.add(nd.op, [None if a is None else env[a] for a in nd.args], nd.attr)
             dep = [a for a in nd.args if a is not None and a in depends]
+            # a value of no cut input keeps its type (an opaque op's is given, not inferred)
+            env[i] = b.add(nd.op, [None if a is None else env[a] for a in nd.args], nd.attr, None if dep else nd.type)
             if not dep:
                 continue
             depends.add(i)
