@@ -46,6 +46,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch.fx as fx
 from torch.utils import _pytree as pytree
 
+from hnfc.graph_cache import graph_key, load_graph, store_graph
+
 BACKEND_OPTIONS = ("inductor", "input_ranges", "rules")
 
 
@@ -187,19 +189,41 @@ def _attr_path(name: str) -> str:
 
 
 def rewrite_graph(gm: fx.GraphModule, example_inputs: Sequence, opts: BackendOptions):
-    """gm -> (rewritten GraphModule called like gm, report). Raises on any failure."""
-    from hnfc.frontend.tracing import trace_graph_module
-    from hnfc.runtime.lowering import lower
-    from hnfc.pipeline import optimize_program
+    """gm -> (rewritten GraphModule called like gm, report). Raises on any failure.
 
-    program = trace_graph_module(gm, example_inputs)
-    inputs = [x for (kind, _), x in zip(program.meta["graph_inputs"], example_inputs) if kind == "input"]
-    ranges = _graph_ranges(program, opts.input_ranges)
-    result, report = optimize_program(program, inputs, input_ranges=ranges, rules=_resolve_rules(opts.rules), config=opts.config)
+    With `config.cache` the result is looked up first in the graph cache (`graph_key`,
+    hnfc/graph_cache: a hit skips tracing and every stage, `rewritten.cache_hit` is True) and
+    stored there after a run that raised no HnfcWarning."""
+    from hnfc.frontend.tracing import trace_graph_module
+    from hnfc.pipeline import HnfcWarning, optimize_program
+    from hnfc.runtime.lowering import lower
+
+    rules = _resolve_rules(opts.rules)
+    key = graph_key(gm, example_inputs, opts, rules) if opts.config.cache else None
+    hit = full = None
+    if key is not None and key.maybe_stored():
+        full = key.full()
+        hit = load_graph(full, example_inputs)
+    elif key is not None:
+        full = key.full_async()  # a sure miss: the tensors are hashed while the pipeline runs
+    if hit is not None:
+        result, report = hit
+    else:
+        program = trace_graph_module(gm, example_inputs)
+        inputs = [x for (kind, _), x in zip(program.meta["graph_inputs"], example_inputs) if kind == "input"]
+        ranges = _graph_ranges(program, opts.input_ranges)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result, report = optimize_program(program, inputs, input_ranges=ranges, rules=rules, config=opts.config)
+        for w in caught:  # shown as they would have been; a run that warned is not kept
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if full is not None and not any(issubclass(w.category, HnfcWarning) for w in caught):
+            store_graph(full if isinstance(full, str) else full.result(), result, report, example_inputs)
     lowered = lower(result)
     rewritten = _with_placeholders(lowered, gm, result)
     rewritten.report = report
     rewritten.program = result
+    rewritten.cache_hit = hit is not None
     return rewritten, report
 
 

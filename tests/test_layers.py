@@ -26,7 +26,7 @@ LAYERS = (
     ("verify", "precision"),
     ("report",),
     ("pipeline",),
-    ("backend", "export", "cli", "lint", "examples"),
+    ("graph_cache", "backend", "export", "cli", "lint", "examples"),
 )
 
 

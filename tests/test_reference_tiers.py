@@ -218,6 +218,76 @@ def test_opaque_arithmetic_of_inexact_values_needs_their_float64_rounding():
     assert "f64" not in r.tiers
 
 
+def test_every_op_example_has_a_vectorized_meaning():
+    # one op, one entry: an op added without a vectorized meaning would send every program
+    # holding it wholly to mpmath (issue 13); its examples must get finite enclosures
+    missing = []
+    for name, op in OPS.items():
+        for k, _ in enumerate(op.examples if op.ref is not None else ()):
+            p, types, domains = _example_program(name, k, "f32")
+            inputs = sample_inputs(types, domains, 1, mode="value", seed=k)[0]
+            try:
+                balls = enclosure.evaluate(p, _leaves_numpy(p, inputs), np.float64)
+            except enclosure.Unsupported as e:
+                missing.append(f"{name}[{k}]: {e}")
+                continue
+            if any(np.isinf(bl.e).any() for bl in balls):
+                missing.append(f"{name}[{k}]: an infinite bound")
+    assert not missing, missing
+
+
+@pytest.mark.parametrize(
+    "op,xs",
+    [
+        ("asin", [0.999999, -0.9999999999, 1.0, -1.0, 1.5, 0.0, 1e-30]),
+        ("acos", [0.999999, -0.9999999999, 1.0, -1.0, 0.5, 0.0]),
+        ("atanh", [0.999999, -0.9999999999, 0.5, 1e-20, 2.0]),
+        ("acosh", [1.0000001, 1.0, 1e300, 3.0, 0.5]),
+        ("asinh", [1e-300, -1e300, 2.0, 0.0]),
+        ("atan", [1e300, -1e-300, 1.0, 0.0, 1e-30, 3e-3]),
+        ("tan", [1.5707963, -1.5707963, 1.0, 1e-30, 100.0, 1e10]),
+        ("erfc", [20.0, 26.5, -5.0, 0.0, 1e-10, 3.0]),
+    ],
+)
+def test_slope_meanings_hold_at_the_edges_of_their_domains(op, xs):
+    # near a pole, an end of the domain, underflow: every finite enclosure holds the exact value,
+    # and the answers are the pure mpmath reference's
+    for dt in ("f32", "f64"):
+        b = Builder()
+        x = b.input("x", TensorType((len(xs),), dt))
+        k = b.const(64, dt)
+        inexact = b.add("sub", [b.add("add", [x, k]), k])  # x in the reals, with the working dtype's rounding error: the slope bound must cover it
+        p = b.build([b.add(op, [x]), b.add(op, [inexact])])
+        v = np.array([min(max(t, -1e30), 1e30) for t in xs], dtype=np.float32 if dt == "f32" else np.float64)
+        assert_same_answers(p, [v])
+        assert check_enclosures(p, [v]) > 0
+
+
+def test_losses_and_norms_with_ignored_targets_and_exact_zeros():
+    b = Builder()
+    x = b.input("x", TensorType((4, 5), "f32"))
+    t = b.input("t", TensorType((4,), "i64"))
+    w = b.input("w", TensorType((5,), "f32"))
+    p0 = b.input("p", TensorType((2, 3), "f32"))
+    y0 = b.input("y", TensorType((2, 3), "f32"))
+    outs = [b.add("nll_loss", [x, t, w], {"reduction": r, "ignore_index": 2}) for r in (0, 1, 2)]
+    outs += [b.add("binary_cross_entropy", [p0, y0, None], {"reduction": r}) for r in (0, 1)]
+    outs += [b.add("vector_norm", [x], {"ord": o, "dim": (1,), "keepdim": False}) for o in (1.0, 2.0, 4.0, float("inf"))]
+    outs += [b.add("prod", [x], {"dim": (1,), "keepdim": True})]
+    p = b.build(outs)
+    rng = np.random.default_rng(3)
+    xs = [
+        -rng.random((4, 5)).astype(np.float32) * 4,
+        np.array([0, 2, 4, 1]),
+        (rng.random(5) + 0.5).astype(np.float32),
+        np.array([[0.0, 1.0, 0.25], [1e-30, 0.5, 0.999]], dtype=np.float32),  # log(0) clamps at -100
+        np.array([[0.0, 1.0, 1.0], [0.5, 0.0, 1.0]], dtype=np.float32),
+    ]
+    r = assert_same_answers(p, xs)
+    assert r.tiers[0] == "f64"
+    assert check_enclosures(p, xs) > 0
+
+
 def test_bad_rounding_is_named():
     b = Builder()
     x = b.input("x", TensorType((2,), "f32"))

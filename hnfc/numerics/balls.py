@@ -362,6 +362,26 @@ class Ctx:
                 return self.fix(y, x.e, x)
         raise Unsupported(name)
 
+    def slope(self, x: Ball, s) -> Ball:
+        """A pointwise function given by an op's `enclosure` (hnfc.ops.slopes.Slope): computed by
+        libm (or torch in float64), its error the largest |f'| over x's enclosure times x's error,
+        plus the function's own rounding."""
+        x = self.num(x)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
+            pad = 4 * self.u * (np.abs(x.y) + x.e) + self.eta  # [lo, hi] outward despite their rounding
+            lip = np.asarray(s.bound(x.y - x.e - pad, x.y + x.e + pad), dtype=self.dt) * self.t(1 + 2.0**-30)
+            lip = np.where(np.isnan(lip), np.inf, lip)
+            if s.torch64:
+                import torch
+
+                x64 = np.asarray(x.y, dtype=np.float64)
+                y64 = getattr(torch.special, s.torch64)(torch.from_numpy(x64)).numpy()
+                conv = np.abs(x64 - x.y)  # the argument rounded to float64
+                e = self.p(lip, x.e + conv) + np.abs(y64) * (2.0**-53 * 2 * COMPOUND_ULPS) + 2.0**-1074
+                return self.fix(np.asarray(y64, dtype=self.dt), e, x)
+            y = getattr(np, s.function)(x.y)
+            return self.fix(y, self.p(lip, x.e) + self.rnd(y, LIBM_ULPS), x)
+
     def erf(self, x: Ball) -> Ball:
         import torch
 

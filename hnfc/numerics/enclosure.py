@@ -186,6 +186,21 @@ def _reduce(c: Ctx, name: str, x: Ball, at) -> Ball:
         m = np.where(np.isfinite(m), m, 0)
         s = c.sum(c.exp(c.sub(x, c.exact(m))), axes, keep)
         return c.add(c.log(s), c.exact(m if keep else m.reshape(s.y.shape)))
+    if name == "prod":
+        return _prod(c, x, axes, keep)
+    if name == "vector_norm":
+        x = c.num(x)
+        a = Ball(np.abs(x.y), x.e)
+        p = float(at["ord"])
+        if math.isinf(p):
+            return c.amax(a, axes, keep, np.max)
+        if p == 1:
+            return c.sum(a, axes, keep)
+        if p == 2:
+            return c.sqrt(c.sum(c.mul(a, a), axes, keep))
+        if math.frexp(p)[0] != 0.5:  # the reference raises to 1/p rounded at its precision: exact only for powers of 2
+            raise Unsupported(f"vector_norm of order {p}")
+        return c.pow(c.sum(c.pow(a, p), axes, keep), 1 / p)
     if name in ("var", "std"):
         x = c.num(x)
         d = c.sub(x, c.div(c.sum(x, axes, True), c.const(float(n))))
@@ -195,6 +210,70 @@ def _reduce(c: Ctx, name: str, x: Ball, at) -> Ball:
         var = c.div(c.sum(c.mul(d, d), axes, keep), c.const(float(dof)))
         return var if name == "var" else c.sqrt(var)
     raise Unsupported(name)
+
+
+PROD_TERMS = 4096  # a longer product is left to mpmath (one vectorized step per term)
+
+
+def _prod(c: Ctx, x: Ball, axes: tuple, keep: bool) -> Ball:
+    """The product over `axes` as n - 1 bounded multiplications (any order: the real product)."""
+    x = c.num(x)
+    kept = [d for d in range(x.y.ndim) if d not in axes]
+    n = math.prod(x.y.shape[a] for a in axes) if axes else 1
+    if n > PROD_TERMS:
+        raise Unsupported(f"prod over {n} terms")
+    shape = tuple(1 if d in axes else x.y.shape[d] for d in range(x.y.ndim)) if keep else tuple(x.y.shape[d] for d in kept)
+    ys = np.moveaxis(x.y, list(axes), list(range(len(kept), x.y.ndim))).reshape(shape + (n,)) if axes else x.y.reshape(shape + (1,))
+    es = np.moveaxis(x.e, list(axes), list(range(len(kept), x.y.ndim))).reshape(shape + (n,)) if axes else x.e.reshape(shape + (1,))
+    acc = c.exact(np.ones(shape, c.dt))
+    for j in range(ys.shape[-1]):
+        acc = c.mul(acc, Ball(ys[..., j], es[..., j]))
+    return acc
+
+
+def _nll_loss(c: Ctx, xs, at, out) -> Ball:
+    x, target, weight = xs
+    if target.e.any():
+        raise Unsupported("nll_loss with inexact targets")
+    x = c.num(x)
+    x2y, x2e = (x.y.reshape(1, -1), x.e.reshape(1, -1)) if x.y.ndim == 1 else (x.y, x.e)
+    t = np.asarray(target.y).reshape(-1).astype(np.int64)
+    ignored = t == at["ignore_index"]
+    ti = np.where(ignored, 0, t)
+    rows = np.arange(t.size)
+    picked = Ball(np.where(ignored, 0, x2y[rows, ti]).astype(c.dt), np.where(ignored, 0, x2e[rows, ti]).astype(c.dt))
+    if weight is None:
+        w = c.exact(np.where(ignored, 0, 1).astype(c.dt))
+    else:
+        weight = c.num(weight)
+        w = Ball(np.where(ignored, 0, weight.y[ti]).astype(c.dt), np.where(ignored, 0, weight.e[ti]).astype(c.dt))
+    terms = c.neg(c.mul(picked, w))
+    if at["reduction"] == 0:
+        return Ball(terms.y.reshape(out.shape), terms.e.reshape(out.shape))
+    total = c.sum(terms, (0,), False)
+    return total if at["reduction"] == 2 else c.div(total, c.sum(w, (0,), False))
+
+
+def _bce(c: Ctx, xs, at, out) -> Ball:
+    """-(t log p + (1 - t) log(1 - p)), each log clamped at -100 (max is 1-Lipschitz); a log of
+    an exact 0 is the clamp, exactly."""
+    p, t, w = (None if v is None else c.num(v) for v in xs)
+    one, floor = c.exact(np.ones((), c.dt)), c.exact(np.asarray(-100, dtype=c.dt))
+
+    def clamped_log(v: Ball) -> Ball:
+        zero = (v.e == 0) & (v.y == 0)
+        safe = Ball(np.where(zero, 1, v.y).astype(c.dt), v.e)
+        lg = c.log(safe)
+        m = np.maximum(lg.y, floor.y)
+        return Ball(np.where(zero, floor.y, np.where(np.isnan(lg.y), lg.y, m)), np.where(zero, 0, lg.e).astype(c.dt))
+
+    terms = c.neg(c.add(c.mul(t, clamped_log(p)), c.mul(c.sub(one, t), clamped_log(c.sub(one, p)))))
+    if w is not None:
+        terms = c.mul(terms, w)
+    if at["reduction"] == 0:
+        return terms
+    total = c.sum(terms, tuple(range(terms.y.ndim)), False)
+    return total if at["reduction"] == 2 else c.div(total, c.const(float(max(1, terms.y.size))))
 
 
 def _leaf_value(c: Ctx, at) -> Ball:
@@ -258,6 +337,8 @@ def _node(c: Ctx, node, xs: list, prog) -> Ball:
         und = ((x.e != 0) & (np.abs(x.y - t) <= x.e)) | np.isnan(x.y)
         return Ball(x.y < t, und.astype(c.dt))
     if kind == "pointwise":
+        if node.opdef.enclosure is not None:  # the op entry's own vectorized meaning (hnfc/ops/slopes.py)
+            return c.slope(xs[0], node.opdef.enclosure)
         return c.unary(op, xs[0], at)
     if kind == "reduction":
         return _reduce(c, op, xs[0], at)
@@ -278,6 +359,10 @@ def _node(c: Ctx, node, xs: list, prog) -> Ball:
         return _batch_norm(c, xs, at, out)
     if op == "scaled_dot_product_attention":
         return _sdpa(c, xs, at, out)
+    if op == "nll_loss":
+        return _nll_loss(c, xs, at, out)
+    if op == "binary_cross_entropy":
+        return _bce(c, xs, at, out)
     raise Unsupported(op)
 
 
@@ -463,7 +548,7 @@ AGREEMENT_MARGIN = 2  # the wider value must sit this many observed differences 
 def uses_float64_only(program) -> bool:
     """Whether some value is computed in float64 in every tier (erf), so that comparing the tiers
     would not show its error."""
-    return any(n.op == "erf" or (n.op == "gelu" and n.attr.get("approximate") != "tanh") for n in program.nodes)
+    return any(n.op == "erf" or (n.op == "gelu" and n.attr.get("approximate") != "tanh") or getattr(n.opdef.enclosure, "torch64", "") for n in program.nodes)
 
 
 def agree(narrow: Ball, wide: Ball, fmt: str, round_to_format: Callable, formats: dict) -> tuple[np.ndarray, np.ndarray]:

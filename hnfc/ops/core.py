@@ -92,6 +92,7 @@ class OpDef:
     constant: bool = False  # a leaf whose value is in its attributes (const, full)
     opaque: bool = False  # hnfc does not model its meaning: no rules; the e-graph keeps it by identity
     integral: bool = False  # integer arguments give an integer result (legalize: exact integers stay exact)
+    same_values: bool = False  # its value holds exactly its (one) argument's elements, rearranged (a view): same range
     # Range analysis and cost model (hnfc.analysis); contracts in hnfc/ops/formulas.py, formulas
     # in the `*_bounds.py` module beside each family.
     # interval(arg intervals, attrs, out type, arg types) -> Interval enclosing the exact values
@@ -104,6 +105,9 @@ class OpDef:
     # None: where the derivative the backward pass computes is not finite although the forward
     # value is (sqrt at 0). Written beside `hazard` in the family's *_bounds.py.
     grad_hazard: Callable[..., str | None] | None = None
+    # The vectorized reference's meaning where the op has no formula there by name
+    # (hnfc/numerics/enclosure.py): a `hnfc.ops.slopes.Slope` for a pointwise function.
+    enclosure: Any = None
 
     def check_call(self, args: Sequence, attrs: Mapping) -> None:
         """Raise ValueError naming the op when arity or attribute names are wrong."""

@@ -144,6 +144,7 @@ OPS = [
         aliases=(Alias("aten.detach.default", lambda a: ([a["self"]], {})),),
         examples=(Example(shapes=((3,),)),),
         kind="other",
+        same_values=True,
         doc="the same value, cut from autograd",
         **shape_bounds.DETACH,
     ),

@@ -10,7 +10,7 @@ import mpmath
 import numpy as np
 
 from hnfc.foundation.types import TensorType
-from hnfc.ops import pointwise_bounds, trig_bounds
+from hnfc.ops import pointwise_bounds, slopes, trig_bounds
 from hnfc.ops.core import (
     Alias,
     AsTensor,
@@ -238,19 +238,20 @@ OPS = [
     _unary("sigmoid", r_sigmoid, domain=(-10.0, 10.0), doc="1 / (1 + e^-x)", **pointwise_bounds.SIGMOID),
     _unary("silu", lambda x: x * r_sigmoid(x), domain=(-6.0, 6.0), doc="x σ(x) (swish)", **pointwise_bounds.SILU),
     _unary("erf", mpmath.erf, doc="error function", **pointwise_bounds.ERF),
-    _unary("erfc", _erfc, domain=(-5.0, 25.0), doc="1 - erf x without the cancellation (complementary error function)", **pointwise_bounds.ERFC),
+    _unary("erfc", _erfc, domain=(-5.0, 25.0), doc="1 - erf x without the cancellation (complementary error function)", enclosure=slopes.ERFC, **pointwise_bounds.ERFC),
     _unary("sin", mpmath.sin, doc="sin x", **trig_bounds.SIN),
-    _unary("tan", mpmath.tan, domain=(-1.5, 1.5), doc="tan x (poles at π/2 + kπ)", **trig_bounds.TAN),
-    _unary("atan", mpmath.atan, domain=(-50.0, 50.0), doc="arctangent, in (-π/2, π/2)", **trig_bounds.ATAN),
-    _unary("asin", _on(-1, 1, mpmath.asin), domain=(-0.99, 0.99), doc="arcsine; NaN outside [-1, 1]", **trig_bounds.ASIN),
-    _unary("acos", _on(-1, 1, mpmath.acos), domain=(-0.99, 0.99), doc="arccosine; NaN outside [-1, 1]", **trig_bounds.ACOS),
-    _unary("asinh", mpmath.asinh, domain=(-50.0, 50.0), doc="inverse hyperbolic sine", **trig_bounds.ASINH),
-    _unary("acosh", _on(1, _INF, mpmath.acosh), domain=(1.01, 50.0), doc="inverse hyperbolic cosine; NaN below 1", **trig_bounds.ACOSH),
+    _unary("tan", mpmath.tan, domain=(-1.5, 1.5), doc="tan x (poles at π/2 + kπ)", enclosure=slopes.TAN, **trig_bounds.TAN),
+    _unary("atan", mpmath.atan, domain=(-50.0, 50.0), doc="arctangent, in (-π/2, π/2)", enclosure=slopes.ATAN, **trig_bounds.ATAN),
+    _unary("asin", _on(-1, 1, mpmath.asin), domain=(-0.99, 0.99), doc="arcsine; NaN outside [-1, 1]", enclosure=slopes.ASIN, **trig_bounds.ASIN),
+    _unary("acos", _on(-1, 1, mpmath.acos), domain=(-0.99, 0.99), doc="arccosine; NaN outside [-1, 1]", enclosure=slopes.ACOS, **trig_bounds.ACOS),
+    _unary("asinh", mpmath.asinh, domain=(-50.0, 50.0), doc="inverse hyperbolic sine", enclosure=slopes.ASINH, **trig_bounds.ASINH),
+    _unary("acosh", _on(1, _INF, mpmath.acosh), domain=(1.01, 50.0), doc="inverse hyperbolic cosine; NaN below 1", enclosure=slopes.ACOSH, **trig_bounds.ACOSH),
     _unary(
         "atanh",
         _on(-1, 1, mpmath.atanh, at_lo=-_INF, at_hi=_INF),
         domain=(-0.99, 0.99),
         doc="inverse hyperbolic tangent; ±inf at ±1, NaN outside",
+        enclosure=slopes.ATANH,
         **trig_bounds.ATANH,
     ),
     _unary("cos", mpmath.cos, doc="cos x", **trig_bounds.COS),

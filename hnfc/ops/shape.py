@@ -111,6 +111,8 @@ def _shape_op(name, arity, attrs, infer, emit, ref, aliases, examples, doc, opti
         kind="shape",
         doc=doc,
         optional=optional,
+        # every element of the argument appears and nothing else: the value set is the argument's
+        same_values=name in ("reshape", "permute", "transpose", "expand", "unsqueeze", "squeeze"),
         **(shape_bounds.CAT if name == "cat" else shape_bounds.SHAPE),
     )
 

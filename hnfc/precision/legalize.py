@@ -115,6 +115,9 @@ def _integral_tensor(t) -> bool:
     import torch  # only parameters (torch tensors) get here
 
     with torch.no_grad():
+        head = t.reshape(-1)[:4096]  # trained weights fail on their first elements: no full scan
+        if not bool(((head == head.round()) & head.isfinite()).all()):
+            return False
         return bool(((t == t.round()) & t.isfinite()).all())
 
 

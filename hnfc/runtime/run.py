@@ -8,6 +8,7 @@ It sits just above lowering, below verify and precision: judging a rewrite means
 from __future__ import annotations
 
 import dataclasses
+import math
 from types import MappingProxyType
 from typing import Sequence
 
@@ -16,6 +17,7 @@ import torch
 from hnfc.foundation.config import Config
 from hnfc.foundation.dtypes import DTYPES
 from hnfc.foundation.types import TensorType
+from hnfc.ops.core import norm_dims
 from hnfc.ir.program import Program
 from hnfc.numerics.metric import sample_inputs
 from hnfc.runtime.lowering import lower
@@ -31,9 +33,20 @@ def flat(program: Program, outputs: Sequence[int] | None = None) -> Program:
     )
 
 
+_RANDOM = ("rand", "bernoulli", "dropout", "normal", "uniform", "multinomial", "randperm", "exponential")
+
+
+def _impure(node) -> bool:
+    # random ops stay even when unused: removing one would shift the random stream of the others
+    return node.is_impure() or any(w in str(node.target) for w in _RANDOM)
+
+
 def runner(program: Program):
-    """The program lowered once, as a function of flat inputs returning a list (no autograd)."""
+    """The program lowered once, as a function of flat inputs returning a list (no autograd).
+    Only what the outputs need runs (capturing a few early values does not run the whole model)."""
     lowered = lower(flat(program))
+    lowered.graph.eliminate_dead_code(is_impure_node=_impure)
+    lowered.recompile()
 
     def run(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         with torch.no_grad():
@@ -42,15 +55,46 @@ def runner(program: Program):
     return run
 
 
-def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]]) -> dict[int, tuple[float, float]]:
-    """(min, max) of every float value of the program over all input sets (NaNs ignored)."""
+# The range stage at scale (issue 13): an input set is observed on at most this many float
+# elements; a larger program is run on rows of it (`row_plan`), the rest of its ranges propagated.
+OBSERVE_ELEMENTS = 2_000_000
+
+
+def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]], *, budget: int = OBSERVE_ELEMENTS, seed: int = 0) -> dict[int, tuple[float, float]]:
+    """(min, max) of float values of the program over all input sets (NaNs ignored).
+
+    Bounded: when the program's float values hold more than `budget` elements per input set and
+    `row_plan` finds a cut, each set runs on `k` rows of the inputs' leading axis instead (the
+    rows holding each input's largest and smallest element first, then rows drawn at random with
+    a fixed seed), and only the values that stay row by row functions of those rows are observed
+    (the others get no observation: the range analysis propagates theirs soundly from their
+    arguments' ranges). Every value is observed otherwise."""
     ids = [i for i, n in enumerate(program.nodes) if isinstance(n.type, TensorType) and DTYPES[n.type.dtype].is_float and n.op != "const"]
     out: dict[int, tuple[float, float]] = {}
     if not ids:
         return out
-    run = runner(flat(program, ids))
-    for inputs in input_sets:
-        for i, v in zip(ids, run(inputs)):
+    plan = row_plan(program, budget) if _elements(program, ids) > budget else None
+    if plan is None:
+        run, ids_run, cut = runner(flat(program, ids)), ids, None
+    else:
+        cut_program, env, cut, k = plan
+        ids = [i for i in ids if i in env]
+        run, ids_run = runner(flat(cut_program, [env[i] for i in ids])), ids
+    # Each value is scanned once per input set at most: a value that does not depend on the inputs
+    # (parameters, their transposes) is the same in every set, and a view of an observed value
+    # (`same_values`: reshape, transpose, ...) has its argument's range.
+    varying = _input_dependent(program)
+    observed = set(ids)
+    copies = {i: program.nodes[i].args[0] for i in ids if program.nodes[i].opdef.same_values and program.nodes[i].args[0] in observed
+              and program.nodes[program.nodes[i].args[0]].type.dtype == program.nodes[i].type.dtype
+              and not program.nodes[i].type.is_symbolic and math.prod(program.nodes[i].type.shape)}
+    for j, inputs in enumerate(input_sets):
+        if cut is not None:
+            rows = _extreme_rows([inputs[p] for p in cut], k, seed + j)
+            inputs = [x.index_select(0, rows) if p in cut else x for p, x in enumerate(inputs)]
+        for i, v in zip(ids_run, run(inputs)):
+            if i in copies or (j and i not in varying):
+                continue
             v = v.detach()
             if not v.numel():
                 continue
@@ -61,7 +105,94 @@ def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]]) -> d
                     continue
                 lo, hi = (float(t) for t in torch.aminmax(v))
             out[i] = (min(lo, out[i][0]), max(hi, out[i][1])) if i in out else (lo, hi)
+    for i in sorted(copies):  # in program order: a view of a view follows its source
+        if copies[i] in out:
+            out[i] = out[copies[i]]
     return out
+
+
+def _input_dependent(program: Program) -> set[int]:
+    """Values computed from some program input (the others are the same on every input set)."""
+    dep: set[int] = set(program.inputs)
+    for i, n in enumerate(program.nodes):
+        if n.op == "opaque" or any(a is not None and a in dep for a in n.args):
+            dep.add(i)  # an opaque op may be random: observed on every set
+    return dep
+
+
+def _elements(program: Program, ids) -> int:
+    return sum(math.prod(program.nodes[i].type.shape) for i in ids if not program.nodes[i].type.is_symbolic)
+
+
+def row_plan(program: Program, budget: int):
+    """The program on `k` rows of the inputs' longest leading axis (N), so that its float values
+    hold about `budget` elements: (cut program, {value id -> its id there} for the values that
+    stay row-local, input positions cut, k); None when no cut applies.
+
+    A value stays row-local when each of its rows is a function of the same row of the cut inputs
+    (or of no cut input at all), so its values on k rows are values it takes on the whole: its
+    type is the original's with N replaced by k on axis 0, every argument that depends on a cut
+    input is row-local, and its op does not combine rows (`_combines_rows`). Anything else (a
+    sum over the rows, a loss, an opaque call, a value after one) is left out."""
+    from hnfc.ir.program import Builder, IRError
+
+    inputs = program.inputs
+    lead = [program.nodes[i].type.shape[0] if isinstance(program.nodes[i].type, TensorType) and program.nodes[i].type.rank and not program.nodes[i].type.is_symbolic else 0 for i in inputs]
+    n = max(lead, default=0)
+    ids = [i for i, nd in enumerate(program.nodes) if isinstance(nd.type, TensorType) and DTYPES[nd.type.dtype].is_float and nd.op != "const"]
+    total = _elements(program, ids)
+    k = max(1, min(n, budget * n // max(total, 1)))
+    if n < 2 or k >= n:
+        return None
+    cut = [p for p, d in enumerate(lead) if d == n]
+    cut_ids = {inputs[p] for p in cut}
+    b, env, local, depends = Builder(), {}, set(), set()
+    try:
+        for i, nd in enumerate(program.nodes):
+            if i in cut_ids:
+                env[i] = b.add("input", (), nd.attr, TensorType((k, *nd.type.shape[1:]), nd.type.dtype))
+                depends.add(i)
+                local.add(i)
+                continue
+            if nd.op in ("input", "param", "const"):
+                env[i] = b.add(nd.op, (), nd.attr, nd.type)
+                continue
+            dep = [a for a in nd.args if a is not None and a in depends]
+            # a value of no cut input keeps its type (an opaque op's is given, not inferred)
+            env[i] = b.add(nd.op, [None if a is None else env[a] for a in nd.args], nd.attr, None if dep else nd.type)
+            if not dep:
+                continue
+            depends.add(i)
+            t, new = nd.type, b.type_of(env[i])
+            if (isinstance(t, TensorType) and t.rank and t.shape[0] == n and new == TensorType((k, *t.shape[1:]), t.dtype)
+                    and all(a in local for a in dep) and not _combines_rows(program, nd, dep)):
+                local.add(i)
+    except IRError:
+        return None
+    cut_program = b.build([env[o] for o in program.outputs], program.params)
+    return cut_program, {i: env[i] for i in range(len(program.nodes)) if i not in depends or i in local}, cut, k
+
+
+def _combines_rows(program: Program, node, dep: list[int]) -> bool:
+    """Whether some element of `node` may depend on several rows (axis 0) of its arguments that
+    depend on the cut inputs (`dep`); conservative: unknown ops combine."""
+    op, kind, at = node.op, node.opdef.kind, node.attr
+    rank = node.type.rank
+    if kind in ("pointwise", "shape") or op in ("to", "detach"):
+        return False  # elementwise, or a rearrangement: each output row comes from one input row (shape-checked)
+    if kind == "reduction" or op in ("softmax", "log_softmax"):
+        arg_rank = program.nodes[node.args[0]].type.rank
+        return 0 in norm_dims(at.get("dim"), arg_rank)
+    if op in ("layer_norm", "rms_norm"):
+        return at["normalized_ndim"] >= rank
+    if op == "embedding":
+        return node.args[0] in dep  # rows of a weight picked by the indices: the weight must not be cut
+    if kind == "linalg":
+        # each result row sums over the last axis of the contraction argument: only it may be cut
+        return any(a != node.args[node.opdef.contraction] for a in dep) or rank < 2
+    if op == "scaled_dot_product_attention":
+        return rank < 3  # axis 0 is a batch axis only above rank 2
+    return True
 
 
 def input_domains(program: Program, example_inputs: Sequence[torch.Tensor], input_ranges: dict[int, tuple[float, float]]) -> list:
@@ -90,6 +221,34 @@ def verification_inputs(program: Program, example_inputs, input_ranges, config: 
     drawn += sample_inputs(small, domains, config.samples - half, mode="bits", seed=config.seed + 1)
     sets += [[_tiled(x, t) for x, t in zip(s, types)] for s in drawn]
     return [list(s) for s in sets]
+
+
+def _extreme_rows(values: Sequence[torch.Tensor], k: int, seed: int) -> torch.Tensor:
+    """k distinct rows (axis 0, sorted): each value's rows holding its largest and smallest
+    element (a row holding NaN/inf first), then rows drawn uniformly at random with a fixed seed.
+    One pass over each value (a min and max per row)."""
+    n = values[0].shape[0]
+    chosen: list[int] = []
+    for v in values:
+        r = v.detach().reshape(n, -1)
+        if not r.numel():
+            continue
+        if r.dtype == torch.bool:
+            r = r.to(torch.int8)
+        lo, hi = torch.aminmax(r, dim=1)  # a row holding NaN gives NaN here
+        if r.is_floating_point():
+            bad = ~(torch.isfinite(lo) & torch.isfinite(hi))
+            if bad.any():
+                chosen.append(int(bad.nonzero()[0, 0]))
+                lo, hi = torch.nan_to_num(lo, 0.0, 0.0, 0.0), torch.nan_to_num(hi, 0.0, 0.0, 0.0)
+        chosen += [int(hi.argmax()), int(lo.argmin())]
+    chosen = list(dict.fromkeys(chosen))[:k]
+    if len(chosen) < k:
+        taken = torch.zeros(n, dtype=torch.bool)
+        taken[chosen] = True
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        chosen += perm[~taken[perm]][: k - len(chosen)].tolist()
+    return torch.tensor(sorted(chosen), dtype=torch.long)
 
 
 SAMPLE_ROWS = 4096  # distinct leading rows drawn per sampled input
