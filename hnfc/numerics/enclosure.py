@@ -268,12 +268,28 @@ def _bce(c: Ctx, xs, at, out) -> Ball:
         return Ball(np.where(zero, floor.y, np.where(np.isnan(lg.y), lg.y, m)), np.where(zero, 0, lg.e).astype(c.dt))
 
     terms = c.neg(c.add(c.mul(t, clamped_log(p)), c.mul(c.sub(one, t), clamped_log(c.sub(one, p)))))
-    if w is not None:
-        terms = c.mul(terms, w)
-    if at["reduction"] == 0:
+    return _reduced(c, terms if w is None else c.mul(terms, w), at["reduction"])
+
+
+def _bce_logits(c: Ctx, xs, at, out) -> Ball:
+    """w ((1 - t) softplus(x) + p t softplus(-x)), as the op's reference writes it."""
+    x, t, w, p = (None if v is None else c.num(v) for v in xs)
+    one = c.exact(np.ones((), c.dt))
+
+    def softplus(v: Ball) -> Ball:
+        return c.unary("softplus", v, {"beta": 1})
+
+    positive = c.mul(t, softplus(c.neg(x)))
+    terms = c.add(c.mul(c.sub(one, t), softplus(x)), positive if p is None else c.mul(p, positive))
+    return _reduced(c, terms if w is None else c.mul(terms, w), at["reduction"])
+
+
+def _reduced(c: Ctx, terms: Ball, reduction: int) -> Ball:
+    """A loss's reduction: none (0), mean (1) or sum (2) over every element."""
+    if reduction == 0:
         return terms
     total = c.sum(terms, tuple(range(terms.y.ndim)), False)
-    return total if at["reduction"] == 2 else c.div(total, c.const(float(max(1, terms.y.size))))
+    return total if reduction == 2 else c.div(total, c.const(float(max(1, terms.y.size))))
 
 
 def _leaf_value(c: Ctx, at) -> Ball:
@@ -363,6 +379,8 @@ def _node(c: Ctx, node, xs: list, prog) -> Ball:
         return _nll_loss(c, xs, at, out)
     if op == "binary_cross_entropy":
         return _bce(c, xs, at, out)
+    if op == "binary_cross_entropy_with_logits":
+        return _bce_logits(c, xs, at, out)
     raise Unsupported(op)
 
 
