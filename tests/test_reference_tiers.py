@@ -8,6 +8,8 @@ high-precision outputs, element by element).
 
 from __future__ import annotations
 
+import math
+
 import mpmath
 import numpy as np
 import pytest
@@ -345,3 +347,17 @@ def test_random_programs_tiered_equals_pure(case):
     inputs = sample_inputs(types, [(-4.0, 4.0)] * len(types), 1, mode=mode, seed=seed)[0]
     assert_same_answers(p, inputs)
     check_enclosures(p, inputs)
+
+
+def test_a_mean_over_one_element_down_to_a_scalar():
+    """A reduction of a size-1 axis to a 0-d result (`x[..., 0].mean()` of a (1, n) tensor): the
+    vectorized tier gave a shape error here instead of the one term."""
+    import torch
+
+    import hnfc
+
+    o = torch.tensor([[300.0, -200.0, 450.0]])
+    program = hnfc.trace(lambda o: -torch.log(torch.softmax(o, -1))[..., 0].mean(), (o,))
+    got = hnfc.reference(program, [o]).outputs[0]
+    want = -(300.0 - 450.0 - math.log1p(math.exp(-650.0) + math.exp(-150.0)))
+    assert float(got) == pytest.approx(want, rel=1e-15)

@@ -172,8 +172,8 @@ class Ctx:
         n = math.prod(x.y.shape[a] for a in axes) if axes else 1
         with np.errstate(invalid="ignore", over="ignore"):
             y = np.sum(x.y, axis=axes, keepdims=keepdim)
-            if n <= 1:
-                return self.fix(y, np.sum(x.e, axis=axes, keepdims=keepdim), x)
+            if n <= 1:  # the sum is its one term (or 0): exact, and no infinity can appear
+                return self.fix(y, np.sum(x.e, axis=axes, keepdims=keepdim))
             mag = np.sum(np.abs(x.y), axis=axes, keepdims=keepdim) * self.grow
             e = np.sum(x.e, axis=axes, keepdims=keepdim) * self.grow + self.gamma(n) * mag + self.eta * n
             # an infinity among finite terms is exact (the reference sums infinities too); the
