@@ -60,7 +60,7 @@ from hnfc.foundation.config import Config  # noqa: E402
 from hnfc.runtime import verification_inputs  # noqa: E402
 from tests.corpus import build  # noqa: E402
 
-from _common import arguments, write_results  # noqa: E402
+from _common import arguments, fresh_caches, write_results  # noqa: E402
 
 aten = torch.ops.aten
 VOCAB = 1024
@@ -260,6 +260,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
+    fresh_caches()  # cold times: nothing from earlier runs
     ap = arguments(__doc__, "MLP and naive block only, eager timing only")
     ap.add_argument("--only", default=None, help="comma-separated model names")
     ap.add_argument("--reps", type=int, default=None)

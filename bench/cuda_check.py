@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 import hnfc  # noqa: E402
 from hnfc.numerics.metric import bits_error  # noqa: E402
 
-from _common import arguments, write_results  # noqa: E402
+from _common import arguments, fresh_caches, write_results  # noqa: E402
 
 
 class NaiveAttention(torch.nn.Module):
@@ -143,6 +143,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
+    fresh_caches()  # cold times: nothing from earlier runs
     ap = arguments(__doc__, "(no quick mode: the checks are small)")
     ap.add_argument("--device", default="cuda", help="cpu runs the same checks here (a dry run of the script)")
     args = ap.parse_args()

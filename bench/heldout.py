@@ -23,7 +23,7 @@ import hnfc
 from hnfc.examples.heldout import DL, SCALAR
 from hnfc.foundation.types import TensorType
 
-from _common import arguments, write_results
+from _common import arguments, fresh_caches, write_results
 
 SCALAR_DTYPES = ("float64",)
 DL_DTYPES = ("float32", "bfloat16")
@@ -146,6 +146,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
+    fresh_caches()  # cold times: nothing from earlier runs
     ap = arguments(__doc__, f"only {', '.join(QUICK)} on fewer points (CI smoke)")
     ap.add_argument("--only", default=None, help="comma-separated case names")
     ap.add_argument("--set", default="scalar,dl", help="scalar, dl or both (default)")

@@ -110,6 +110,7 @@ def main(argv=None):
     ap = _common.arguments(__doc__, "a few bugs and clean cases, no GPT-2 timing")
     ap.add_argument("--no-gpt2", action="store_true")
     args = ap.parse_args(argv)
+    _common.fresh_caches()  # cold times: nothing from earlier runs
     warnings.simplefilter("ignore")
     from hnfc.lint import lint
 

@@ -22,7 +22,7 @@ import hnfc
 from hnfc.examples.heldout import SCALAR
 from hnfc.foundation.types import TensorType
 
-from _common import arguments, write_results
+from _common import arguments, fresh_caches, write_results
 from heldout import _bits, _samples
 
 
@@ -87,6 +87,7 @@ def markdown(rows, quick: bool) -> str:
 
 
 def main() -> None:
+    fresh_caches()  # cold times: nothing from earlier runs
     ap = arguments(__doc__, "the series family only, fewer points")
     ap.add_argument("--only", default=None, help="comma-separated case names")
     ap.add_argument("--all", action="store_true", help="every scalar formula")

@@ -23,7 +23,7 @@ from hnfc.examples.stability import CASES
 from hnfc.runtime import flat, observe, verification_inputs
 from hnfc.verify import measure
 
-from _common import arguments, write_results
+from _common import arguments, fresh_caches, write_results
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -108,6 +108,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
+    fresh_caches()  # cold times: nothing from earlier runs
     args = arguments(__doc__, "2 rows and 2 samples per case (CI smoke)").parse_args()
     result = run(args.quick)
     md = markdown(result)
