@@ -129,8 +129,8 @@ def _ranges(run: Run) -> None:
     # extremes included: observe on the verification inputs, not on the examples alone.
     run.input_sets = verification_inputs(run.original, run.example_inputs, run.ranges_in, run.config)
     _set_ranges(run, run.original)
-    run.report.predicted_bits_before = analysis.predicted_bits(run.original, run.ranges)
-    run.report.predicted_before = analysis.predict(run.original, run.ranges).as_dict()
+    before = analysis.predict(run.original, run.ranges)
+    run.report.predicted_bits_before, run.report.predicted_before = before.capped, before.as_dict()
 
 
 def _set_ranges(run: Run, program: Program) -> None:
@@ -258,8 +258,8 @@ def _explain(run: Run) -> None:
     if run.program is run.original:
         run.report.rewrites = []
     _set_ranges(run, run.program)
-    run.report.predicted_bits_after = analysis.predicted_bits(run.program, run.ranges)
-    run.report.predicted_after = analysis.predict(run.program, run.ranges).as_dict()
+    after = analysis.predict(run.program, run.ranges)
+    run.report.predicted_bits_after, run.report.predicted_after = after.capped, after.as_dict()
     run.report.nodes_after = len(run.program.nodes)
 
 

@@ -319,6 +319,7 @@ class Prediction:
     unbounded: int  # other nodes whose relative cond is unbounded on the box (each may lose every bit)
     bits: float  # predicted bits lost, summed (uncapped) over the remaining nodes
     outputs: tuple[float, ...] = ()  # per output: its cone's summed bits, capped at its width
+    capped: float = 0.0  # every node's bits summed, capped at the widest output's width (`predicted_bits`)
 
     def key(self) -> tuple[int, int, float]:
         return (self.hazards, self.unbounded, self.bits)
@@ -358,7 +359,10 @@ def predict(program, ranges: Sequence[Interval] | None = None, *, inexact_inputs
         t = program.nodes[o].type
         cone = sum(costs[i].bits for i in ancestors(program, [o]) if i in costs)
         outs.append(min(cone, float(DTYPES[t.dtype].bits)) if isinstance(t, TensorType) and t.dtype in DTYPES else cone)
-    return Prediction(hazards, unbounded, float(bits), tuple(float(b) for b in outs))
+    total = float(sum(c.bits for c in costs.values()))
+    widths = [DTYPES[program.nodes[o].type.dtype].bits for o in program.outputs if isinstance(program.nodes[o].type, TensorType)]
+    capped = min(total, max(widths)) if widths else total
+    return Prediction(hazards, unbounded, float(bits), tuple(float(b) for b in outs), capped)
 
 
 __all__ = ["EXACT_OPS", "HAZARD_BITS", "ONE_ROUNDING", "NodeCost", "Prediction", "describe_prediction", "exact_values", "explain", "is_exact_node", "node_bits", "node_cost", "predict", "program_bits"]
@@ -367,9 +371,4 @@ __all__ = ["EXACT_OPS", "HAZARD_BITS", "ONE_ROUNDING", "NodeCost", "Prediction",
 def predicted_bits(program, ranges=None) -> float:
     """Predicted bits lost by the program's outputs: the summed node costs, capped at the widest
     output format's width, as the bits-of-error metric caps (no output can lose more)."""
-    from hnfc.foundation.dtypes import DTYPES
-    from hnfc.foundation.types import TensorType
-
-    total = program_bits(program, ranges)[0]
-    widths = [DTYPES[program.nodes[o].type.dtype].bits for o in program.outputs if isinstance(program.nodes[o].type, TensorType)]
-    return min(total, max(widths)) if widths else total
+    return predict(program, ranges).capped
