@@ -471,7 +471,8 @@ def _write_outputs(optimized, example, output: _Path, report_path: _Path | None,
     only then move both files into place (temporary files in the target directories, os.replace)."""
     import contextlib
 
-    from hnfc.export import atomic_path, export, write_archive
+    from hnfc.export import export, write_archive
+    from hnfc.foundation.files import atomic_path
 
     try:
         ep, _ = export(optimized, example)

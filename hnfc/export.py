@@ -19,18 +19,18 @@ gives the report and the per-node table back from the archive's JSON alone, load
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import json
 import os
-import tempfile
 import zipfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from hnfc.foundation.files import atomic_path
 
 REPORT_FILE = "hnfc/report.json"
 FORMAT = 1
@@ -112,21 +112,6 @@ def write_archive(ep, report, path) -> None:
     """torch.export.save `ep` to `path` with the report as the extra file REPORT_FILE."""
     payload = {"format": FORMAT, "report": report.to_dict() if report is not None and not isinstance(report, dict) else report}
     torch.export.save(ep, os.fspath(path), extra_files={REPORT_FILE: json.dumps(payload, default=str)})
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary path next to `path`; on a clean exit it replaces `path` (os.replace, so
-    readers see the old file or the new one, never half of one); on an error it is removed."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 @dataclasses.dataclass
@@ -292,4 +277,4 @@ def load(path):
         raise ValueError(f"{str(path)!r} is not a loadable torch.export .pt2 archive ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
 
-__all__ = ["REPORT_FILE", "Saved", "atomic_path", "export", "load", "read", "save", "write_archive"]
+__all__ = ["REPORT_FILE", "Saved", "export", "load", "read", "save", "write_archive"]

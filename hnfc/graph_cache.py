@@ -38,21 +38,19 @@ import functools
 import hashlib
 import os
 import pickle
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Sequence
+
+from hnfc.foundation.files import atomic_path, cache_home
 
 VERSION = "graph-1"  # bump when the stored form changes
 _TRUSTED = ("torch", "operator", "_operator", "math", "builtins")
 
 
 def cache_dir() -> Path:
-    if os.environ.get("HNFC_CACHE_DIR"):
-        return Path(os.environ["HNFC_CACHE_DIR"]) / "graphs"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "hnfc" / "graphs"
+    return (Path(os.environ["HNFC_CACHE_DIR"]) if os.environ.get("HNFC_CACHE_DIR") else cache_home()) / "graphs"
 
 
 @functools.lru_cache(maxsize=1)
@@ -158,10 +156,8 @@ def store_graph(key: str, program, report, example_inputs: Sequence) -> bool:
         data = pickle.dumps((VERSION, key, entry), protocol=pickle.HIGHEST_PROTOCOL)
         path = directory / f"{key}.pkl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
         return True
     except Exception:
         return False

@@ -21,12 +21,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from hnfc import __version__
 from hnfc.egraph.changes import Change
 from hnfc.foundation.config import Config
+from hnfc.foundation.files import atomic_path, cache_home
 from hnfc.verify.judge import LocalCheck
 
 VERSION = f"hnfc-{__version__}/verdict-2"  # 2: a rewrite must gain; sites fed domain points
@@ -38,8 +38,7 @@ def cache_dir() -> Path:
     """Where verdicts are kept (module doc)."""
     if os.environ.get("HNFC_CACHE_DIR"):
         return Path(os.environ["HNFC_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "hnfc" / "verified"
+    return cache_home() / "verified"
 
 
 def site_key(change: Change, config: Config) -> str:
@@ -84,9 +83,7 @@ class Verdicts:
             return
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(numbers, f)
-            os.replace(tmp, self.directory / f"{key}.json")
+            with atomic_path(self.directory / f"{key}.json") as tmp:
+                tmp.write_text(json.dumps(numbers))
         except OSError:
             pass  # a cache that cannot be written only costs time
