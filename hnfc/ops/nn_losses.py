@@ -94,12 +94,15 @@ def _bce_ref(xs, at, out):
         return -(yv * lp + (1 - yv) * lq)
 
     terms = obj(np.frompyfunc(term, 2, 1)(p, y))
-    if w is not None:
-        terms = obj(terms * w)
-    if at["reduction"] == 0:
+    return _reduced(terms if w is None else obj(terms * w), at["reduction"])
+
+
+def _reduced(terms, reduction: int):
+    """A loss's reduction: none (0), mean (1) or sum (2) over every element, summed exactly."""
+    if reduction == 0:
         return terms
     s = mpmath.fsum(terms.flat)
-    return obj(s if at["reduction"] == 2 else s / max(1, terms.size))
+    return obj(s if reduction == 2 else s / max(1, terms.size))
 
 
 def _bce_type(ts, at):
@@ -112,11 +115,7 @@ def _bce_logits_ref(xs, at, out):
     x, y, w, p = xs
     sp = np.frompyfunc(r_softplus, 1, 1)
     terms = (1 - y) * sp(x) + (1 if p is None else p) * y * sp(-x)
-    terms = obj(np.broadcast_to(terms if w is None else terms * w, np.shape(x)))
-    if at["reduction"] == 0:
-        return terms
-    s = mpmath.fsum(terms.flat)
-    return obj(s if at["reduction"] == 2 else s / max(1, terms.size))
+    return _reduced(obj(np.broadcast_to(terms if w is None else terms * w, np.shape(x))), at["reduction"])
 
 
 def _bce_logits_type(ts, at):
