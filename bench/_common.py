@@ -8,8 +8,10 @@ Imported as `_common` (bench/ is not a package; a script's own folder is first o
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,6 +22,7 @@ def fresh_caches() -> str:
     """Point hnfc's on-disk caches (verdicts, whole graphs) at a new empty directory for this
     process, so a benchmark's times are cold whatever earlier runs left in ~/.cache/hnfc."""
     path = tempfile.mkdtemp(prefix="hnfc-bench-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)  # the process's caches go with it
     os.environ["HNFC_CACHE_DIR"] = path
     return path
 
