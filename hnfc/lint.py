@@ -56,6 +56,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from hnfc.foundation.dtypes import to_torch
 from hnfc.ir.program import ancestors
 
 
@@ -438,7 +439,7 @@ def _output_effect(program, i, input_sets) -> float | None:
     with torch.no_grad():
         for xs in input_sets:
             ref = list(wide(*xs))
-            exact_i = ref[-1].to(_torch_dtype(program.nodes[i].type.dtype))
+            exact_i = ref[-1].to(to_torch(program.nodes[i].type.dtype))
             got = list(plain(*xs))
             pos = {vid: k for k, vid in enumerate(injected.inputs)}
             args: list[Any] = [None] * len(injected.inputs)
@@ -454,11 +455,6 @@ def _output_effect(program, i, input_sets) -> float | None:
                 best = max(best, before - after)
     return best
 
-
-def _torch_dtype(name: str):
-    from hnfc.foundation.dtypes import to_torch
-
-    return to_torch(name)
 
 
 # -- lint -------------------------------------------------------------------------------------------------------------------------

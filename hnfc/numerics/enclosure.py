@@ -40,7 +40,7 @@ from typing import Any, Callable
 import mpmath
 import numpy as np
 
-from hnfc.foundation.dtypes import DTYPES
+from hnfc.foundation.dtypes import DTYPES, to_torch
 from hnfc.ops.core import norm_dims
 from hnfc.foundation.types import TensorType
 from hnfc.ir.program import last_uses
@@ -427,7 +427,7 @@ def _opaque(c: Ctx, node, xs: list, prog) -> Any:
         if isinstance(t, TensorType) and DTYPES[t.dtype].kind == "bool":
             return torch.from_numpy(np.asarray(v.y != 0 if v.y.dtype != bool else v.y))
         if isinstance(t, TensorType) and DTYPES[t.dtype].kind == "int":
-            return torch.from_numpy(np.asarray(v.y).astype(np.int64)).to(_torch_dtype(t.dtype))
+            return torch.from_numpy(np.asarray(v.y).astype(np.int64)).to(to_torch(t.dtype))
         return torch.from_numpy(np.asarray(v.y, dtype=np.float64))
 
     if exact:
@@ -478,11 +478,6 @@ def _rounded64(c: Ctx, x: Ball) -> Ball:
         e = np.where(np.isnan(y) | np.isnan(e), np.inf, e)
     return Ball(np.asarray(y, c.dt), np.asarray(e, c.dt))
 
-
-def _torch_dtype(name: str):
-    from hnfc.foundation.dtypes import to_torch
-
-    return to_torch(name)
 
 
 def _from_torch(c: Ctx, v: Any) -> Any:

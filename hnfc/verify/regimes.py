@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hnfc.foundation.dtypes import DTYPES
+from hnfc.foundation.dtypes import DTYPES, to_torch
 from hnfc.foundation.types import TensorType
 from hnfc.ir.expr import format_expr
 from hnfc.ir.program import Builder, Program, live_subprogram
@@ -223,7 +223,7 @@ def _refine(segs, p, cands, err, program, site, s, dtype):
     one = localize.subprogram(program, site, [s], 1)
 
     def left_better(v: float, left, right) -> bool:  # one reference call per midpoint
-        t = torch.tensor([v], dtype=_torch_dtype(dtype))
+        t = torch.tensor([v], dtype=to_torch(dtype))
         truth = reference(one, [t]).outputs[0]
         b = Builder()
         x = b.input("x", TensorType((1,), dtype))
@@ -266,9 +266,6 @@ def _refine(segs, p, cands, err, program, site, s, dtype):
             merged.append((l, h, e))
     return merged
 
-
-def _torch_dtype(dtype: str):
-    return getattr(torch, DTYPES[dtype].torch_name)
 
 
 # ---------------------------------------------------------------------------------------------
