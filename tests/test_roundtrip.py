@@ -37,6 +37,7 @@ from hnfc.frontend.tracing import _compiling
 from hnfc.ir import parse_program, validate
 from hnfc.ir.format import format_program
 from hnfc.ir.program import Program
+from hnfc.runtime.lowering import HnfModule
 from tests.corpus import CASES
 
 # name -> why its gradients are compared against eager run as torch.compile would
@@ -260,3 +261,16 @@ return %5, %4, %6, %8, %10, %11, %1
         assert g.dtype == w.dtype and torch.equal(g, w)
     code = hnfc.lower(program).code
     assert "mul.Tensor(x, 2.0)" in code  # inline where torch takes a number
+
+
+def test_saved_optimized_module_loads_as_itself(tmp_path):
+    # torch.save pickles the module; it must come back able to move its device literals
+    model, inputs = CASES["mlp"].build()
+    optimized = hnfc.optimize(model, inputs)
+    torch.save(optimized, tmp_path / "m.pt")
+    loaded = torch.load(tmp_path / "m.pt", weights_only=False)
+    assert isinstance(loaded, HnfModule) and loaded.device == optimized.device
+    assert loaded.report.rewrites == optimized.report.rewrites
+    assert format_program(loaded.program) == format_program(optimized.program)
+    assert torch.equal(pytree.tree_leaves(loaded(*inputs))[0], pytree.tree_leaves(optimized(*inputs))[0])
+    assert loaded.to("meta").device == torch.device("meta")

@@ -256,6 +256,20 @@ class HnfModule(fx.GraphModule):
                 setattr(twin, name, copy.deepcopy(self.__dict__[name], memo))
         return twin
 
+    def __reduce__(self):
+        # GraphModule pickles as a plain GraphModule; rebuild ours around it so a loaded module
+        # still follows `.to(device)` and keeps its report and program
+        kept = {name: self.__dict__[name] for name in ("device", "report", "program") if name in self.__dict__}
+        return (_rebuild_hnf_module, (super().__reduce__(), kept))
+
+
+def _rebuild_hnf_module(graph_module_reduction, kept: dict) -> HnfModule:
+    rebuild, args = graph_module_reduction
+    plain = rebuild(*args)
+    module = HnfModule(plain, plain.graph, class_name="HnfModule")
+    module.__dict__.update(kept)
+    return module
+
 
 def flat_spec(example_inputs) -> tuple[list, pytree.TreeSpec]:
     """Flatten call arguments the way the lowered module will receive them."""
