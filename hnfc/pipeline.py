@@ -159,8 +159,10 @@ REFUSAL_ROUNDS = 3  # re-extractions after refusals; then a region still refusin
 
 def _verify(run: Run) -> None:
     """The judge, rewrite by rewrite: each on its neighbourhood, with the original's values.
-    Refusing one re-extracts its region, which may choose differently elsewhere: check again.
-    No re-extraction reaches the user unjudged."""
+    Refusing one bans its e-node and re-extracts its region: that class takes its next best
+    form (the user's, or another rewrite), and other classes may change: check again. No
+    re-extraction reaches the user unjudged; after REFUSAL_ROUNDS a refusing region keeps the
+    user's code."""
     if not _rewrites(run.changes):
         run.program = run.original
         return

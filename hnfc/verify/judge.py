@@ -6,7 +6,8 @@ after (mean and max over all elements and input sets), and whether each output m
 candidate; per rewrite, the same on its neighbourhood (`local_checks`). Verification is the judge,
 the cost model only the guide: what measures worse than the original (beyond the configured
 tolerance) is refused, and so is a rewrite without both a measured gain (over the user's node on
-any rewrite below it: `Change.base`) and a predicted one (`hnfc.analysis.predict`). A site is fed
+any rewrite below it: `Change.base`) and a predicted one (`hnfc.analysis.predict`); one that adds
+more than WIDE_NODES nodes must gain WIDE_GAIN_MEAN_BITS on average. A site is fed
 the values captured from the original program and points drawn from its input box
 (`domain_inputs`: the range analysis's intervals, extremes planted, bit patterns).
 """
