@@ -23,6 +23,7 @@ import torch
 from hnfc import analysis, precision
 from hnfc.egraph import Limits, optimize_regions
 from hnfc.egraph.changes import Change, changes
+from hnfc.egraph.extract import node_key
 from hnfc.egraph.regions import refuse
 from hnfc.foundation.config import Config
 from hnfc.frontend.contract import InputError, cannot_run, check_examples, random_warning
@@ -158,15 +159,18 @@ REFUSAL_ROUNDS = 3  # re-extractions after refusals; then a region still refusin
 
 def _verify(run: Run) -> None:
     """The judge, rewrite by rewrite: each on its neighbourhood, with the original's values.
-    Refusing one re-extracts its region, which may choose differently elsewhere: check again.
-    No re-extraction reaches the user unjudged."""
+    Refusing one bans its e-node and re-extracts its region: that class takes its next best
+    form (the user's, or another rewrite), and other classes may change: check again. No
+    re-extraction reaches the user unjudged; after REFUSAL_ROUNDS a refusing region keeps the
+    user's code."""
     if not _rewrites(run.changes):
         run.program = run.original
         return
     if not run.config.verify:
         run.report.rewrites = _rewrites(run.changes)
         return
-    refused: dict[tuple, set[int]] = {}
+    refused: dict[tuple, set[int]] = {}  # classes that keep the user's node (the last round)
+    banned: dict[tuple, set[tuple]] = {}  # refused e-nodes: their classes try their next best
     refused_rewrites: list[Rewrite] = []
     verdicts = Verdicts(run.config)
     for last in [False] * REFUSAL_ROUNDS + [True]:
@@ -176,13 +180,14 @@ def _verify(run: Run) -> None:
         if not bad:
             break
         refused_rewrites += [rw for rw in found if not rw.accepted]
-        for key, c in bad:
-            refused.setdefault(key, set()).add(c)
+        for (k, c), ch in checks.items():
+            if not ch.accepted:
+                banned.setdefault(run.regions[k].key, set()).add(node_key(run.regions[k].extraction.chosen[c]))
         if last:  # still refusing after every round: those regions keep the user's code, which needs no judge
             for r in run.regions:
-                if r.key in refused:
-                    refused[r.key] |= set(r.saturated.class_of.values())
-        stitched, run.regions = refuse(run.original, run.regions, refused)
+                if r.key in banned:
+                    refused[r.key] = set(r.saturated.class_of.values())
+        stitched, run.regions = refuse(run.original, run.regions, refused, banned)
         run.program = live_subprogram(stitched)
         run.changes = changes(run.original, run.regions)
         if last:  # what is left was judged (and accepted) in this round

@@ -36,7 +36,8 @@ def test_save_round_trip_in_a_process_without_hnfc(tmp_path):
         assert torch.equal(out, io["y"]), (out - io["y"]).abs().max()
         calls = [n for n in ep.graph.nodes if n.op == "call_function"]
         dtypes = [n.meta.get("custom", {{}}).get("hnf_dtype") for n in calls]
-        assert calls and all(d == "float32" for d in dtypes), dtypes
+        # every float node float32; the split log_softmax counts a row's maxima in bool/int64
+        assert calls and all(d in ("float32", "bool", "int64") for d in dtypes) and "float32" in dtypes, dtypes
         assert "softplus" in str([n.target for n in calls])
         assert "softplus-intro" in extra[{REPORT_FILE!r}]
         assert "hnfc" not in sys.modules
@@ -59,7 +60,8 @@ def test_read_gives_report_and_dtypes_and_save_takes_an_optimized_module(tmp_pat
     path = tmp_path / "m.pt2"
     hnfc.save(optimized, path, inputs)  # exported as is, not optimized again
     saved = read(path)
-    assert saved.dtypes() == {"float32": len(saved.nodes)}
+    # every float node float32 (the split log_softmax's count is bool/int64)
+    assert set(saved.dtypes()) <= {"float32", "bool", "int64"} and sum(saved.dtypes().values()) == len(saved.nodes)
     assert {r for rw in saved.report["rewrites"] for r in rw["rules"]} == {r for rw in optimized.report.rewrites for r in rw.rules}
     assert any(n["hnf_op"] == "softplus" for n in saved.nodes)
     with pytest.raises(ValueError, match="already optimized"):

@@ -54,7 +54,7 @@ def test_page_has_every_section_and_is_self_contained(naive, tmp_path):
     assert "url(http" not in page and "@import" not in page
     for rw in gm.report.rewrites:  # each rewrite with its before and after expression
         assert rw.rules[0] in page
-    assert "softplus" in page and "log_softmax" in page
+    assert "softplus" in page and "log-softmax" in page
     assert page.count("<svg") >= 3  # histogram, graph strip, timeline
 
 
@@ -128,7 +128,7 @@ def test_chromium_renders_the_example_report(naive, tmp_path):
     gm, x = naive
     path = tmp_path / "naive.html"
     hnfc.report_html(gm, path)
-    _check_rendered(path, tmp_path, ["softplus-intro", "log_softmax", "output 0"])
+    _check_rendered(path, tmp_path, ["softplus-intro", "log-softmax", "output 0"])
 
 
 @pytest.mark.slow

@@ -81,7 +81,8 @@ from hnfc.foundation.types import TensorType
 HAZARD_BITS = 1000.0
 
 # Ops whose result is exact when their (value) arguments are: no rounding happens.
-EXACT_OPS = frozenset({"neg", "abs", "relu", "maximum", "minimum", "clamp", "where", "detach", "getitem"})
+# amax/amin select one of their arguments' elements (x - amax(x) of exact x is one rounding).
+EXACT_OPS = frozenset({"neg", "abs", "relu", "maximum", "minimum", "clamp", "where", "detach", "getitem", "amax", "amin"})
 
 # Non-pointwise ops whose kernels are accurate to a few ulps on exact arguments, so that, like a
 # pointwise op, they lose nothing unless their arguments carry error: max/min select; torch's

@@ -40,9 +40,10 @@ class Extraction:
 
 
 class _Extractor:
-    def __init__(self, sat: Saturated, keep: frozenset[int] = frozenset()) -> None:
+    def __init__(self, sat: Saturated, keep: frozenset[int] = frozenset(), banned: frozenset[tuple] = frozenset()) -> None:
         self.sat = sat
         self.keep = keep  # classes that must keep the input program's e-node (refused rewrites)
+        self.banned = banned  # e-nodes (`node_key`) the judge refused: their class chooses another
         self.classes = sat.snapshot.classes()
         self.none_classes = sat.none_classes
         self.original = {(sat.class_of[i], n.op, tuple(self._kid(a) for a in n.args)) for i, n in enumerate(sat.program.nodes)}
@@ -99,6 +100,8 @@ class _Extractor:
     def valid(self, n: ENode) -> bool:
         if n.cls in self.keep and not self.is_original(n):
             return False
+        if node_key(n) in self.banned and not self.is_original(n):
+            return False
         if n.op in ("$num", "none") or n.op in IDENTITY_OPS:
             return True
         if self.is_original(n):
@@ -151,9 +154,15 @@ class _Extractor:
         return best
 
 
-def extract(sat: Saturated, keep: frozenset[int] = frozenset()) -> Extraction:
-    """The cheapest program; classes in `keep` must use the input program's e-node."""
-    ex = _Extractor(sat, frozenset(keep))
+def node_key(n: ENode) -> tuple:
+    """An e-node's identity within one saturated e-graph (what `extract` may be told to avoid)."""
+    return (n.cls, n.op, n.attrs, n.children)
+
+
+def extract(sat: Saturated, keep: frozenset[int] = frozenset(), banned: frozenset[tuple] = frozenset()) -> Extraction:
+    """The cheapest program; classes in `keep` must use the input program's e-node, and no
+    class may use a `banned` e-node (`node_key`) other than the input program's own."""
+    ex = _Extractor(sat, frozenset(keep), frozenset(banned))
     best = ex.run()
     program = sat.program
     roots = [sat.class_of[o] for o in program.outputs]

@@ -173,15 +173,18 @@ def _optimize_region(sub: Program, sub_ranges, rules, limits) -> tuple[Saturated
     return sat, ex, sub, f"a region of {len(computed)} nodes ({what}) keeps the user's code: its optimization failed ({why})"
 
 
-def refuse(program: Program, results: list[RegionResult], refused: dict[tuple, set[int]]) -> tuple[Program, list[RegionResult]]:
+def refuse(program: Program, results: list[RegionResult], refused: dict[tuple, set[int]], banned: dict[tuple, set[tuple]] | None = None) -> tuple[Program, list[RegionResult]]:
     """Re-extract the regions whose rewrites at the given e-classes were refused (by key, so
-    every region sharing an optimization keeps its original nodes there), and stitch again."""
+    every region sharing an optimization keeps its original nodes there), and stitch again.
+    `banned`: per key, e-nodes (`extract.node_key`) refused by the judge; their classes choose
+    their next best e-node instead (the user's, or another rewrite the judge then sees)."""
+    banned = banned or {}
     redone: dict[tuple, Extraction] = {}
     out = []
     for r in results:
-        if r.key in refused:
+        if r.key in refused or r.key in banned:
             if r.key not in redone:
-                redone[r.key] = extract(r.saturated, frozenset(refused[r.key]))
+                redone[r.key] = extract(r.saturated, frozenset(refused.get(r.key, ())), frozenset(banned.get(r.key, ())))
             r = dataclasses.replace(r, extraction=redone[r.key])
         out.append(r)
     return _stitch(program, out), out

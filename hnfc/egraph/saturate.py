@@ -262,12 +262,21 @@ class _Driver:
         for h, c in snap.handles.items():
             if h < len(self.program.nodes) and self.value_interval.get(h) is not None:
                 iv[c] = self.value_interval[h] if c not in iv else _meet(iv[c], self.value_interval[h])
-        for _ in range(3):  # a few sweeps: new classes get ranges, merged classes tighten
+        # a few sweeps: new classes get ranges, merged classes tighten; more while a class gets
+        # its first range or its first finite bound (a rule's right side deeper than the sweeps,
+        # met in an order that visits a node before its arguments, would otherwise keep the
+        # whole line its unranged arguments gave it on the first sweep)
+        for sweep in range(len(classes) + 1):
+            fresh = False
             for c, nodes in classes.items():
                 for n in nodes:
                     got = self._node_interval(n, iv, types.get(c))
                     if got is not None:
-                        iv[c] = got if c not in iv else _meet(iv[c], got)
+                        old = iv.get(c)
+                        iv[c] = got if old is None else _meet(old, got)
+                        fresh = fresh or old is None or _bounds_finite(iv[c]) > _bounds_finite(old)
+            if sweep >= 2 and not fresh:
+                break
         return iv
 
     def _node_interval(self, n: ENode, iv, out_type):
@@ -316,6 +325,10 @@ def child_facts(n: ENode, none_classes: set[int], intervals: Mapping[int, Interv
             args.append(intervals.get(k, Interval.whole()))
             arg_types.append(types.get(k))
     return args, arg_types
+
+
+def _bounds_finite(a: Interval) -> int:
+    return math.isfinite(a.lo) + math.isfinite(a.hi)
 
 
 def _meet(a: Interval, b: Interval) -> Interval:

@@ -352,6 +352,10 @@ def _node(c: Ctx, node, xs: list, prog) -> Ball:
         x, t = c.num(xs[0]), c.t(at["other"])
         und = ((x.e != 0) & (np.abs(x.y - t) <= x.e)) | np.isnan(x.y)
         return Ball(x.y < t, und.astype(c.dt))
+    if op == "eq":  # exact where both balls are points, or where they do not overlap; undecided else
+        a, b = c.num(xs[0]), c.num(xs[1])
+        und = (((a.e != 0) | (b.e != 0)) & (np.abs(a.y - b.y) <= a.e + b.e)) | np.isnan(a.y) | np.isnan(b.y)
+        return Ball(a.y == b.y, und.astype(c.dt))
     if kind == "pointwise":
         if node.opdef.enclosure is not None:  # the op entry's own vectorized meaning (hnfc/ops/slopes.py)
             return c.slope(xs[0], node.opdef.enclosure)

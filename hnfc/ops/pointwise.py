@@ -122,6 +122,15 @@ def _where_type(ts, at):
     return TensorType(broadcast_shapes(*(s.shape for s in ts)), t.dtype)
 
 
+def _eq_emit(a, at, out):
+    x, y = a
+    if isinstance(x, Scalar) and not isinstance(y, Scalar):
+        x, y = y, x  # aten's Scalar overload takes the number second
+    if isinstance(y, Scalar):
+        return Call("aten.eq.Scalar", (AsTensor(x.value, "f64") if isinstance(x, Scalar) else x, y.value))
+    return Call("aten.eq.Tensor", (x, y))
+
+
 def _clamp_ref(xs, at, out):
     lo, hi = at["min"], at["max"]
 
@@ -377,6 +386,20 @@ OPS = [
         # conditions with it; traced comparisons stay opaque as before
         doc="x < other (a scalar threshold): the condition of a piecewise candidate",
         **pointwise_bounds.LT,
+    ),
+    OpDef(
+        name="eq",
+        arity=2,
+        infer=lambda ts, at: TensorType(broadcast_shapes(*(t.shape for t in ts)), "bool"),
+        emit=_eq_emit,
+        ref=lambda xs, at, out: obj(np.frompyfunc(lambda a, b: bool(a == b), 2, 1)(*np.broadcast_arrays(xs[0], xs[1]))),
+        # integer samples, so that equal pairs occur (float samples are never equal)
+        examples=(Example(shapes=((3, 5), (3, 1)), domain=((0.0, 2.0), (0.0, 2.0)), dtypes=("i64", "i64")), Example(shapes=((3, 5), (3, 5)))),
+        # no aten alias yet (as lt): traced comparisons stay opaque; rules build it (an entry
+        # equal to its row's max: hnfc/rewrites/builtin.py)
+        doc="a == b elementwise (broadcasting): exact, a bool",
+        commutative=True,
+        **pointwise_bounds.EQ,
     ),
     OpDef(
         name="clamp",

@@ -572,6 +572,7 @@ WHERE = _bundle(_iv_where, _cond_where)
 # a comparison: 0 or 1, and no rounding (its result does not move with small input changes
 # except at the threshold itself, which the regimes stage puts between sampled points)
 LT = _bundle(lambda a, at, t, ts: Interval(0.0, 1.0), lambda a, at, out, t, ts, wrt=None: 0.0)
+EQ = LT  # a == b: the same facts as any comparison
 CLAMP = _bundle(_iv_clamp, _cond_clamp)
 
 

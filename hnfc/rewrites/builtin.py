@@ -8,7 +8,7 @@ matter in patterns (the compiler matches both orders).
 from __future__ import annotations
 
 from hnfc.rewrites.builders import abs as rabs
-from hnfc.rewrites.builders import acos, acosh, amax, asin, asinh, atan, atanh, bmm, cos, cosh, erf, erfc, exp, expm1, hypot, layer_norm, log, log1p, log_softmax, logaddexp, logsigmoid, logsumexp, matmul, mean, mm
+from hnfc.rewrites.builders import acos, acosh, amax, asin, clamp, eq, lt, where, asinh, atan, atanh, bmm, cos, cosh, erf, erfc, exp, expm1, hypot, layer_norm, log, log1p, log_softmax, logaddexp, logsigmoid, logsumexp, matmul, mean, mm
 from hnfc.rewrites.builders import reciprocal, reshape, select, rms_norm, rsqrt, sigmoid, sin, sinh, softmax, softplus, sqrt, square, std, tanh, var
 from hnfc.rewrites.builders import prod as rprod
 from hnfc.rewrites.builders import sum as rsum
@@ -48,6 +48,17 @@ PRODUCTS = {"mm": mm, "bmm": bmm, "matmul": matmul}
 # Trailing dims a normalization runs over (the e-graph counts dims from the end).
 TRAILING = {1: (-1,), 2: (-2, -1)}
 
+
+
+def _log_sum_exp_split(x, dims, keepdim):
+    """log Σ exp(x - m) over dims, m = amax(x), with the sum's 1 (C ≥ 1 with ties) kept apart
+    from the other terms (see log-softmax-split-max below)."""
+    m = amax(x, dim=dims, keepdim=True)
+    count = rsum(eq(x, m), dim=dims, keepdim=keepdim)
+    rest = rsum(where(eq(x, m), 0, exp(clamp(x - m, max=0))), dim=dims, keepdim=keepdim)
+    return where(lt(count, other=1.5), log1p(rest), log(clamp(count, min=2) + rest))
+
+
 RULES = check_unique(
     [
         # log / exp
@@ -85,6 +96,14 @@ RULES = check_unique(
             logsumexp(x, dim=D, keepdim=True),
             tags=SOFTMAX,
         ),
+        # torch's log_softmax returns (x - m) - log(fl(1 + s)) at a row's max m, with s the sum
+        # of the other terms' exp(x - m): where s < u it is 0, the truth -log1p(s) ≈ -s (entropy
+        # and KL weight exactly that entry by p ≈ 1). Sum the other terms apart, S, and count the
+        # entries equal to m, C ≥ 1; log Σ exp(x - m) = log(C + S) is log1p(S) when C = 1 (the
+        # common case: no rounding of 1 + S), log(C + S) ≥ log 2 else. The clamps are identities
+        # (x ≤ m; C ≥ 2 where that branch is taken) that tell the range analysis what it cannot
+        # see: exp(x - m) ≤ 1, log of ≥ 2.
+        rule("log-softmax-split-max", log_softmax(x, dim=d), clamp(x - amax(x, dim=(d,), keepdim=True), max=0) - _log_sum_exp_split(x, (d,), True), tags=SOFTMAX),
         # norms: squares of tiny or huge entries underflow or overflow (1e-25² is 0 in float32,
         # 1e25² is inf); a 2-norm is homogeneous of degree 1 and a cosine of degree 0, so divide
         # by the largest magnitude first (the scaled entries lie in [-1, 1])

@@ -29,7 +29,7 @@ from hnfc.foundation.config import Config
 from hnfc.foundation.files import atomic_path, cache_home
 from hnfc.verify.judge import LocalCheck
 
-VERSION = f"hnfc-{__version__}/verdict-2"  # 2: a rewrite must gain; sites fed domain points
+VERSION = f"hnfc-{__version__}/verdict-3"  # 2: a rewrite must gain; sites fed domain points; 3: a wide one must gain 0.5 bit
 # (bump the suffix when the judge's meaning changes)
 JUDGE_FIELDS = ("samples", "seed", "tolerance_mean_bits", "tolerance_max_bits", "max_reference_ops")
 

@@ -6,7 +6,8 @@ after (mean and max over all elements and input sets), and whether each output m
 candidate; per rewrite, the same on its neighbourhood (`local_checks`). Verification is the judge,
 the cost model only the guide: what measures worse than the original (beyond the configured
 tolerance) is refused, and so is a rewrite without both a measured gain (over the user's node on
-any rewrite below it: `Change.base`) and a predicted one (`hnfc.analysis.predict`). A site is fed
+any rewrite below it: `Change.base`) and a predicted one (`hnfc.analysis.predict`); one that adds
+more than WIDE_NODES nodes must gain WIDE_GAIN_MEAN_BITS on average. A site is fed
 the values captured from the original program and points drawn from its input box
 (`domain_inputs`: the range analysis's intervals, extremes planted, bit patterns).
 """
@@ -295,6 +296,16 @@ def local_checks(program: Program, changes: Sequence[Change], input_sets, config
 # strictly better `Prediction` (hnfc.analysis.predict) of the site on its frontier's ranges.
 GAIN_MEAN_BITS = 0.02
 GAIN_MAX_BITS = 1.0
+# ... and a rewrite that adds more than WIDE_NODES nodes (kernels, in eager mode) must lower the
+# site's mean error by WIDE_GAIN_MEAN_BITS, as the regimes stage asks of its piecewise candidates
+# (hnfc/verify/regimes.py): log_softmax's split form gains 0.05 bits on moderate logits, where a
+# dominant entry loses a few bits at worst, and 8 bits where 1 + s rounds to 1.
+WIDE_NODES = 8
+WIDE_GAIN_MEAN_BITS = 0.5
+
+
+def _computed(p: Program) -> int:
+    return sum(1 for n in p.nodes if n.op not in ("input", "param", "const"))
 
 
 def predicted_gain(s: Change, exact: Sequence[bool], box: Sequence | None = None) -> tuple[bool, str, int]:
@@ -347,6 +358,8 @@ def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config, e
         reason = "measured worse"
     elif not (after.mean() <= ref.mean() - GAIN_MEAN_BITS or after.max() <= ref.max() - GAIN_MAX_BITS):
         reason = f"no measured gain ({ref.mean():.2f} -> {after.mean():.2f} bits mean{' over the rewrite below it' if base is not None else ''})"
+    elif _computed(new) - _computed(base or old) > WIDE_NODES and not after.mean() <= ref.mean() - WIDE_GAIN_MEAN_BITS:
+        reason = f"adds {_computed(new) - _computed(base or old)} nodes for {ref.mean() - after.mean():.2f} bits mean (more than {WIDE_NODES} must gain {WIDE_GAIN_MEAN_BITS})"
     elif not gain:
         reason = f"no predicted gain ({words})"
     return LocalCheck(s.region, s.key, s.cls, s.values, float(before.mean()), float(before.max()), float(after.mean()), float(after.max()), not reason, reason)
