@@ -236,6 +236,13 @@ def test_wider_dtype_is_the_cheapest_with_twice_the_significand():
     assert regimes.wider_dtype("f64", CPU_MENU) is None  # nothing wider than float64
     assert regimes.wider_dtype("f32", ("bf16", "f16", "f32")) is None  # a device without float64
     assert regimes.wider_dtype("f32", ()) is None
+    # the pipeline passes the device's menu: Apple's MPS has no float64
+    from hnfc import precision
+    from hnfc.foundation.config import Config
+
+    assert regimes.wider_dtype("f32", precision.menu(Config(), torch.device("mps"))) is None
+    assert regimes.wider_dtype("f32", precision.menu(Config(), torch.device("cuda"))) == "f64"
+    assert regimes.wider_dtype("f32", precision.menu(Config(dtypes=("bf16", "f32")), "cpu")) is None
 
 
 def test_wider_candidate_is_chosen_for_erfc_gelu_in_float32():
