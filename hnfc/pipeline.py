@@ -29,6 +29,7 @@ from hnfc.foundation.config import Config
 from hnfc.frontend.contract import InputError, cannot_run, check_examples, random_warning
 from hnfc.frontend.tracing import FrontendError, trace
 from hnfc.ir.program import Builder, Program, live_subprogram, on_device
+from hnfc.precision.assignment import runs_on
 from hnfc.precision.legalize import legalize
 from hnfc.report.records import Report, Rewrite, legalization_rewrite
 from hnfc.rewrites.compile import compile_rules
@@ -242,11 +243,12 @@ def _series(run: Run) -> bool:
         return False
     _set_ranges(run, run.program)  # the explain stage reuses them when nothing changes here
     spans = {i: (iv.lo, iv.hi) for i, iv in enumerate(run.ranges) if hasattr(iv, "lo")}
-    new, found, notes = regimes.improve(run.program, run.input_sets, time_limit=c.series_time_limit, seed=c.seed, spans=spans)
+    menu = precision.menu(c, runs_on(run.program))  # a wider candidate only in a dtype the device has
+    new, found, notes = regimes.improve(run.program, run.input_sets, time_limit=c.series_time_limit, seed=c.seed, spans=spans, menu=menu)
     run.report.warnings += notes
     if not found:
         return True
-    rewrites = [Rewrite(("series-regimes",), (r.root,), r.before, r.after, r.before_mean, r.before_max, r.after_mean, r.after_max, True,
+    rewrites = [Rewrite(("series-regimes",) + ((f"wider-{r.wider}",) if r.wider else ()), (r.root,), r.before, r.after, r.before_mean, r.before_max, r.after_mean, r.after_max, True,
                         "measured on the site's leaf values, exact inputs") for r in found]
     if c.measure_outputs and (outs := measure_bounded(run.program, new, run.input_sets, c)) is not None:
         if not all(o.accepted for o in outs):

@@ -187,7 +187,8 @@ def test_no_re_extraction_reaches_the_user_unjudged(monkeypatch, rounds):
     monkeypatch.setattr(pipeline, "REFUSAL_ROUNDS", rounds)
     fn = lambda x, y: torch.log(1 + torch.exp(x)) + torch.log(torch.softmax(y, -1))  # noqa: E731
     x, y = torch.linspace(-90.0, 90.0, 16), torch.linspace(-80.0, 80.0, 16)
-    m = hnfc.optimize(fn, (x, y), cache=False)
+    # series off: its own stage (a float64 island for the kept softplus) is judged by its own measure
+    m = hnfc.optimize(fn, (x, y), cache=False, series=False)
     assert m.report.rewrites_refused and "refused by the test" in m.report.rewrites_refused[0].reason
     assert all(rw.after in judged for rw in m.report.rewrites)
     if rounds == 0:  # no round left: the refusing region keeps the user's code

@@ -217,3 +217,104 @@ def test_series_is_used_only_inside_its_truncation_interval():
     # beyond the interval the original runs: same value as the naive form there
     xs = torch.tensor([0.3, 0.45] + [0.0] * 62, dtype=torch.float64)
     assert torch.equal(runner(new)([xs])[0][:2], torch.log(1 - xs[:2]))
+
+
+# -- the wider candidate ----------------------------------------------------------------------
+
+CPU_MENU = ("bf16", "f32", "f64")
+GELU = "0.5 * x * erfc(-x / 1.4142135623730951)"  # erf-GELU after erfc-intro-neg
+
+
+def _gelu_erf(x):
+    return 0.5 * x * (1 + torch.erf(x / 1.4142135623730951))
+
+
+def test_wider_dtype_is_the_cheapest_with_twice_the_significand():
+    assert regimes.wider_dtype("f32", CPU_MENU) == "f64"
+    assert regimes.wider_dtype("bf16", CPU_MENU) == "f32"
+    assert regimes.wider_dtype("f16", ("f16", "bf16", "f32", "f64")) == "f32"
+    assert regimes.wider_dtype("f64", CPU_MENU) is None  # nothing wider than float64
+    assert regimes.wider_dtype("f32", ("bf16", "f16", "f32")) is None  # a device without float64
+    assert regimes.wider_dtype("f32", ()) is None
+    # the pipeline passes the device's menu: Apple's MPS has no float64
+    from hnfc import precision
+    from hnfc.foundation.config import Config
+
+    assert regimes.wider_dtype("f32", precision.menu(Config(), torch.device("mps"))) is None
+    assert regimes.wider_dtype("f32", precision.menu(Config(), torch.device("cuda"))) == "f64"
+    assert regimes.wider_dtype("f32", precision.menu(Config(dtypes=("bf16", "f32")), "cpu")) is None
+
+
+def test_wider_candidate_is_chosen_for_erfc_gelu_in_float32():
+    # erfc(-x/sqrt2) at x in [-10, -1]: the rounding of x/sqrt2 times erfc's condition number
+    # (~2z^2) is error no float32 rewrite removes; computed in float64 and rounded once it is gone
+    p = parse_expr(GELU, {"x": TensorType((64,), "f32")})
+    sets = _sets(-10.0, -1.0, 64, "f32")
+    new, (rec,), _ = regimes.improve(p, sets, menu=CPU_MENU)
+    assert rec.wider == "f64" and any(name == "in float64" for _, _, name in rec.segments)
+    assert rec.before_mean > 1.5 and rec.after_mean <= 1.0
+    casts = [n.attr["dtype"] for n in new.nodes if n.op == "to"]
+    assert "f64" in casts and new.nodes[new.outputs[0]].type.dtype == "f32"
+    # without float64 on the menu (a device that lacks it) the candidate is not built
+    _, recs, _ = regimes.improve(p, sets, menu=("bf16", "f32"))
+    assert all(r.wider is None for r in recs)
+
+
+def test_wider_candidate_through_optimize_on_erf_gelu():
+    x = torch.linspace(-10, -1, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = hnfc.optimize(_gelu_erf, (x,), input_ranges={0: (-10.0, -1.0)})
+        narrow = hnfc.optimize(_gelu_erf, (x,), input_ranges={0: (-10.0, -1.0)}, dtypes=("bf16", "f32"))
+    assert any("wider-f64" in rw.rules for rw in m.report.rewrites), m.report.rewrites
+    assert not any(r.startswith("wider-") for rw in narrow.report.rewrites for r in rw.rules)
+    before, after = _fresh_bits(_gelu_erf, m, -10.0, -1.0, "f32")
+    assert before > 5.0 and after <= 1.0
+    # the casts are differentiable: the gradient is float64's (of the erfc form: 1 + erf cancels
+    # in float64 too at -9.5), rounded
+    pts = torch.tensor([-9.5, -6.0, -3.0, -1.0], requires_grad=True)
+    m(pts).sum().backward()
+    x64 = pts.detach().double().requires_grad_()
+    (0.5 * x64 * torch.erfc(-x64 / 1.4142135623730951)).sum().backward()
+    assert pts.grad.dtype == torch.float32
+    assert torch.allclose(pts.grad.double(), x64.grad, rtol=1e-5, atol=0)
+
+
+def test_wider_candidate_is_not_offered_in_float64():
+    p = parse_expr(GELU, {"x": TensorType((64,), "f64")})
+    _, recs, _ = regimes.improve(p, _sets(-30.0, -1.0, 64, "f64"), menu=CPU_MENU)
+    assert all(r.wider is None for r in recs)
+    x = torch.linspace(-30, -1, 64, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = hnfc.optimize(_gelu_erf, (x,), input_ranges={0: (-30.0, -1.0)})
+    assert not any(r.startswith("wider-") for rw in m.report.rewrites for r in rw.rules)
+    assert not any(n.op == "to" for n in m.program.nodes)
+
+
+def test_untaken_wider_branch_is_nan_safe():
+    # (x - sin x)/x^3 is 0/0 at 0 in any dtype, float64 too: a series covers 0, the float64
+    # branches on both sides read their own clamped leaf, so neither value nor gradient sees 0/0
+    from hnfc.rewrites import series
+
+    p = parse_expr("(x - sin(x)) / (x * x * x)", {"x": TensorType((8,), "f32")})
+    site = localize.sites(p)[0]
+    (e,) = [e for e in series.expansions(p, site.root, site.leaf, -1.0, 1.0, 24) if e.point == 0.0]
+    a, c = max(e.lo, -0.25), min(e.hi, 0.25)
+    wide = regimes.Wider("f64")
+    segs = [(-np.inf, a, wide), (a, c, e), (c, np.inf, wide)]
+    b = Builder()
+    x = b.input("x", TensorType((8,), "f32"))
+    prog = b.build([regimes.piecewise(p, site.root, site.leaf, segs, b, x, "f32")])
+    from hnfc.runtime.lowering import lower
+
+    mod = lower(prog)
+    pts = torch.tensor([0.0, -0.0, 1e-30, -1e-3, 0.9, -0.9, 3.0, -2.0], requires_grad=True)
+    y = mod(pts)
+    y = y[0] if isinstance(y, (tuple, list)) else y
+    assert torch.isfinite(y).all() and y[0].item() == pytest.approx(1 / 6, rel=1e-6)
+    y.sum().backward()
+    assert torch.isfinite(pts.grad).all() and abs(pts.grad[0].item()) < 1e-6
+    x64 = pts.detach()[4:].double()
+    ref = ((x64 - torch.sin(x64)) / (x64 * x64 * x64)).float()  # the float64 branch, rounded once
+    assert torch.equal(y.detach()[4:], ref)

@@ -83,7 +83,7 @@ PRODUCTS = frozenset(name for name, op in ops.OPS.items() if op.contraction is n
 LINEAR_FAMILY = frozenset({"add", "sub", "sum", "mean"}) | PRODUCTS
 LOW_PRECISION = frozenset({"bf16", "f16"})
 MASK = 1e30  # additive attention masks use finfo.min or -inf; logits are never this large
-MENUS = {"cpu": ("bf16", "f32", "f64"), "cuda": ("f16", "bf16", "f32", "f64")}
+MENUS = {"cpu": ("bf16", "f32", "f64"), "cuda": ("f16", "bf16", "f32", "f64"), "mps": ("f16", "bf16", "f32")}  # MPS has no float64
 
 
 # ---------------------------------------------------------------------------------------------

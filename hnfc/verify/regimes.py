@@ -13,6 +13,15 @@ and grouped into bins, a dynamic program picks a candidate per run of bins minim
 error plus a penalty per split, and each split is refined by bisection over the floats between the
 two bins, on the exact error of the two candidates at the midpoint.
 
+A wider candidate (`Wider`): the same subexpression computed in a wider float dtype of the
+program's device menu (float64 for float32, float32 for bfloat16/float16: the cheapest one with at
+least twice the site's significand), its leaf cast up, constants at their exact value, the result
+cast back to the site's dtype at the candidate root. It removes what no rewrite in the site's own
+dtype can: an intermediate's rounding amplified by a later node's condition number (erfc at large
+arguments). It competes in the same inference and the same judgement as the series, and a
+replacement that uses it must gain `WIDE_GAIN_BITS` (more than `MIN_GAIN_BITS`: every element then
+pays for two casts and a slower elementwise kernel, float64 is slow on most GPUs).
+
 Safety of the untaken branch (value and gradient): branch k reads clamp(x, a_k, b_k), its own
 interval, so it is never evaluated where it may produce NaN or inf (a pole, the series far from
 its point); clamp's gradient is 0 outside, and `where` passes 0 to the branch not taken.
@@ -43,6 +52,7 @@ BINS = 48
 SPLIT_PENALTY = 1.0  # bits per point of one bin that a split must gain
 MAX_ROOTS = 4  # candidate subexpression roots per site
 BISECT_STEPS = 24  # halvings of the float (ordinal) interval between two bins: ~2^-14 relative even across binades
+WIDE_GAIN_BITS = 1.0  # ... and by this much when it computes some of the site in a wider dtype
 FORBIDDEN = 1e9  # error of a candidate where it may not be used (finite: sums stay comparable)
 
 
@@ -56,6 +66,28 @@ class Regime:
     after_mean: float
     before_max: float
     after_max: float
+    wider: str | None = None  # the dtype of a wider candidate some segment uses
+
+
+@dataclass(frozen=True)
+class Wider:
+    """The original subexpression computed in `dtype` (wider than the site's), rounded back once."""
+
+    dtype: str
+    lo: float = -math.inf  # usable on every leaf value (the series' interval fields, for _refine)
+    hi: float = math.inf
+
+    @property
+    def name(self) -> str:
+        return f"in {DTYPES[self.dtype].torch_name}"
+
+
+def wider_dtype(dtype: str, menu) -> str | None:
+    """The cheapest float dtype of `menu` with at least twice `dtype`'s significand bits (its
+    rounding stays below `dtype`'s even after a condition number up to 2^p), or None."""
+    need = 2 * DTYPES[dtype].mantissa
+    fits = [d for d in menu if DTYPES[d].is_float and DTYPES[d].mantissa >= need]
+    return min(fits, key=lambda d: (DTYPES[d].bits, DTYPES[d].mantissa)) if fits else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +150,14 @@ def _bisect(lo: float, hi: float, left_better, dtype: str) -> float:
 
 
 def _candidate(program: Program, s: int, leaf: int, e, b: Builder, x: int, dtype: str) -> int:
-    """Value of candidate `e` (None: the original subexpression at s) over x in builder b."""
+    """Value of candidate `e` (None: the original subexpression at s; a `Wider`: the original in
+    its dtype, cast back) over x in builder b."""
+    if isinstance(e, Wider):  # constants take e.dtype: the reference reads their exact value too
+        w = {leaf: b.add("to", [x], {"dtype": e.dtype})}
+        for j in sorted(localize._deps(program, s, leaf)):
+            nd = program.nodes[j]
+            w[j] = b.add("const", (), {**nd.attr, "dtype": e.dtype}) if nd.op == "const" else b.add(nd.op, [w[a] for a in nd.args], nd.attr)
+        return b.add("to", [w[s]], {"dtype": dtype})
     if e is not None:
         return series.build(b, e, x, dtype)
     m = {leaf: x}
@@ -164,8 +203,9 @@ def _errors(sub_truth, outs) -> np.ndarray:
     return np.stack([bits_error(o, sub_truth) for o in outs])
 
 
-def _site(program: Program, site, bits: int, deadline: float):
-    """The best replacement at this site: (value replaced, segments, before bits, after bits) or None."""
+def _site(program: Program, site, bits: int, deadline: float, wide: str | None = None):
+    """The best replacement at this site: (value replaced, segments, before bits, after bits) or None.
+    `wide`: the dtype of a wider candidate (None: not offered)."""
     dtype = site.dtype
     order = sorted(site.local, key=lambda j: -site.local[j])
     worst = order[0]
@@ -184,10 +224,11 @@ def _site(program: Program, site, bits: int, deadline: float):
         try:
             exps = series.expansions(program, s, site.leaf, lo, hi, bits, deadline=deadline)
         except Exception:  # noqa: BLE001 -- sympy raises many kinds; no expansion here, others may work
+            exps = []
+        wider = [Wider(wide)] if wide is not None else []
+        if not exps and not wider:
             continue
-        if not exps:
-            continue
-        cands = [None, *exps]
+        cands = [None, *exps, *wider]
         b = Builder()
         x = b.input("x", TensorType((n,), dtype))
         outs = [_candidate(program, s, site.leaf, e, b, x, dtype) for e in cands]
@@ -197,17 +238,23 @@ def _site(program: Program, site, bits: int, deadline: float):
         truth = site.truth[s]
         err = _errors(truth, vals)
         p = pts.double().numpy()  # (bfloat16 has no numpy dtype; float64 holds every value)
-        allowed = np.stack([np.ones(n, bool)] + [(p >= e.lo) & (p <= e.hi) for e in exps])
-        segs = infer(p, err, allowed)
-        if len(segs) == 1 and segs[0][2] == 0:
-            continue
-        segments = _refine(segs, p, cands, err, program, site, s, dtype)
-        new = _splice(root_prog, {_map_root(program, site, root_prog, s): (0, segments, dtype)})
-        after_raw = bits_error(runner(new)([pts])[0], root_truth)[keep]
-        if best is None or after_raw.mean() < best[3].mean():
-            best = (s, segments, before, after_raw)
-    if best is None or best[3].mean() > best[2].mean() - MIN_GAIN_BITS or best[3].max() > best[2].max() + 1.0:
-        return None
+        allowed = np.stack([np.ones(n, bool)] + [(p >= e.lo) & (p <= e.hi) for e in cands[1:]])
+        # with the wider candidate first; where that misses its larger gain, without it
+        for use in ([len(cands), len(cands) - len(wider)] if wider and exps else [len(cands)]):
+            segs = infer(p, err[:use], allowed[:use])
+            if len(segs) == 1 and segs[0][2] == 0:
+                break
+            segments = _refine(segs, p, cands[:use], err, program, site, s, dtype)
+            new = _splice(root_prog, {_map_root(program, site, root_prog, s): (0, segments, dtype)})
+            after_raw = bits_error(runner(new)([pts])[0], root_truth)[keep]
+            widened = any(isinstance(e, Wider) for _, _, e in segments)
+            gain = WIDE_GAIN_BITS if widened else MIN_GAIN_BITS
+            if after_raw.mean() <= before.mean() - gain and after_raw.max() <= before.max() + 1.0:
+                if best is None or after_raw.mean() < best[3].mean():
+                    best = (s, segments, before, after_raw)
+                break
+            if not widened:
+                break
     return best
 
 
@@ -272,10 +319,12 @@ def _refine(segs, p, cands, err, program, site, s, dtype):
 # The stage
 
 
-def improve(program: Program, input_sets, *, time_limit: float = 15.0, max_sites: int = 8, seed: int = 0, spans=None) -> tuple[Program, list[Regime], list[str]]:
+def improve(program: Program, input_sets, *, time_limit: float = 15.0, max_sites: int = 8, seed: int = 0, spans=None,
+            menu=()) -> tuple[Program, list[Regime], list[str]]:
     """Search the sites with high local error; returns the new program, the records, notes.
     `spans` (value id -> (lo, hi), finite) gives leaf ranges already known (the pipeline's range
-    analysis); the others are observed on the input sets (one run per set)."""
+    analysis); the others are observed on the input sets (one run per set). `menu`: the float
+    dtypes the program's device offers (a wider candidate is built only from these; empty: none)."""
     deadline = time.perf_counter() + time_limit
     records: list[Regime] = []
     notes: list[str] = []
@@ -311,21 +360,24 @@ def improve(program: Program, input_sets, *, time_limit: float = 15.0, max_sites
         if time.perf_counter() > deadline:
             notes.append("series/regimes: time limit reached")
             break
-        got = _site(program, site, DTYPES[site.dtype].mantissa, deadline)
+        got = _site(program, site, DTYPES[site.dtype].mantissa, deadline, wider_dtype(site.dtype, menu))
         if got is None:
             continue
         s, segments, before, after = got
         replaced[s] = (site.leaf, segments, site.dtype)
         records.append(Regime(s, format_expr(program, s), _describe(segments), [(l, h, "original" if e is None else e.name) for l, h, e in segments],
-                              float(before.mean()), float(after.mean()), float(before.max()), float(after.max())))
+                              float(before.mean()), float(after.mean()), float(before.max()), float(after.max()),
+                              next((e.dtype for _, _, e in segments if isinstance(e, Wider)), None)))
     if not replaced:
         return program, records, notes
     return _splice(program, replaced), records, notes
 
 
 def _describe(segments) -> str:
+    if len(segments) == 1 and isinstance(segments[0][2], Wider):
+        return f"the same, computed {segments[0][2].name} (leaf cast up, result cast back)"
     parts = []
     for l, h, e in segments:
-        name = "original" if e is None else f"{e.name} ({len(e.coefs)} terms)"
+        name = "original" if e is None else e.name if isinstance(e, Wider) else f"{e.name} ({len(e.coefs)} terms)"
         parts.append(f"[{l:.4g}, {h:.4g}): {name}")
     return "where(" + "; ".join(parts) + ")"
