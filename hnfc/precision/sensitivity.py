@@ -166,6 +166,7 @@ def sensitivities(program: Program, input_sets: Sequence[Sequence[torch.Tensor]]
     outs_float = [float_tensor(program.nodes[o].type) for o in program.outputs]
     rel = np.zeros((len(sites), len(program.outputs)))
     gen = torch.Generator().manual_seed(seed)
+    site_values = _SiteValues(program, sites)
     for inputs in input_sets:
         xs = [x.double() if x.is_floating_point() else x for x in inputs]
         deltas = [torch.zeros(tuple(probe.nodes[d].type.shape), dtype=torch.float64, requires_grad=True) for d in delta_ids]
@@ -174,7 +175,9 @@ def sensitivities(program: Program, input_sets: Sequence[Sequence[torch.Tensor]]
         with torch.enable_grad():
             ys = gm(*xs, *deltas)
             ys = list(ys) if isinstance(ys, (tuple, list)) else [ys]
-            values = _site_values(program, sites, inputs)
+            # which sites hold a non-finite value (an additive mask) is checked once per value,
+            # not per probe: on real-width models these tensors are weights of millions
+            values, masked = site_values(inputs)
             for k, (y, ok) in enumerate(zip(ys, outs_float)):
                 if not ok or not y.requires_grad:
                     continue
@@ -188,22 +191,49 @@ def sensitivities(program: Program, input_sets: Sequence[Sequence[torch.Tensor]]
                     w = torch.randn(y.shape, generator=gen, dtype=torch.float64)
                     grads = torch.autograd.grad((y * w).sum(), deltas, retain_graph=True, allow_unused=True)
                     for s, (g, v) in enumerate(zip(grads, values)):
-                        if g is not None:  # ±inf (an additive mask) rounds to itself: no error
+                        if g is None:
+                            continue
+                        if masked[s]:  # ±inf (an additive mask) rounds to itself: no error
                             acc[s] += float(torch.where(torch.isfinite(v), g * v, 0.0).square().sum())
+                        else:
+                            gv = (g * v).reshape(-1)
+                            acc[s] += float(torch.dot(gv, gv))
                 rel[:, k] = np.maximum(rel[:, k], np.sqrt(acc / probes) * spread)
     # a site whose adjoint is not finite (NaN through a masked softmax, say) is never lowered: a
     # large finite sensitivity, so that budgets still subtract
     return Sensitivity(sites, np.nan_to_num(rel, nan=UNKNOWN, posinf=UNKNOWN), len(program.outputs), len(input_sets), probes)
 
 
-def _site_values(program: Program, sites: list[Site], inputs) -> list[torch.Tensor]:
-    """Each site's value (float64), from one run of the program returning them all."""
-    from hnfc.runtime.run import flat, runner
+class _SiteValues:
+    """Each site's value (float64) on an input set, from one run of the program returning them
+    all (lowered once). Values computed from parameters and constants alone (weights, their
+    transposes) are the same on every set: converted, and checked for non-finite entries, once."""
 
-    wanted = sorted({s.value for s in sites})
-    run = runner(flat(program, wanted))
-    got = dict(zip(wanted, run(inputs)))
-    return [got[s.value].detach().double().broadcast_to(tuple(program.nodes[s.value].type.shape)) for s in sites]
+    def __init__(self, program: Program, sites: list[Site]) -> None:
+        from hnfc.runtime.run import flat, runner
+
+        self.program, self.sites = program, sites
+        self.wanted = sorted({s.value for s in sites})
+        self.run = runner(flat(program, self.wanted))
+        fixed = [False] * len(program.nodes)
+        for i, n in enumerate(program.nodes):
+            fixed[i] = n.op != "input" and not n.opdef.opaque and all(a is None or fixed[a] for a in n.args)
+        self.fixed = fixed
+        self.kept: dict[int, tuple[torch.Tensor, bool]] = {}
+
+    def __call__(self, inputs) -> tuple[list[torch.Tensor], list[bool]]:
+        """(values in `sites` order, whether each holds a non-finite entry)."""
+        got = dict(zip(self.wanted, self.run(inputs)))
+        per_value: dict[int, tuple[torch.Tensor, bool]] = {}
+        for v in self.wanted:
+            if v in self.kept:
+                per_value[v] = self.kept[v]
+                continue
+            x = got[v].detach().double().broadcast_to(tuple(self.program.nodes[v].type.shape))
+            per_value[v] = (x, not bool(torch.isfinite(x).all()))
+            if self.fixed[v]:
+                self.kept[v] = per_value[v]
+        return [per_value[s.value][0] for s in self.sites], [per_value[s.value][1] for s in self.sites]
 
 
 # ---------------------------------------------------------------------------------------------
