@@ -42,7 +42,8 @@ import torch
 from hnfc import ops
 from hnfc.foundation.dtypes import DTYPES, to_torch
 from hnfc.foundation.intervals import Interval
-from hnfc.ir.casts import float_tensor, is_compute
+from hnfc.foundation.types import TensorType
+from hnfc.ir.casts import PROMOTING as PROMOTING_OPS, REARRANGING, float_tensor, is_compute, widens_exactly
 from hnfc.ir.program import Builder, Program
 from hnfc.runtime.lowering import lower
 
@@ -240,9 +241,23 @@ class _SiteValues:
 # The allocation
 
 
+def _passes_dtype(program: Program, u: int, w: int) -> bool:
+    """Whether node u rearranges value w in the dtype w carries (hnfc.ir.casts.with_dtypes): a
+    shape op on it, an opaque split of it (`REARRANGING`), a piece of such a split."""
+    n = program.nodes[u]
+    if not n.args or n.args[0] != w:
+        return False
+    if n.opdef.kind in PASS_THROUGH and n.op != "cat":
+        return True
+    if n.op == "opaque":
+        return n.attr.get("target") in REARRANGING
+    return n.op == "getitem" and program.nodes[w].op == "opaque" and program.nodes[w].attr.get("target") in REARRANGING
+
+
 def _producer(program: Program, v: int) -> int:
-    """The value whose dtype `v` carries: through shape ops to the compute node or leaf."""
-    while program.nodes[v].opdef.kind in PASS_THROUGH and program.nodes[v].op != "cat" and program.nodes[v].args and program.nodes[v].args[0] is not None:
+    """The value whose dtype `v` carries: through shape ops (and opaque splits) to the compute
+    node or leaf."""
+    while program.nodes[v].args and program.nodes[v].args[0] is not None and _passes_dtype(program, v, program.nodes[v].args[0]):
         v = program.nodes[v].args[0]
     return v
 
@@ -292,12 +307,14 @@ def allocate(
     start: Mapping[int, str] | None = None,
     stages: Sequence[str] = ("raise", "products", "others"),
     spent: np.ndarray | None = None,
+    cast_aware: bool = True,
 ) -> Allocation:
     """Value id -> dtype for every float compute node of `program` (module doc). `fits(i, d)`:
     whether node i's ranges allow dtype d (the hazard check); `flops[i]`: its FLOPs. `start`:
     the dtypes to start from (default each node's own); `stages`: which of (1) "raise", (2)
     "products", "others" to run; `spent`: per output, the error already there (e.g. measured)
-    in place of the prediction for `start`."""
+    in place of the prediction for `start`; `cast_aware`: the other ops' stage counts the cast
+    kernels a choice adds or removes (`cast_cost`)."""
     dtype_menu = sorted(dtype_menu, key=_cost_key)
     compute = [i for i in range(len(program.nodes)) if is_compute(program, i)]
     dtypes = {i: (start or {}).get(i, program.nodes[i].type.dtype) for i in compute}
@@ -310,14 +327,7 @@ def allocate(
 
     def affected(i: int) -> set[int]:
         """Nodes whose squared error changes when node i's dtype does: i and its readers."""
-        out, stack = {i}, list(users[i])
-        while stack:
-            u = stack.pop()
-            if u in dtypes:
-                out.add(u)
-            elif program.nodes[u].opdef.kind in PASS_THROUGH:
-                stack.extend(users[u])
-        return out
+        return {i} | {u for u, _ in _readers(program, users, i) if u in dtypes}
 
     def delta(i: int, d: str) -> np.ndarray:
         trial = {**dtypes, i: d}
@@ -350,7 +360,8 @@ def allocate(
     for stage, candidates in (("products", products), ("others", others)):
         if stage not in stages:
             continue
-        sq = _lower(program, sens, dtypes, candidates, dtype_menu, fits, flops, sq, limit, delta)
+        casts = (lambda i, d: cast_cost(program, users, dtypes, i, d)) if stage == "others" and cast_aware else None
+        sq = _lower(program, sens, dtypes, candidates, dtype_menu, fits, flops, sq, limit, delta, casts)
     return Allocation(dtypes, [float(x) for x in np.sqrt(np.maximum(total(), 0.0))], raised)
 
 
@@ -358,8 +369,10 @@ def _is_product(program: Program, i: int) -> bool:
     return program.nodes[i].op in PRODUCTS or program.nodes[i].op == "scaled_dot_product_attention"
 
 
-def _lower(program, sens, dtypes, candidates, dtype_menu, fits, flops, sq, limit, delta):
-    """Step (2) of `allocate` over `candidates`, in place on `dtypes`; returns the new squared errors."""
+def _lower(program, sens, dtypes, candidates, dtype_menu, fits, flops, sq, limit, delta, casts=None):
+    """Step (2) of `allocate` over `candidates`, in place on `dtypes`; returns the new squared
+    errors. `casts(i, d)`: the cost of the cast kernels node i in dtype d adds (negative: removes),
+    subtracted from its benefit (the other ops' stage: there a cast costs as much as the op saves)."""
     candidates = set(candidates)
     while True:
         best = None
@@ -368,6 +381,8 @@ def _lower(program, sens, dtypes, candidates, dtype_menu, fits, flops, sq, limit
                 if _cost_key(d) >= _cost_key(dtypes[i]) or not fits(i, d):
                     continue
                 gain = node_benefit(program, i, flops[i]) * (DTYPES[dtypes[i]].bits - DTYPES[d].bits) / DTYPES[dtypes[i]].bits
+                if casts is not None:
+                    gain -= casts(i, d)
                 if gain <= 0:
                     continue
                 dsq = delta(i, d)
@@ -385,6 +400,58 @@ def _lower(program, sens, dtypes, candidates, dtype_menu, fits, flops, sq, limit
         if not any(_cost_key(c) < _cost_key(d) for c in dtype_menu):
             candidates.discard(i)
     return sq
+
+
+CAST_KERNEL = 4096.0  # a kernel's fixed cost (call, allocation), in elements of a pointwise pass
+
+
+def _readers(program: Program, users, v: int) -> list[tuple[int, int]]:
+    """(reader, the value it reads) for every node reading v directly or through nodes that pass
+    its dtype on (`_passes_dtype`); a reader of -1 marks an output of the program."""
+    out, stack, outs = [], [v], set(program.outputs)
+    while stack:
+        w = stack.pop()
+        if w in outs:
+            out.append((-1, w))
+        for u in set(users[w]):
+            if _passes_dtype(program, u, w):
+                stack.append(u)
+            else:
+                out.append((u, w))
+    return out
+
+
+def _carried(program: Program, dtypes: Mapping[int, str], v: int) -> str:
+    p = _producer(program, v)
+    return dtypes.get(p, program.nodes[p].type.dtype)
+
+
+def _cast_kernels(program: Program, users, dtypes: Mapping[int, str], v: int) -> float:
+    """The cost of the casts of value v that `dtypes` needs: one per other dtype its readers want
+    (hnfc.ir.casts.with_dtypes shares a cast among readers of one dtype), none for a reader that
+    torch widens it for (a promoting binary op kept in a wider dtype). Outputs and readers that
+    are not assigned a dtype want the value's original one."""
+    have = dtypes.get(v, program.nodes[v].type.dtype)
+    wanted = set()
+    for u, via in _readers(program, users, v):
+        want = dtypes.get(u, program.nodes[via].type.dtype)
+        if u in dtypes:
+            node = program.nodes[u]
+            if node.op in PROMOTING_OPS and want == node.type.dtype and node.type.rank > 0 and widens_exactly(have, want):
+                continue
+        if want != have:
+            wanted.add(want)
+    t = program.nodes[v].type
+    numel = t.numel if isinstance(t, TensorType) and not t.is_symbolic else 0
+    return len(wanted) * (POINTWISE_WEIGHT * numel + CAST_KERNEL)
+
+
+def cast_cost(program: Program, users, dtypes: Mapping[int, str], i: int, d: str) -> float:
+    """How much the cast kernels cost more (negative: less) with node i in dtype d than in
+    dtypes[i]: the casts of i's result and of the values it reads."""
+    vals = {i} | {_producer(program, a) for a in program.nodes[i].args if a is not None and float_tensor(program.nodes[a].type) and program.nodes[a].op != "const"}
+    trial = {**dtypes, i: d}
+    return sum(_cast_kernels(program, users, trial, v) - _cast_kernels(program, users, dtypes, v) for v in vals)
 
 
 def range_fits(iv: Interval | None, d: str, own_dtype: str, target: float) -> bool:
