@@ -80,6 +80,7 @@ def probe_program(program: Program) -> tuple[Program, list[Site]]:
     new: dict[int, int] = {}
     sites: list[Site] = []
     deltas: list[int] = []
+    wide: dict[str, torch.Tensor] = {}
 
     def f64(v: int) -> int:
         t = b.nodes[v].type
@@ -93,7 +94,13 @@ def probe_program(program: Program) -> tuple[Program, list[Site]]:
 
     for i, n in enumerate(program.nodes):
         if n.opdef.kind == "leaf":
-            new[i] = f64(b.add(n.op, (), n.attr, n.type)) if n.op != "const" else b.add(n.op, (), n.attr, n.type)
+            name = n.attr.get("name")
+            if n.op == "param" and float_tensor(n.type) and isinstance(program.params.get(name), torch.Tensor):
+                # a parameter converted once here, not by a cast on every probe run
+                wide[name] = program.params[name].detach().to(torch.float64)
+                new[i] = b.add(n.op, (), n.attr, n.type.with_dtype("f64"))
+            else:
+                new[i] = f64(b.add(n.op, (), n.attr, n.type)) if n.op != "const" else b.add(n.op, (), n.attr, n.type)
             continue
         args = [None if a is None else new[a] for a in n.args]
         if is_compute(program, i):
@@ -127,7 +134,7 @@ def probe_program(program: Program) -> tuple[Program, list[Site]]:
         new[i] = f64(v) if float_tensor(n.type) else v
     outs = [new[o] for o in program.outputs]
     meta = {k: v for k, v in program.meta.items() if k not in ("in_spec", "out_spec")}
-    probe = b.build(outs, program.params, meta)
+    probe = b.build(outs, {**program.params, **wide}, meta)
     return probe, sites
 
 
@@ -168,9 +175,10 @@ def sensitivities(program: Program, input_sets: Sequence[Sequence[torch.Tensor]]
     rel = np.zeros((len(sites), len(program.outputs)))
     gen = torch.Generator().manual_seed(seed)
     site_values = _SiteValues(program, sites)
+    # zero leaves: nothing writes them, so one set of them serves every input set
+    deltas = [torch.zeros(tuple(probe.nodes[d].type.shape), dtype=torch.float64, requires_grad=True) for d in delta_ids]
     for inputs in input_sets:
         xs = [x.double() if x.is_floating_point() else x for x in inputs]
-        deltas = [torch.zeros(tuple(probe.nodes[d].type.shape), dtype=torch.float64, requires_grad=True) for d in delta_ids]
         # the values at the sites: run once, then read each site's value by a forward hook-free
         # second program (the site value is the argument or result it perturbs)
         with torch.enable_grad():
