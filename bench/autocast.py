@@ -34,12 +34,19 @@ Speed: steady-state median of several calls (after warm-up), eager and under tor
 (inductor), autocast's model and hnfc's module side by side in the same run; ratio = autocast
 time / hnfc time (≥ 1: hnfc is as fast or faster).
 
+`--threads N` sets torch's intra-op threads for the whole run. On a machine shared with other
+work, every parallel kernel waits at its barrier for a descheduled thread, and the model that runs
+more parallel kernels loses by chance, not by design (on 2 cores under load, one layer's eager time
+swung 5x between calls); one thread gives side-by-side ratios that do not depend on the load. The
+1-minute load average is recorded with every row's times.
+
 Writes bench/results/autocast.json and autocast.md. `--quick`: MLP and naive block only, eager
 timing only, fewer repetitions.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -254,6 +261,10 @@ def markdown(result: dict) -> str:
             f"| {r['model']} | {r['truth']} | {r['target']:.2e} | {r['autocast_normwise']:.2e} | {r['hnfc_normwise']:.2e} | {'yes' if r['met'] else 'NO'} | {'yes' if r['not_worse_than_autocast'] else 'no'} | "
             f"{r['autocast_share']:.1%} | {r['hnfc_share']:.1%} | {r['eager_autocast_ms']:.2f} / {r['eager_hnfc_ms']:.2f} | {r['eager_speed']:.2f}x | {ind} | {inds} | {r['optimize_s']:.0f} |"
         )
+    loads = [x for r in result["rows"] for x in r.get("load", ())]
+    if loads:
+        lines += ["", f"Timed with {meta['threads']} intra-op thread(s); 1-minute load average during timing {min(loads):.1f}–{max(loads):.1f} "
+                      f"(on {os.cpu_count()} CPUs; under load, timings with more than one thread are noisy: see the module doc)."]
     if meta.get("device") == "cuda":
         lines += ["", f"GPU: {meta.get('gpu')}; torch {meta['torch']}. The model and inputs were on the GPU when hnfc.optimize was called."]
     return "\n".join(lines)
@@ -266,7 +277,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--no-inductor", action="store_true")
     ap.add_argument("--device", default="cpu", choices=sorted(AUTOCAST), help="cuda: float16 autocast on the GPU")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device here")
@@ -298,6 +312,7 @@ def main() -> None:
         ac_share, ac_by = share(model, inputs, True)
         h_share, h_by = share(gm, inputs, False)
         ea, eh = side_by_side(model, gm, inputs, reps)
+        load = [os.getloadavg()[0]]
         row = {
             "model": name, "truth": how, "target": target, "autocast_normwise": ac_err, "hnfc_normwise": h_err,
             "met": h_err <= target, "not_worse_than_autocast": h_err <= ac_err, "met_on_verification": gm.report.precision.get("met"),
@@ -316,6 +331,8 @@ def main() -> None:
             ca, ch = torch.compile(ac_fn), torch.compile(gm)
             ia, ih = side_by_side(ca, ch, inputs, reps)
             row.update(inductor_autocast_ms=ia * 1e3, inductor_hnfc_ms=ih * 1e3, inductor_speed=ia / ih)
+            load.append(os.getloadavg()[0])
+        row["load"] = load  # 1-minute load average after the eager and the inductor timings
         rows.append(row)
         print(f"{name:13s} target {target:.2e} | fresh: autocast {ac_err:.2e} share {ac_share:6.1%} | hnfc {h_err:.2e} share {h_share:6.1%} met {row['met']} | "
               f"eager {row['eager_speed']:.2f}x inductor {row.get('inductor_speed', float('nan')):.2f}x | optimize {opt_s:.0f}s ref {ref_s:.0f}s ({how})", flush=True)
