@@ -40,6 +40,8 @@ class LoweringError(RuntimeError):
 
 # Shape ops that torch runs as views (or cheap reshapes): lowering emits them at each use.
 VIEW_OPS = frozenset({"reshape", "permute", "transpose", "expand", "unsqueeze", "squeeze", "slice", "select"})
+# views that are the identity when the result has its argument's type (no call is emitted)
+IDENTITY_VIEWS = frozenset({"expand", "reshape"})
 # aten target -> the Tensor method that dispatches to it with the same positional arguments (module
 # doc); `to` is added for a cast that changes a float dtype (`_method`)
 METHODS = {
@@ -196,6 +198,8 @@ def lower(program: Program, *, dtypes: dict[int, str] | None = None) -> fx.Graph
         node = program.nodes[i]
         fresh: dict[int, Any] = {}  # one copy of a per-use view per user, even if used twice
         args = [None if a is None else fresh[a] if a in fresh else fresh.setdefault(a, arg(a)) for a in node.args]
+        if node.op in IDENTITY_VIEWS and isinstance(args[0], fx.Node) and program.nodes[node.args[0]].type == node.type:
+            return args[0]  # to the shape it has: no call (matmul's decomposition leaves these)
         call: Call = node.opdef.emit(args, node.attr, node.type)
         target = resolve_target(call.target)
         call_args, call_kwargs = _tensors_where_tensors_go(target, call.args, dict(call.kwargs), scalar_tensor)
