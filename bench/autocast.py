@@ -30,11 +30,13 @@ FLOP share: ONE counter for both, a TorchDispatchMode counting the matmul-family
 dispatched (mm, addmm, bmm, baddbmm, CPU scaled-dot-product attention, convolution) by their
 input dtype; the share is bf16 FLOPs over all matmul-family FLOPs.
 
-Speed: steady-state lower quartile of the calls' times (after warm-up; at least `--reps` calls
-and 2 s per side), eager and under torch.compile (inductor), autocast's model and hnfc's module
-called alternately in the same run; ratio = autocast time / hnfc time (≥ 1: hnfc is as fast or
-faster). The lower quartile, not the median: on a shared machine a call another process preempts
-only gets longer, and the median of a few calls moved by 2x between runs.
+Speed: steady-state lower quartile of the calls' times, eager and under torch.compile (inductor),
+autocast's model and hnfc's module in alternating blocks of 0.2 s of consecutive calls (the first
+call of a block untimed), at least `--reps` calls and 2 s per side; ratio = autocast time / hnfc
+time (≥ 1: hnfc is as fast or faster). The lower quartile, not the median: on a shared machine a
+call another process preempts only gets longer, and the median of 9 calls moved by 2x between
+runs. Blocks, not single calls alternating: each model is timed in its own steady state, as a
+user runs it, not right after the other model's allocations.
 
 `--threads N` sets torch's intra-op threads for the whole run. On a machine shared with other
 work, every parallel kernel waits at its barrier for a descheduled thread, and the model that runs
@@ -222,25 +224,34 @@ def share(fn, x, autocast: bool) -> tuple[float, dict]:
     return counter.share(), counter.by_dtype
 
 
-SECONDS_PER_SIDE = 2.0  # each side is called at least `reps` times and for at least this long
-QUANTILE = 0.25  # the time kept: calls another process preempted only lengthen the upper tail
+SECONDS_PER_SIDE = 2.0  # each side is timed for at least `reps` calls and this long
+BLOCK_SECONDS = 0.2  # in blocks of calls this long, autocast's and hnfc's alternating
+
+
+def _block(fn, x, autocast: bool) -> list[float]:
+    call(fn, x, autocast)  # not timed: the first call after the other model's block
+    out, end = [], time.perf_counter() + BLOCK_SECONDS
+    while len(out) < 3 or time.perf_counter() < end:
+        t = time.perf_counter()
+        call(fn, x, autocast)
+        out.append(time.perf_counter() - t)
+    return out
 
 
 def side_by_side(ac_fn, h_fn, x, reps: int) -> tuple[float, float]:
-    """Seconds of autocast's and hnfc's calls, interleaved so load drift hits both: the lower
-    quartile over at least `reps` calls each and `SECONDS_PER_SIDE` of calls (at most 500)."""
+    """Seconds per call of autocast's and hnfc's, each the lower quartile of its calls (a call
+    another process preempts only lengthens the upper tail): blocks of consecutive calls of one,
+    then of the other (each model's steady state, as a user runs it), repeated so that load
+    drift hits both, for at least `reps` calls and `SECONDS_PER_SIDE` each."""
     for _ in range(2):
         call(ac_fn, x, True)
         call(h_fn, x, False)
-    a, h = [], []
-    while len(a) < reps or (min(sum(a), sum(h)) < SECONDS_PER_SIDE and len(a) < 500):
-        t = time.perf_counter()
-        call(ac_fn, x, True)
-        a.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        call(h_fn, x, False)
-        h.append(time.perf_counter() - t)
-    return statistics.quantiles(a, n=4)[0] if len(a) > 1 else a[0], statistics.quantiles(h, n=4)[0] if len(h) > 1 else h[0]
+    a: list[float] = []
+    h: list[float] = []
+    while len(a) < reps or len(h) < reps or min(sum(a), sum(h)) < SECONDS_PER_SIDE:
+        a += _block(ac_fn, x, True)
+        h += _block(h_fn, x, False)
+    return statistics.quantiles(a, n=4)[0], statistics.quantiles(h, n=4)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +267,7 @@ def markdown(result: dict) -> str:
         f"both are then measured on {meta['fresh_sets']} fresh input sets hnfc never saw (truth: mpmath where affordable, else float64). "
         "met: hnfc's fresh error ≤ target; ≤ ac: hnfc's fresh error ≤ autocast's on the same fresh sets. "
         "low share = bf16 and f16 FLOPs / all FLOPs of the matmul-family kernels dispatched (one TorchDispatchMode counter for both). "
-        "Speed = autocast time / hnfc time (lower quartile of steady-state calls, alternating, ≥ 2 s each; ≥ 1 means hnfc is as fast or faster).",
+        "Speed = autocast time / hnfc time (lower quartile of steady-state calls in alternating 0.2 s blocks, ≥ 2 s each; ≥ 1 means hnfc is as fast or faster).",
         "",
         "| model | truth | target | autocast normwise (fresh) | hnfc normwise (fresh) | met | ≤ ac | autocast low share | hnfc low share | eager ms (autocast / hnfc) | eager speed | inductor ms (autocast / hnfc) | inductor speed | optimize s |",
         "|---|---|---:|---:|---:|:-:|:-:|---:|---:|---:|---:|---:|---:|---:|",
