@@ -429,11 +429,6 @@ def _readers(program: Program, users, v: int) -> list[tuple[int, int]]:
     return out
 
 
-def _carried(program: Program, dtypes: Mapping[int, str], v: int) -> str:
-    p = _producer(program, v)
-    return dtypes.get(p, program.nodes[p].type.dtype)
-
-
 def _cast_kernels(program: Program, users, dtypes: Mapping[int, str], v: int) -> float:
     """The cost of the casts of value v that `dtypes` needs: one per other dtype its readers want
     (hnfc.ir.casts.with_dtypes shares a cast among readers of one dtype), none for a reader that

@@ -6,7 +6,7 @@ Each node becomes the torch call its op-table entry emits; scalar constants are 
 as Python numbers where torch takes them (so `x * 0.1` stays exactly that) and as 0-d tensors of
 their dtype where it wants a Tensor. View ops with several users are emitted once per user, as
 eager code does, so autograd accumulates gradients in eager's order (bit-exact gradients).
-Views and float casts are emitted as Tensor methods (`x.reshape(s)`, `x.to(torch.bfloat16)`:
+Views and dtype casts are emitted as Tensor methods (`x.reshape(s)`, `x.to(torch.bfloat16)`:
 `METHODS`), the same aten ops reached through torch's C++ method bindings instead of a Python
 `OpOverload` call each: on small models eager time is per-call overhead, and a mixed-precision
 program has many of both. Parameters are registered under their original dotted names, sharing storage with the tensors the
