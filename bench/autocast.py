@@ -30,9 +30,19 @@ FLOP share: ONE counter for both, a TorchDispatchMode counting the matmul-family
 dispatched (mm, addmm, bmm, baddbmm, CPU scaled-dot-product attention, convolution) by their
 input dtype; the share is bf16 FLOPs over all matmul-family FLOPs.
 
-Speed: steady-state median of several calls (after warm-up), eager and under torch.compile
-(inductor), autocast's model and hnfc's module side by side in the same run; ratio = autocast
-time / hnfc time (≥ 1: hnfc is as fast or faster).
+Speed: steady-state lower quartile of the calls' times, eager and under torch.compile (inductor),
+autocast's model and hnfc's module in alternating blocks of 0.2 s of consecutive calls (the first
+call of a block untimed), at least `--reps` calls and 2 s per side; ratio = autocast time / hnfc
+time (≥ 1: hnfc is as fast or faster). The lower quartile, not the median: on a shared machine a
+call another process preempts only gets longer, and the median of 9 calls moved by 2x between
+runs. Blocks, not single calls alternating: each model is timed in its own steady state, as a
+user runs it, not right after the other model's allocations.
+
+`--threads N` sets torch's intra-op threads for the whole run. On a machine shared with other
+work, every parallel kernel waits at its barrier for a descheduled thread, and the model that runs
+more parallel kernels loses by chance, not by design (on 2 cores under load, one layer's eager time
+swung 5x between calls); one thread gives side-by-side ratios that do not depend on the load. The
+1-minute load average is recorded with every row's times.
 
 Writes bench/results/autocast.json and autocast.md. `--quick`: MLP and naive block only, eager
 timing only, fewer repetitions.
@@ -40,6 +50,7 @@ timing only, fewer repetitions.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -213,20 +224,34 @@ def share(fn, x, autocast: bool) -> tuple[float, dict]:
     return counter.share(), counter.by_dtype
 
 
+SECONDS_PER_SIDE = 2.0  # each side is timed for at least `reps` calls and this long
+BLOCK_SECONDS = 0.2  # in blocks of calls this long, autocast's and hnfc's alternating
+
+
+def _block(fn, x, autocast: bool) -> list[float]:
+    call(fn, x, autocast)  # not timed: the first call after the other model's block
+    out, end = [], time.perf_counter() + BLOCK_SECONDS
+    while len(out) < 3 or time.perf_counter() < end:
+        t = time.perf_counter()
+        call(fn, x, autocast)
+        out.append(time.perf_counter() - t)
+    return out
+
+
 def side_by_side(ac_fn, h_fn, x, reps: int) -> tuple[float, float]:
-    """Median seconds of autocast's and hnfc's calls, interleaved so load drift hits both."""
+    """Seconds per call of autocast's and hnfc's, each the lower quartile of its calls (a call
+    another process preempts only lengthens the upper tail): blocks of consecutive calls of one,
+    then of the other (each model's steady state, as a user runs it), repeated so that load
+    drift hits both, for at least `reps` calls and `SECONDS_PER_SIDE` each."""
     for _ in range(2):
         call(ac_fn, x, True)
         call(h_fn, x, False)
-    a, h = [], []
-    for _ in range(reps):
-        t = time.perf_counter()
-        call(ac_fn, x, True)
-        a.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        call(h_fn, x, False)
-        h.append(time.perf_counter() - t)
-    return statistics.median(a), statistics.median(h)
+    a: list[float] = []
+    h: list[float] = []
+    while len(a) < reps or len(h) < reps or min(sum(a), sum(h)) < SECONDS_PER_SIDE:
+        a += _block(ac_fn, x, True)
+        h += _block(h_fn, x, False)
+    return statistics.quantiles(a, n=4)[0], statistics.quantiles(h, n=4)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +267,7 @@ def markdown(result: dict) -> str:
         f"both are then measured on {meta['fresh_sets']} fresh input sets hnfc never saw (truth: mpmath where affordable, else float64). "
         "met: hnfc's fresh error ≤ target; ≤ ac: hnfc's fresh error ≤ autocast's on the same fresh sets. "
         "low share = bf16 and f16 FLOPs / all FLOPs of the matmul-family kernels dispatched (one TorchDispatchMode counter for both). "
-        "Speed = autocast time / hnfc time (median of steady-state calls, side by side; ≥ 1 means hnfc is as fast or faster).",
+        "Speed = autocast time / hnfc time (lower quartile of steady-state calls in alternating 0.2 s blocks, ≥ 2 s each; ≥ 1 means hnfc is as fast or faster).",
         "",
         "| model | truth | target | autocast normwise (fresh) | hnfc normwise (fresh) | met | ≤ ac | autocast low share | hnfc low share | eager ms (autocast / hnfc) | eager speed | inductor ms (autocast / hnfc) | inductor speed | optimize s |",
         "|---|---|---:|---:|---:|:-:|:-:|---:|---:|---:|---:|---:|---:|---:|",
@@ -254,6 +279,10 @@ def markdown(result: dict) -> str:
             f"| {r['model']} | {r['truth']} | {r['target']:.2e} | {r['autocast_normwise']:.2e} | {r['hnfc_normwise']:.2e} | {'yes' if r['met'] else 'NO'} | {'yes' if r['not_worse_than_autocast'] else 'no'} | "
             f"{r['autocast_share']:.1%} | {r['hnfc_share']:.1%} | {r['eager_autocast_ms']:.2f} / {r['eager_hnfc_ms']:.2f} | {r['eager_speed']:.2f}x | {ind} | {inds} | {r['optimize_s']:.0f} |"
         )
+    loads = [x for r in result["rows"] for x in r.get("load", ())]
+    if loads:
+        lines += ["", f"Timed with {meta['threads']} intra-op thread(s); 1-minute load average during timing {min(loads):.1f}–{max(loads):.1f} "
+                      f"(on {os.cpu_count()} CPUs; under load, timings with more than one thread are noisy: see the module doc)."]
     if meta.get("device") == "cuda":
         lines += ["", f"GPU: {meta.get('gpu')}; torch {meta['torch']}. The model and inputs were on the GPU when hnfc.optimize was called."]
     return "\n".join(lines)
@@ -266,7 +295,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--no-inductor", action="store_true")
     ap.add_argument("--device", default="cpu", choices=sorted(AUTOCAST), help="cuda: float16 autocast on the GPU")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device here")
@@ -298,6 +330,7 @@ def main() -> None:
         ac_share, ac_by = share(model, inputs, True)
         h_share, h_by = share(gm, inputs, False)
         ea, eh = side_by_side(model, gm, inputs, reps)
+        load = [os.getloadavg()[0]]
         row = {
             "model": name, "truth": how, "target": target, "autocast_normwise": ac_err, "hnfc_normwise": h_err,
             "met": h_err <= target, "not_worse_than_autocast": h_err <= ac_err, "met_on_verification": gm.report.precision.get("met"),
@@ -316,6 +349,8 @@ def main() -> None:
             ca, ch = torch.compile(ac_fn), torch.compile(gm)
             ia, ih = side_by_side(ca, ch, inputs, reps)
             row.update(inductor_autocast_ms=ia * 1e3, inductor_hnfc_ms=ih * 1e3, inductor_speed=ia / ih)
+            load.append(os.getloadavg()[0])
+        row["load"] = load  # 1-minute load average after the eager and the inductor timings
         rows.append(row)
         print(f"{name:13s} target {target:.2e} | fresh: autocast {ac_err:.2e} share {ac_share:6.1%} | hnfc {h_err:.2e} share {h_share:6.1%} met {row['met']} | "
               f"eager {row['eager_speed']:.2f}x inductor {row.get('inductor_speed', float('nan')):.2f}x | optimize {opt_s:.0f}s ref {ref_s:.0f}s ({how})", flush=True)

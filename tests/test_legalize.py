@@ -21,6 +21,7 @@ F32_MIN = torch.finfo(torch.float32).min
 KEEP = torch.tensor([[1.0] * 5 + [0.0] * 3, [0.0] * 8])
 KEEP_BOOL = KEEP.bool()
 SCORES = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
+VALUES = torch.randn(8, 16, generator=torch.Generator().manual_seed(1))
 
 
 def additive_mask(s):
@@ -101,7 +102,8 @@ def test_scaling_constant_times_a_fraction_is_untouched():
 
 def test_node_narrowed_by_the_precision_stage_gets_its_constant_legalized():
     def clipped(s):  # a float32 program; the precision stage runs the softmax in float16
-        return torch.softmax(torch.where(s > -5, s, -1e9), -1)
+        # (it feeds a float16 product: in float16 it saves casts, which a lone softmax would not)
+        return torch.softmax(torch.where(s > -5, s, -1e9), -1) @ VALUES
 
     # compiled on scores in (-4, 4), where nothing is masked, so float16 holds the softmax's input;
     # later a row arrives below -5 everywhere (fully masked): -1e9 reaches the float16 cast

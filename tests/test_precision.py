@@ -12,6 +12,8 @@ import torch
 import hnfc
 from hnfc import analysis, precision
 from hnfc.ir import casts
+from hnfc.ir.program import Builder
+from hnfc.foundation.types import TensorType
 from hnfc.foundation.config import Config
 from hnfc.examples.naive import block_inputs, make_block
 from hnfc.examples.stability import CASES, case
@@ -80,6 +82,69 @@ def test_casts_are_shared_and_outputs_keep_their_dtype():
     # lower(program, dtypes=...) emits the same casts
     gm2 = hnfc.lower(p, dtypes={i: "bf16" for i in comp})
     assert all(torch.equal(a, b) for a, b in zip(gm2(x, w), ys))
+
+
+def _split_attention(x, w, v):
+    h = x @ w
+    q, k = h.split(8, -1)  # an opaque split in the IR
+    return x + (q @ k.transpose(0, 1)) @ v  # a float32 residual add of a 16-bit product
+
+
+def test_pieces_of_a_split_keep_their_dtype_and_promoting_ops_read_narrow_operands():
+    """Products in bf16, the rest float32: the split pieces of a bf16 product reach the next bf16
+    product without a round trip through float32, and the residual add reads the bf16 product
+    as it is (torch widens it); the values are those of the explicit casts."""
+    g = torch.Generator().manual_seed(0)
+    x, w, v = torch.randn(4, 8, generator=g), torch.randn(8, 16, generator=g), torch.randn(4, 8, generator=g)
+    p = hnfc.trace(_split_attention, (x, w, v))
+    assert any(n.op == "opaque" and n.attr["target"] in casts.REARRANGING for n in p.nodes)
+    products = {i: "bf16" for i, n in enumerate(p.nodes) if n.op in ("mm", "matmul", "bmm")}
+    assert len(products) == 3
+    mixed, _ = casts.with_dtypes(p, products)
+    to_nodes = [n for n in mixed.nodes if n.op == "to"]
+    # x, w, v cast once each; no piece of the split and no product result is cast
+    assert sorted(n.attr["dtype"] for n in to_nodes) == ["bf16"] * 3, [str(n.type) for n in to_nodes]
+    assert all(mixed.nodes[n.args[0]].op == "input" for n in to_nodes)
+    y = hnfc.lower(mixed)(x, w, v)  # called like the traced function
+    xb, wb, vb = x.bfloat16(), w.bfloat16(), v.bfloat16()
+    q, k = (xb @ wb).split(8, -1)
+    prod = (q @ k.transpose(0, 1)) @ vb
+    assert y.dtype == torch.float32
+    assert torch.equal(y, x + prod.float()) and torch.equal(y, x + prod)  # promotion is the explicit cast
+
+
+def test_a_narrow_operand_is_cast_where_promotion_would_not_widen_it():
+    """mul(bf16 tensor, float32 0-d tensor) is bf16 in torch: a float32 mul there keeps its cast."""
+    b = Builder()
+    x = b.input("x", TensorType((4,), "f32"))
+    s = b.input("s", TensorType((), "f32"))
+    e = b.add("exp", [x])
+    y = b.add("mul", [e, s])
+    p = b.build([y])
+    mixed, new = casts.with_dtypes(p, {e: "bf16"})
+    assert mixed.nodes[new[y]].type.dtype == "f32"
+    assert [n.attr["dtype"] for n in mixed.nodes if n.op == "to"] == ["bf16", "f32"]
+    xs = (torch.randn(4), torch.tensor(3.0))
+    (out,) = hnfc.lower(mixed)(*xs)
+    assert torch.equal(out, torch.exp(xs[0].bfloat16()).float() * xs[1])
+
+
+def test_lowering_emits_views_and_casts_as_tensor_methods():
+    g = torch.Generator().manual_seed(1)
+    x, w, v = torch.randn(4, 8, generator=g), torch.randn(8, 16, generator=g), torch.randn(4, 8, generator=g)
+    p = hnfc.trace(_split_attention, (x, w, v))
+    gm = hnfc.lower(p, dtypes={i: "bf16" for i, n in enumerate(p.nodes) if n.op in ("mm", "matmul", "bmm")})
+    methods = [n.target for n in gm.graph.nodes if n.op == "call_method"]
+    assert "to" in methods and "transpose" in methods
+    assert not any(n.op == "call_function" and n.target in (torch.ops.aten._to_copy.default, torch.ops.aten.transpose.int) for n in gm.graph.nodes)
+    assert all("hnf_dtype" in n.meta["custom"] for n in gm.graph.nodes if n.op == "call_method")
+    # a cast to the dtype a value already has still copies (Tensor.to would return its argument)
+    b = Builder()
+    xi = b.input("x", TensorType((3,), "f32"))
+    same = b.build([b.add("to", [xi], {"dtype": "f32"})])
+    t = torch.randn(3)
+    (out,) = hnfc.lower(same)(t)
+    assert torch.equal(out, t) and out.data_ptr() != t.data_ptr()
 
 
 def test_range_refuses_fp16_beyond_65504():

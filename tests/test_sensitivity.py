@@ -77,11 +77,12 @@ def test_allocation_stays_within_its_budget_and_lowers_products_first():
     flops = {i: precision.node_flops(p, i) for i in range(len(p.nodes)) if casts.is_compute(p, i)}
     fits = sn.fits_check(p, rng, 1e-2)
     for budget in (3e-3, 1e-2, 3e-2):
-        alloc = sn.allocate(p, sens, ["bf16", "f32"], budget, fits, flops)
-        assert max(alloc.predicted) <= budget * (1 + 1e-9)
+        for aware in (True, False):
+            alloc = sn.allocate(p, sens, ["bf16", "f32"], budget, fits, flops, cast_aware=aware)
+            assert max(alloc.predicted) <= budget * (1 + 1e-9)
     tight = sn.allocate(p, sens, ["bf16", "f32"], 1e-9, fits, flops)
     assert all(d == "f32" for d in tight.dtypes.values())  # nothing fits a budget below f32's own error...
-    loose = sn.allocate(p, sens, ["bf16", "f32"], 0.5, fits, flops)
+    loose = sn.allocate(p, sens, ["bf16", "f32"], 0.5, fits, flops, cast_aware=False)
     assert all(d == "bf16" for d in loose.dtypes.values())  # ...and everything fits a loose one
     mid = sn.allocate(p, sens, ["bf16", "f32"], 3e-3, fits, flops)
     mm = [i for i in mid.dtypes if p.nodes[i].op in sn.PRODUCTS]
@@ -101,10 +102,65 @@ def test_range_hazard_refuses_fp16_in_the_allocation():
     exp_node = next(i for i in flops if p.nodes[i].op == "exp")
     fits = sn.fits_check(p, rng, 0.05)
     assert not fits(exp_node, "f16") and fits(exp_node, "bf16")
-    alloc = sn.allocate(p, sens, ["f16", "f32"], 0.05, fits, flops)
+    # (cast kernels not counted: a lone exp between float32 values would not pay for its casts)
+    alloc = sn.allocate(p, sens, ["f16", "f32"], 0.05, fits, flops, cast_aware=False)
     assert alloc.dtypes[exp_node] == "f32"
-    alloc = sn.allocate(p, sens, ["bf16", "f16", "f32"], 0.05, fits, flops)
+    alloc = sn.allocate(p, sens, ["bf16", "f16", "f32"], 0.05, fits, flops, cast_aware=False)
     assert alloc.dtypes[exp_node] == "bf16"
+
+
+def _sandwich(x, w1, w2):
+    h = x @ w1
+    return (torch.tanh(h) * h) @ w2
+
+
+def test_the_other_ops_stage_counts_cast_kernels():
+    """With room in the budget, a pointwise chain between two bf16 products goes bf16 whole (each
+    step moves or removes a cast), while a lone pointwise op between float32 values stays: in
+    bf16 it would cost a cast on each side and save nothing. Not counting casts lowers both."""
+    g = torch.Generator().manual_seed(4)
+    inputs = (torch.randn(8, 32, generator=g), torch.randn(32, 32, generator=g) / 6, torch.randn(32, 32, generator=g) / 6)
+    p, cfg, sets, rng = _setup(_sandwich, inputs, dtypes=["bf16", "f32"])
+    sens = sn.sensitivities(p, sets)
+    flops = {i: precision.node_flops(p, i) for i in range(len(p.nodes)) if casts.is_compute(p, i)}
+    fits = sn.fits_check(p, rng, 0.5)
+    alloc = sn.allocate(p, sens, ["bf16", "f32"], 0.5, fits, flops)
+    assert all(d == "bf16" for d in alloc.dtypes.values()), alloc.dtypes
+    mixed, _ = casts.with_dtypes(p, alloc.dtypes)
+    assert sum(1 for n in mixed.nodes if n.op == "to") == 4  # x, w1, w2 in; the output back
+
+    def lone(x):
+        return torch.exp(x) * 0.001
+
+    x = torch.linspace(0.0, 3.0, 64)
+    p, cfg, sets, rng = _setup(lone, (x,), {0: (0.0, 3.0)})
+    sens = sn.sensitivities(p, sets)
+    flops = {i: precision.node_flops(p, i) for i in range(len(p.nodes)) if casts.is_compute(p, i)}
+    fits = sn.fits_check(p, rng, 0.5)
+    aware = sn.allocate(p, sens, ["bf16", "f32"], 0.5, fits, flops)
+    blind = sn.allocate(p, sens, ["bf16", "f32"], 0.5, fits, flops, cast_aware=False)
+    assert all(d == "f32" for d in aware.dtypes.values()), aware.dtypes
+    assert all(d == "bf16" for d in blind.dtypes.values()), blind.dtypes
+    e = next(i for i in flops if p.nodes[i].op == "exp")
+    assert sn.cast_cost(p, p.users(), aware.dtypes, e, "bf16") > 0
+
+
+def test_site_values_of_parameters_are_converted_once():
+    lin = torch.nn.Linear(6, 5)
+    g = torch.Generator().manual_seed(2)
+    x1, x2 = torch.randn(3, 6, generator=g), torch.randn(3, 6, generator=g)
+    p = hnfc.trace(lin, (x1,))
+    _, sites = sn.probe_program(p)
+    values = sn._SiteValues(p, sites)
+    v1, m1 = values([x1])
+    v2, m2 = values([x2])
+    fixed = [k for k, s in enumerate(sites) if values.fixed[s.value]]
+    assert fixed and len(fixed) < len(sites)  # the weight and bias as read; not x or the result
+    assert all(v1[k] is v2[k] for k in fixed)
+    assert all(not torch.equal(v1[k], v2[k]) for k in range(len(sites)) if k not in fixed)
+    assert all(v.dtype == torch.float64 for v in v1) and not any(m1) and not any(m2)
+    masked, _ = values([torch.full((3, 6), -math.inf)])
+    assert any(not bool(torch.isfinite(v).all()) for v in masked)
 
 
 def test_a_site_that_needs_more_than_float32_gets_float64():

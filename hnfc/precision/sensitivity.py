@@ -42,7 +42,8 @@ import torch
 from hnfc import ops
 from hnfc.foundation.dtypes import DTYPES, to_torch
 from hnfc.foundation.intervals import Interval
-from hnfc.ir.casts import float_tensor, is_compute
+from hnfc.foundation.types import TensorType
+from hnfc.ir.casts import PROMOTING as PROMOTING_OPS, REARRANGING, float_tensor, is_compute, widens_exactly
 from hnfc.ir.program import Builder, Program
 from hnfc.runtime.lowering import lower
 
@@ -79,6 +80,7 @@ def probe_program(program: Program) -> tuple[Program, list[Site]]:
     new: dict[int, int] = {}
     sites: list[Site] = []
     deltas: list[int] = []
+    wide: dict[str, torch.Tensor] = {}
 
     def f64(v: int) -> int:
         t = b.nodes[v].type
@@ -92,7 +94,13 @@ def probe_program(program: Program) -> tuple[Program, list[Site]]:
 
     for i, n in enumerate(program.nodes):
         if n.opdef.kind == "leaf":
-            new[i] = f64(b.add(n.op, (), n.attr, n.type)) if n.op != "const" else b.add(n.op, (), n.attr, n.type)
+            name = n.attr.get("name")
+            if n.op == "param" and float_tensor(n.type) and isinstance(program.params.get(name), torch.Tensor):
+                # a parameter converted once here, not by a cast on every probe run
+                wide[name] = program.params[name].detach().to(torch.float64)
+                new[i] = b.add(n.op, (), n.attr, n.type.with_dtype("f64"))
+            else:
+                new[i] = f64(b.add(n.op, (), n.attr, n.type)) if n.op != "const" else b.add(n.op, (), n.attr, n.type)
             continue
         args = [None if a is None else new[a] for a in n.args]
         if is_compute(program, i):
@@ -126,7 +134,7 @@ def probe_program(program: Program) -> tuple[Program, list[Site]]:
         new[i] = f64(v) if float_tensor(n.type) else v
     outs = [new[o] for o in program.outputs]
     meta = {k: v for k, v in program.meta.items() if k not in ("in_spec", "out_spec")}
-    probe = b.build(outs, program.params, meta)
+    probe = b.build(outs, {**program.params, **wide}, meta)
     return probe, sites
 
 
@@ -166,15 +174,19 @@ def sensitivities(program: Program, input_sets: Sequence[Sequence[torch.Tensor]]
     outs_float = [float_tensor(program.nodes[o].type) for o in program.outputs]
     rel = np.zeros((len(sites), len(program.outputs)))
     gen = torch.Generator().manual_seed(seed)
+    site_values = _SiteValues(program, sites)
+    # zero leaves: nothing writes them, so one set of them serves every input set
+    deltas = [torch.zeros(tuple(probe.nodes[d].type.shape), dtype=torch.float64, requires_grad=True) for d in delta_ids]
     for inputs in input_sets:
         xs = [x.double() if x.is_floating_point() else x for x in inputs]
-        deltas = [torch.zeros(tuple(probe.nodes[d].type.shape), dtype=torch.float64, requires_grad=True) for d in delta_ids]
         # the values at the sites: run once, then read each site's value by a forward hook-free
         # second program (the site value is the argument or result it perturbs)
         with torch.enable_grad():
             ys = gm(*xs, *deltas)
             ys = list(ys) if isinstance(ys, (tuple, list)) else [ys]
-            values = _site_values(program, sites, inputs)
+            # which sites hold a non-finite value (an additive mask) is checked once per value,
+            # not per probe: on real-width models these tensors are weights of millions
+            values, masked = site_values(inputs)
             for k, (y, ok) in enumerate(zip(ys, outs_float)):
                 if not ok or not y.requires_grad:
                     continue
@@ -188,31 +200,72 @@ def sensitivities(program: Program, input_sets: Sequence[Sequence[torch.Tensor]]
                     w = torch.randn(y.shape, generator=gen, dtype=torch.float64)
                     grads = torch.autograd.grad((y * w).sum(), deltas, retain_graph=True, allow_unused=True)
                     for s, (g, v) in enumerate(zip(grads, values)):
-                        if g is not None:  # ±inf (an additive mask) rounds to itself: no error
+                        if g is None:
+                            continue
+                        if masked[s]:  # ±inf (an additive mask) rounds to itself: no error
                             acc[s] += float(torch.where(torch.isfinite(v), g * v, 0.0).square().sum())
+                        else:
+                            gv = (g * v).reshape(-1)
+                            acc[s] += float(torch.dot(gv, gv))
                 rel[:, k] = np.maximum(rel[:, k], np.sqrt(acc / probes) * spread)
     # a site whose adjoint is not finite (NaN through a masked softmax, say) is never lowered: a
     # large finite sensitivity, so that budgets still subtract
     return Sensitivity(sites, np.nan_to_num(rel, nan=UNKNOWN, posinf=UNKNOWN), len(program.outputs), len(input_sets), probes)
 
 
-def _site_values(program: Program, sites: list[Site], inputs) -> list[torch.Tensor]:
-    """Each site's value (float64), from one run of the program returning them all."""
-    from hnfc.runtime.run import flat, runner
+class _SiteValues:
+    """Each site's value (float64) on an input set, from one run of the program returning them
+    all (lowered once). Values computed from parameters and constants alone (weights, their
+    transposes) are the same on every set: converted, and checked for non-finite entries, once."""
 
-    wanted = sorted({s.value for s in sites})
-    run = runner(flat(program, wanted))
-    got = dict(zip(wanted, run(inputs)))
-    return [got[s.value].detach().double().broadcast_to(tuple(program.nodes[s.value].type.shape)) for s in sites]
+    def __init__(self, program: Program, sites: list[Site]) -> None:
+        from hnfc.runtime.run import flat, runner
+
+        self.program, self.sites = program, sites
+        self.wanted = sorted({s.value for s in sites})
+        self.run = runner(flat(program, self.wanted))
+        fixed = [False] * len(program.nodes)
+        for i, n in enumerate(program.nodes):
+            fixed[i] = n.op != "input" and not n.opdef.opaque and all(a is None or fixed[a] for a in n.args)
+        self.fixed = fixed
+        self.kept: dict[int, tuple[torch.Tensor, bool]] = {}
+
+    def __call__(self, inputs) -> tuple[list[torch.Tensor], list[bool]]:
+        """(values in `sites` order, whether each holds a non-finite entry)."""
+        got = dict(zip(self.wanted, self.run(inputs)))
+        per_value: dict[int, tuple[torch.Tensor, bool]] = {}
+        for v in self.wanted:
+            if v in self.kept:
+                per_value[v] = self.kept[v]
+                continue
+            x = got[v].detach().double().broadcast_to(tuple(self.program.nodes[v].type.shape))
+            per_value[v] = (x, not bool(torch.isfinite(x).all()))
+            if self.fixed[v]:
+                self.kept[v] = per_value[v]
+        return [per_value[s.value][0] for s in self.sites], [per_value[s.value][1] for s in self.sites]
 
 
 # ---------------------------------------------------------------------------------------------
 # The allocation
 
 
+def _passes_dtype(program: Program, u: int, w: int) -> bool:
+    """Whether node u rearranges value w in the dtype w carries (hnfc.ir.casts.with_dtypes): a
+    shape op on it, an opaque split of it (`REARRANGING`), a piece of such a split."""
+    n = program.nodes[u]
+    if not n.args or n.args[0] != w:
+        return False
+    if n.opdef.kind in PASS_THROUGH and n.op != "cat":
+        return True
+    if n.op == "opaque":
+        return n.attr.get("target") in REARRANGING
+    return n.op == "getitem" and program.nodes[w].op == "opaque" and program.nodes[w].attr.get("target") in REARRANGING
+
+
 def _producer(program: Program, v: int) -> int:
-    """The value whose dtype `v` carries: through shape ops to the compute node or leaf."""
-    while program.nodes[v].opdef.kind in PASS_THROUGH and program.nodes[v].op != "cat" and program.nodes[v].args and program.nodes[v].args[0] is not None:
+    """The value whose dtype `v` carries: through shape ops (and opaque splits) to the compute
+    node or leaf."""
+    while program.nodes[v].args and program.nodes[v].args[0] is not None and _passes_dtype(program, v, program.nodes[v].args[0]):
         v = program.nodes[v].args[0]
     return v
 
@@ -262,12 +315,14 @@ def allocate(
     start: Mapping[int, str] | None = None,
     stages: Sequence[str] = ("raise", "products", "others"),
     spent: np.ndarray | None = None,
+    cast_aware: bool = True,
 ) -> Allocation:
     """Value id -> dtype for every float compute node of `program` (module doc). `fits(i, d)`:
     whether node i's ranges allow dtype d (the hazard check); `flops[i]`: its FLOPs. `start`:
     the dtypes to start from (default each node's own); `stages`: which of (1) "raise", (2)
     "products", "others" to run; `spent`: per output, the error already there (e.g. measured)
-    in place of the prediction for `start`."""
+    in place of the prediction for `start`; `cast_aware`: the other ops' stage counts the cast
+    kernels a choice adds or removes (`cast_cost`)."""
     dtype_menu = sorted(dtype_menu, key=_cost_key)
     compute = [i for i in range(len(program.nodes)) if is_compute(program, i)]
     dtypes = {i: (start or {}).get(i, program.nodes[i].type.dtype) for i in compute}
@@ -280,14 +335,7 @@ def allocate(
 
     def affected(i: int) -> set[int]:
         """Nodes whose squared error changes when node i's dtype does: i and its readers."""
-        out, stack = {i}, list(users[i])
-        while stack:
-            u = stack.pop()
-            if u in dtypes:
-                out.add(u)
-            elif program.nodes[u].opdef.kind in PASS_THROUGH:
-                stack.extend(users[u])
-        return out
+        return {i} | {u for u, _ in _readers(program, users, i) if u in dtypes}
 
     def delta(i: int, d: str) -> np.ndarray:
         trial = {**dtypes, i: d}
@@ -320,7 +368,8 @@ def allocate(
     for stage, candidates in (("products", products), ("others", others)):
         if stage not in stages:
             continue
-        sq = _lower(program, sens, dtypes, candidates, dtype_menu, fits, flops, sq, limit, delta)
+        casts = (lambda i, d: cast_cost(program, users, dtypes, i, d)) if stage == "others" and cast_aware else None
+        sq = _lower(program, sens, dtypes, candidates, dtype_menu, fits, flops, sq, limit, delta, casts)
     return Allocation(dtypes, [float(x) for x in np.sqrt(np.maximum(total(), 0.0))], raised)
 
 
@@ -328,8 +377,10 @@ def _is_product(program: Program, i: int) -> bool:
     return program.nodes[i].op in PRODUCTS or program.nodes[i].op == "scaled_dot_product_attention"
 
 
-def _lower(program, sens, dtypes, candidates, dtype_menu, fits, flops, sq, limit, delta):
-    """Step (2) of `allocate` over `candidates`, in place on `dtypes`; returns the new squared errors."""
+def _lower(program, sens, dtypes, candidates, dtype_menu, fits, flops, sq, limit, delta, casts=None):
+    """Step (2) of `allocate` over `candidates`, in place on `dtypes`; returns the new squared
+    errors. `casts(i, d)`: the cost of the cast kernels node i in dtype d adds (negative: removes),
+    subtracted from its benefit (the other ops' stage: there a cast costs as much as the op saves)."""
     candidates = set(candidates)
     while True:
         best = None
@@ -338,6 +389,8 @@ def _lower(program, sens, dtypes, candidates, dtype_menu, fits, flops, sq, limit
                 if _cost_key(d) >= _cost_key(dtypes[i]) or not fits(i, d):
                     continue
                 gain = node_benefit(program, i, flops[i]) * (DTYPES[dtypes[i]].bits - DTYPES[d].bits) / DTYPES[dtypes[i]].bits
+                if casts is not None:
+                    gain -= casts(i, d)
                 if gain <= 0:
                     continue
                 dsq = delta(i, d)
@@ -355,6 +408,53 @@ def _lower(program, sens, dtypes, candidates, dtype_menu, fits, flops, sq, limit
         if not any(_cost_key(c) < _cost_key(d) for c in dtype_menu):
             candidates.discard(i)
     return sq
+
+
+CAST_KERNEL = 4096.0  # a kernel's fixed cost (call, allocation), in elements of a pointwise pass
+
+
+def _readers(program: Program, users, v: int) -> list[tuple[int, int]]:
+    """(reader, the value it reads) for every node reading v directly or through nodes that pass
+    its dtype on (`_passes_dtype`); a reader of -1 marks an output of the program."""
+    out, stack, outs = [], [v], set(program.outputs)
+    while stack:
+        w = stack.pop()
+        if w in outs:
+            out.append((-1, w))
+        for u in set(users[w]):
+            if _passes_dtype(program, u, w):
+                stack.append(u)
+            else:
+                out.append((u, w))
+    return out
+
+
+def _cast_kernels(program: Program, users, dtypes: Mapping[int, str], v: int) -> float:
+    """The cost of the casts of value v that `dtypes` needs: one per other dtype its readers want
+    (hnfc.ir.casts.with_dtypes shares a cast among readers of one dtype), none for a reader that
+    torch widens it for (a promoting binary op kept in a wider dtype). Outputs and readers that
+    are not assigned a dtype want the value's original one."""
+    have = dtypes.get(v, program.nodes[v].type.dtype)
+    wanted = set()
+    for u, via in _readers(program, users, v):
+        want = dtypes.get(u, program.nodes[via].type.dtype)
+        if u in dtypes:
+            node = program.nodes[u]
+            if node.op in PROMOTING_OPS and want == node.type.dtype and node.type.rank > 0 and widens_exactly(have, want):
+                continue
+        if want != have:
+            wanted.add(want)
+    t = program.nodes[v].type
+    numel = t.numel if isinstance(t, TensorType) and not t.is_symbolic else 0
+    return len(wanted) * (POINTWISE_WEIGHT * numel + CAST_KERNEL)
+
+
+def cast_cost(program: Program, users, dtypes: Mapping[int, str], i: int, d: str) -> float:
+    """How much the cast kernels cost more (negative: less) with node i in dtype d than in
+    dtypes[i]: the casts of i's result and of the values it reads."""
+    vals = {i} | {_producer(program, a) for a in program.nodes[i].args if a is not None and float_tensor(program.nodes[a].type) and program.nodes[a].op != "const"}
+    trial = {**dtypes, i: d}
+    return sum(_cast_kernels(program, users, trial, v) - _cast_kernels(program, users, dtypes, v) for v in vals)
 
 
 def range_fits(iv: Interval | None, d: str, own_dtype: str, target: float) -> bool:

@@ -6,7 +6,10 @@ Each node becomes the torch call its op-table entry emits; scalar constants are 
 as Python numbers where torch takes them (so `x * 0.1` stays exactly that) and as 0-d tensors of
 their dtype where it wants a Tensor. View ops with several users are emitted once per user, as
 eager code does, so autograd accumulates gradients in eager's order (bit-exact gradients).
-Parameters are registered under their original dotted names, sharing storage with the tensors the
+Views and dtype casts are emitted as Tensor methods (`x.reshape(s)`, `x.to(torch.bfloat16)`:
+`METHODS`), the same aten ops reached through torch's C++ method bindings instead of a Python
+`OpOverload` call each: on small models eager time is per-call overhead, and a mixed-precision
+program has many of both. Parameters are registered under their original dotted names, sharing storage with the tensors the
 program holds, so training the lowered module trains the original parameters. A program traced
 from nested arguments (`meta["in_spec"]`/`["out_spec"]`) gives a module with the same calling
 convention; otherwise forward takes the inputs flat and returns a tuple. The module follows
@@ -37,6 +40,19 @@ class LoweringError(RuntimeError):
 
 # Shape ops that torch runs as views (or cheap reshapes): lowering emits them at each use.
 VIEW_OPS = frozenset({"reshape", "permute", "transpose", "expand", "unsqueeze", "squeeze", "slice", "select"})
+# views that are the identity when the result has its argument's type (no call is emitted)
+IDENTITY_VIEWS = frozenset({"expand", "reshape"})
+# aten target -> the Tensor method that dispatches to it with the same positional arguments (module
+# doc); `to` is added for a cast that changes a float dtype (`_method`)
+METHODS = {
+    "aten.reshape.default": "reshape",
+    "aten.permute.default": "permute",
+    "aten.transpose.int": "transpose",
+    "aten.expand.default": "expand",
+    "aten.unsqueeze.default": "unsqueeze",
+    "aten.squeeze.dims": "squeeze",
+    "aten.select.int": "select",
+}
 
 
 def resolve_target(target: str):
@@ -182,12 +198,15 @@ def lower(program: Program, *, dtypes: dict[int, str] | None = None) -> fx.Graph
         node = program.nodes[i]
         fresh: dict[int, Any] = {}  # one copy of a per-use view per user, even if used twice
         args = [None if a is None else fresh[a] if a in fresh else fresh.setdefault(a, arg(a)) for a in node.args]
+        if node.op in IDENTITY_VIEWS and isinstance(args[0], fx.Node) and program.nodes[node.args[0]].type == node.type:
+            return args[0]  # to the shape it has: no call (matmul's decomposition leaves these)
         call: Call = node.opdef.emit(args, node.attr, node.type)
         target = resolve_target(call.target)
         call_args, call_kwargs = _tensors_where_tensors_go(target, call.args, dict(call.kwargs), scalar_tensor)
         call_args = resolve_value(call_args, device, materialize)
         call_kwargs = {k: resolve_value(v, device, materialize) for k, v in call_kwargs.items()}
-        fx_node = graph.call_function(target, tuple(call_args), call_kwargs)
+        method = _method(program, node, call, call_args, call_kwargs)
+        fx_node = graph.call_method(*method) if method else graph.call_function(target, tuple(call_args), call_kwargs)
         if call.index is not None:
             fx_node = graph.call_function(operator.getitem, (fx_node, call.index))
         if isinstance(node.type, TensorType):
@@ -229,6 +248,21 @@ def lower(program: Program, *, dtypes: dict[int, str] | None = None) -> fx.Graph
     gm = HnfModule(root, graph, class_name="HnfModule")
     gm.device = torch.device(device)
     return gm
+
+
+def _method(program: Program, node, call: Call, args, kwargs) -> tuple[str, tuple] | None:
+    """(method name, arguments) when `call` has a Tensor-method form (`METHODS`), else None. A
+    cast is one only where it changes the dtype (`Tensor.to` returns its argument unchanged when
+    the dtype already matches, where `_to_copy` copies)."""
+    if call.index is not None or not args or not isinstance(args[0], fx.Node):
+        return None
+    if call.target == "aten._to_copy.default" and set(kwargs) == {"dtype"} and len(args) == 1:
+        src = program.nodes[node.args[0]].type
+        if isinstance(src, TensorType) and src.dtype != node.type.dtype:
+            return "to", (args[0], kwargs["dtype"])
+        return None
+    name = METHODS.get(call.target)
+    return (name, tuple(args)) if name is not None and not kwargs else None
 
 
 class HnfModule(fx.GraphModule):
