@@ -133,6 +133,7 @@ def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]], *, b
                     continue
                 lo, hi = (float(t) for t in torch.aminmax(v))
             out[i] = (min(lo, out[i][0]), max(hi, out[i][1])) if i in out else (lo, hi)
+        values = v = None  # before the next set runs: one set's values alive at a time
     for i in sorted(copies):  # in program order: a view of a view follows its source
         if copies[i] in out:
             out[i] = out[copies[i]]
