@@ -24,7 +24,7 @@ from hnfc.ir.format import format_program
 from hnfc.rewrites import library
 from hnfc.rewrites.compile import compile_rules
 from hnfc.runtime.lowering import lower
-from hnfc.runtime.run import OBSERVE_ELEMENTS, Capture, _impure, _input_dependent, flat, heavy, observe, runner, verification_inputs
+from hnfc.runtime.run import HEAVY_ELEMENTS, Capture, _impure, _input_dependent, flat, heavy, observe, runner, verification_inputs
 
 
 def _mlp():
@@ -135,7 +135,7 @@ def test_a_site_refused_before_measuring_captures_nothing(monkeypatch):
 
 
 def test_a_heavy_program_draws_one_sample_set_per_distribution():
-    side = int((OBSERVE_ELEMENTS / 2) ** 0.5) + 8  # input and tanh: over the budget, one row
+    side = int((HEAVY_ELEMENTS / 2) ** 0.5) + 8  # input and tanh: over the budget, one row
     x = torch.rand(1, side, side)
     p = trace(lambda x: torch.tanh(x) * 2, (x,))
     assert heavy(p)
@@ -143,11 +143,13 @@ def test_a_heavy_program_draws_one_sample_set_per_distribution():
     assert len(verification_inputs(p, [x], {}, cfg)) == 1 + 2  # value-uniform and bit-uniform
     assert len(verification_inputs(p, [x], {}, Config(samples=1))) == 1 + 1
     assert len(verification_inputs(p, [x], {}, Config(samples=0))) == 1
-    ids = torch.randint(0, 1000, (1, side * side // 2))
+    ids = torch.randint(0, 1000, (1, HEAVY_ELEMENTS // 8 + 1000))  # embedding and tanh: 8 floats per id
     emb = torch.nn.Embedding(1000, 4)
     q = trace(lambda i: torch.tanh(emb(i)), (ids,))
     assert heavy(q)
     assert len(verification_inputs(q, [ids], {}, cfg)) == 1 + 1  # integers: one distribution
+    params = trace(torch.nn.Linear(side, side), (torch.rand(1, side),))  # parameters cost no pass
+    assert not heavy(params)
     small = torch.rand(4, 16)
     light = trace(lambda x: torch.tanh(x) * 2, (small,))
     assert not heavy(light)

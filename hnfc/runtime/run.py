@@ -278,11 +278,18 @@ def input_domains(program: Program, example_inputs: Sequence[torch.Tensor], inpu
     return out
 
 
-def heavy(program: Program, budget: int = OBSERVE_ELEMENTS) -> bool:
-    """Whether one run of the program on an input set computes more than `budget` float elements
-    even on rows (`row_plan` finds no cut: a batch of one, or rows that do not stay apart)."""
-    ids = [i for i, n in enumerate(program.nodes) if isinstance(n.type, TensorType) and DTYPES[n.type.dtype].is_float and n.op != "const"]
-    return _elements(program, ids) > budget and row_plan(program, budget) is None
+# A program is heavy when one pass over an input set computes more float elements than this
+# (the values that depend on the inputs: parameters cost no pass) and rows cannot be cut.
+HEAVY_ELEMENTS = 16_000_000
+
+
+def heavy(program: Program, budget: int = HEAVY_ELEMENTS) -> bool:
+    """Whether one run of the program on an input set computes more than `budget` input-dependent
+    float elements even on rows (`row_plan` finds no cut: a batch of one, or rows that do not
+    stay apart): every pass over an input set then costs a whole model's run."""
+    varying = _input_dependent(program)
+    ids = [i for i, n in enumerate(program.nodes) if i in varying and isinstance(n.type, TensorType) and DTYPES[n.type.dtype].is_float and n.op != "const"]
+    return _elements(program, ids) > budget and row_plan(program, OBSERVE_ELEMENTS) is None
 
 
 def _kinds(types: Sequence) -> int:
