@@ -36,7 +36,7 @@ from hnfc.rewrites.compile import compile_rules
 from hnfc.rewrites.dsl import Rule, check_unique
 from hnfc.rewrites.gate import checked, trust_note
 from hnfc.runtime.lowering import lower
-from hnfc.runtime.run import observe, verification_inputs
+from hnfc.runtime.run import Capture, observe, verification_inputs
 from hnfc.verify.cache import Verdicts, site_key
 from hnfc.verify import regimes
 from hnfc.verify.judge import LocalCheck, local_checks, measure_bounded
@@ -124,20 +124,25 @@ class Run:
     ranged: Program | None = None  # the program `ranges` describe
     regions: list = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
+    kept: list = field(default_factory=list)  # the original's values from the range stage's pass, per input set (`observe`), for the judge
 
 
 def _ranges(run: Run) -> None:
     # Observed ranges stand in for propagated ones, so they must cover the declared domain,
     # extremes included: observe on the verification inputs, not on the examples alone.
     run.input_sets = verification_inputs(run.original, run.example_inputs, run.ranges_in, run.config)
-    _set_ranges(run, run.original)
+    _set_ranges(run, run.original, keep=run.config.verify)
     before = analysis.predict(run.original, run.ranges)
     run.report.predicted_bits_before, run.report.predicted_before = before.capped, before.as_dict()
 
 
-def _set_ranges(run: Run, program: Program) -> None:
+def _set_ranges(run: Run, program: Program, keep: bool = False) -> None:
+    """`keep`: the observation pass also keeps values the judge would otherwise run the
+    program again to capture (`run.kept`, released by the verify stage)."""
     if run.ranged is not program:
-        run.ranges = analysis.ranges(program, run.ranges_in, observed=observe(program, run.input_sets), margin=run.config.margin)
+        run.kept = []
+        observed = observe(program, run.input_sets, kept=run.kept if keep else None)
+        run.ranges = analysis.ranges(program, run.ranges_in, observed=observed, margin=run.config.margin)
         run.ranged = program
 
 
@@ -164,6 +169,7 @@ def _verify(run: Run) -> None:
     form (the user's, or another rewrite), and other classes may change: check again. No
     re-extraction reaches the user unjudged; after REFUSAL_ROUNDS a refusing region keeps the
     user's code."""
+    kept, run.kept = run.kept, []  # held no longer than this stage
     if not _rewrites(run.changes):
         run.program = run.original
         return
@@ -174,8 +180,10 @@ def _verify(run: Run) -> None:
     banned: dict[tuple, set[tuple]] = {}  # refused e-nodes: their classes try their next best
     refused_rewrites: list[Rewrite] = []
     verdicts = Verdicts(run.config)
+    # frontier values captured once for every round, starting from those the range stage kept
+    capture = Capture(run.original, run.input_sets, kept or None)
     for last in [False] * REFUSAL_ROUNDS + [True]:
-        checks = _judge(run, verdicts)
+        checks = _judge(run, verdicts, capture)
         found = _rewrites(run.changes, checks)
         bad = [(run.regions[k].key, c) for (k, c), ch in checks.items() if not ch.accepted]
         if not bad:
@@ -214,7 +222,7 @@ def _verify(run: Run) -> None:
         run.program = merge_outputs(run.original, run.program, [o.accepted for o in run.report.outputs])
 
 
-def _judge(run: Run, verdicts: Verdicts) -> dict[tuple, LocalCheck]:
+def _judge(run: Run, verdicts: Verdicts, capture: Capture | None = None) -> dict[tuple, LocalCheck]:
     """Every change's local check, keyed by (region, class): sites judged before (an identical
     region, an earlier round, an earlier run) from `verdicts`, each other distinct site once."""
     checks: dict[tuple, LocalCheck] = {}
@@ -226,7 +234,7 @@ def _judge(run: Run, verdicts: Verdicts) -> dict[tuple, LocalCheck]:
         else:
             todo.setdefault(f"{ch.region}/{ch.cls}" if ch.skipped else site_key(ch, run.config), []).append(ch)
     first = [same[0] for same in todo.values()]
-    for same, check in zip(todo.values(), local_checks(run.original, first, run.input_sets, run.config, run.ranges)):
+    for same, check in zip(todo.values(), local_checks(run.original, first, run.input_sets, run.config, run.ranges, capture)):
         if not same[0].skipped:
             verdicts.put(same[0], check)
         for ch in same:

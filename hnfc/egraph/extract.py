@@ -133,22 +133,35 @@ class _Extractor:
 
     def run(self) -> dict[int, tuple[float, ENode, frozenset]]:
         best: dict[int, tuple[float, ENode, frozenset]] = {}
+        own: dict[int, float] = {}  # class -> cost_of(best[class] e-node)
         candidates = [(c, n) for c, ns in self.classes.items() for n in ns if self.valid(n)]
+        # A candidate's cost reads best[] of its members (its children's members and itself):
+        # it is evaluated again only once one of them changed (evaluating it with nothing it reads
+        # changed gives the same cost and no update), so the sweeps choose exactly as full ones.
+        dirty = [True] * len(candidates)
+        readers: dict[int, set[int]] = {}  # class -> candidates whose last evaluation read it
         for _ in range(len(self.classes) + 1):
             changed = False
-            for c, n in candidates:
-                if any(k not in best for k in n.children):
+            for idx, (c, n) in enumerate(candidates):
+                if not dirty[idx] or any(k not in best for k in n.children):
                     continue
+                dirty[idx] = False
                 members: set[int] = set()
                 for k in n.children:
                     members |= best[k][2]
+                for m in members:
+                    readers.setdefault(m, set()).add(idx)
+                readers.setdefault(c, set()).add(idx)
                 if c in members:
                     continue  # a cycle through this class
                 members.add(c)
-                cost = self.cost_of(n) + sum(self.cost_of(best[m][1]) for m in members if m != c)
+                cost = self.cost_of(n) + sum(own[m] for m in members if m != c)
                 if c not in best or cost < best[c][0] - 1e-12:
                     best[c] = (cost, n, frozenset(members))
+                    own[c] = self.cost_of(n)
                     changed = True
+                    for j in readers[c]:
+                        dirty[j] = True
             if not changed:
                 break
         return best

@@ -38,7 +38,22 @@ _RANDOM = ("rand", "bernoulli", "dropout", "normal", "uniform", "multinomial", "
 
 def _impure(node) -> bool:
     # random ops stay even when unused: removing one would shift the random stream of the others
+    if _no_dropout(node):
+        return False
     return node.is_impure() or any(w in str(node.target) for w in _RANDOM)
+
+
+def _no_dropout(node) -> bool:
+    """An op random only through a `dropout_p` argument (scaled_dot_product_attention: torch
+    tags it nondeterministic_seeded, so fx keeps every one) called with dropout_p 0: pure, and
+    the prefix before a captured value need not run the attention layers after it."""
+    schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
+    names = [a.name for a in schema.arguments] if schema is not None else []
+    if "dropout_p" not in names:
+        return False
+    k = names.index("dropout_p")
+    p = node.kwargs["dropout_p"] if "dropout_p" in node.kwargs else node.args[k] if k < len(node.args) else schema.arguments[k].default_value
+    return isinstance(p, (int, float)) and p == 0
 
 
 def runner(program: Program):
@@ -58,9 +73,13 @@ def runner(program: Program):
 # The range stage at scale (issue 13): an input set is observed on at most this many float
 # elements; a larger program is run on rows of it (`row_plan`), the rest of its ranges propagated.
 OBSERVE_ELEMENTS = 2_000_000
+# Values an observation pass may keep for the judge's capture (`Capture`), over all input sets:
+# a program's last values first, so what is missing is a prefix (cheap to run again).
+KEEP_BYTES = 256 * 2**20
 
 
-def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]], *, budget: int = OBSERVE_ELEMENTS, seed: int = 0) -> dict[int, tuple[float, float]]:
+def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]], *, budget: int = OBSERVE_ELEMENTS, seed: int = 0,
+            kept: list | None = None, keep_bytes: int = KEEP_BYTES) -> dict[int, tuple[float, float]]:
     """(min, max) of float values of the program over all input sets (NaNs ignored).
 
     Bounded: when the program's float values hold more than `budget` elements per input set and
@@ -68,7 +87,12 @@ def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]], *, b
     rows holding each input's largest and smallest element first, then rows drawn at random with
     a fixed seed), and only the values that stay row by row functions of those rows are observed
     (the others get no observation: the range analysis propagates theirs soundly from their
-    arguments' ranges). Every value is observed otherwise."""
+    arguments' ranges). Every value is observed otherwise.
+
+    `kept`: a list that receives one {value id -> tensor} per input set, the values this pass
+    computed whole that the judge would capture again (`Capture`): the input-dependent float
+    values, the program's last ones first, within `keep_bytes` over all sets. Left empty when
+    the pass ran on rows (those are not the values the program takes on the whole set)."""
     ids = [i for i, n in enumerate(program.nodes) if isinstance(n.type, TensorType) and DTYPES[n.type.dtype].is_float and n.op != "const"]
     out: dict[int, tuple[float, float]] = {}
     if not ids:
@@ -88,11 +112,15 @@ def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]], *, b
     copies = {i: program.nodes[i].args[0] for i in ids if program.nodes[i].opdef.same_values and program.nodes[i].args[0] in observed
               and program.nodes[program.nodes[i].args[0]].type.dtype == program.nodes[i].type.dtype
               and not program.nodes[i].type.is_symbolic and math.prod(program.nodes[i].type.shape)}
+    keep = _to_keep(program, ids, varying, keep_bytes // max(len(input_sets), 1)) if kept is not None and cut is None else set()
     for j, inputs in enumerate(input_sets):
         if cut is not None:
             rows = _extreme_rows([inputs[p] for p in cut], k, seed + j)
             inputs = [x.index_select(0, rows) if p in cut else x for p, x in enumerate(inputs)]
-        for i, v in zip(ids_run, run(inputs)):
+        values = run(inputs)
+        if keep:
+            kept.append({i: v for i, v in zip(ids_run, values) if i in keep})
+        for i, v in zip(ids_run, values):
             if i in copies or (j and i not in varying):
                 continue
             v = v.detach()
@@ -105,10 +133,51 @@ def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]], *, b
                     continue
                 lo, hi = (float(t) for t in torch.aminmax(v))
             out[i] = (min(lo, out[i][0]), max(hi, out[i][1])) if i in out else (lo, hi)
+        values = v = None  # before the next set runs: one set's values alive at a time
     for i in sorted(copies):  # in program order: a view of a view follows its source
         if copies[i] in out:
             out[i] = out[copies[i]]
     return out
+
+
+def _to_keep(program: Program, ids: Sequence[int], varying: set[int], per_set: int) -> set[int]:
+    """The input-dependent values among `ids` to keep, last first, within `per_set` bytes (a view,
+    `same_values`, shares its argument's memory and counts nothing)."""
+    keep: set[int] = set()
+    for i in sorted(ids, reverse=True):
+        t = program.nodes[i].type
+        if i not in varying or t.is_symbolic:
+            continue
+        size = 0 if program.nodes[i].opdef.same_values else math.prod(t.shape) * DTYPES[t.dtype].bits // 8
+        if size > per_set:
+            break
+        per_set -= size
+        keep.add(i)
+    return keep
+
+
+class Capture:
+    """The original program's values on every input set, each computed once for the judge: its
+    later rounds (a refusal re-extracts a region) ask again for frontiers they already have, and
+    an observation pass may hand over what it computed (`observe(..., kept=...)`). Only missing
+    values cost a run, of the prefix they need (`runner` drops the rest)."""
+
+    def __init__(self, program: Program, input_sets, kept: Sequence[dict] | None = None) -> None:
+        self.program, self.input_sets = program, input_sets
+        self.values: list[dict[int, torch.Tensor]] = [dict(k) for k in kept] if kept else [{} for _ in input_sets]
+        if len(self.values) != len(input_sets):
+            raise ValueError(f"Capture: {len(self.values)} kept sets for {len(input_sets)} input sets")
+        self.runs = 0  # program runs made here (one per input set per batch of missing values)
+
+    def get(self, wanted: Sequence[int]) -> list[dict[int, torch.Tensor]]:
+        """{value -> tensor} per input set, for the values `wanted`."""
+        missing = sorted({v for v in wanted if any(v not in store for store in self.values)})
+        if missing:
+            run = runner(flat(self.program, missing))
+            for store, inputs in zip(self.values, self.input_sets):
+                store.update(zip(missing, run(inputs)))
+                self.runs += 1
+        return [{v: store[v] for v in wanted} for store in self.values]
 
 
 def _input_dependent(program: Program) -> set[int]:
@@ -209,16 +278,42 @@ def input_domains(program: Program, example_inputs: Sequence[torch.Tensor], inpu
     return out
 
 
+# A program is heavy when one pass over an input set computes more float elements than this
+# (the values that depend on the inputs: parameters cost no pass) and rows cannot be cut.
+HEAVY_ELEMENTS = 16_000_000
+
+
+def heavy(program: Program, budget: int = HEAVY_ELEMENTS) -> bool:
+    """Whether one run of the program on an input set computes more than `budget` input-dependent
+    float elements even on rows (`row_plan` finds no cut: a batch of one, or rows that do not
+    stay apart): every pass over an input set then costs a whole model's run."""
+    varying = _input_dependent(program)
+    ids = [i for i, n in enumerate(program.nodes) if i in varying and isinstance(n.type, TensorType) and DTYPES[n.type.dtype].is_float and n.op != "const"]
+    return _elements(program, ids) > budget and row_plan(program, OBSERVE_ELEMENTS) is None
+
+
+def _kinds(types: Sequence) -> int:
+    """How many different distributions `sample_inputs` draws these inputs from: "value" and
+    "bits" for a float input; one for integers and bools (uniform integers in both modes)."""
+    return 2 if any(isinstance(t, TensorType) and DTYPES[t.dtype].is_float for t in types) else 1
+
+
 def verification_inputs(program: Program, example_inputs, input_ranges, config: Config) -> list[list[torch.Tensor]]:
+    """The example inputs, then `config.samples` sets drawn from the inputs' domains (half
+    uniform in value, half uniform over bit patterns: `sample_inputs`). A heavy program (`heavy`:
+    every pass over an input set runs the whole model) draws one set per distinct distribution
+    instead (`_kinds`, at most `config.samples`): the passes over these sets are most of its
+    range stage and of the judge's capture."""
     types = [program.nodes[i].type for i in program.inputs]
     domains = input_domains(program, example_inputs, input_ranges)
     sets = [list(example_inputs)]
-    half = (config.samples + 1) // 2
+    samples = min(config.samples, _kinds(types)) if config.samples and heavy(program) else config.samples
+    half = (samples + 1) // 2
     # A bounded sample (issue 13): at most SAMPLE_ROWS distinct leading rows are drawn per input,
     # then repeated to the input's size (every element still lies in the declared domain).
     small = [_capped(t) for t in types]
     drawn = sample_inputs(small, domains, half, mode="value", seed=config.seed)
-    drawn += sample_inputs(small, domains, config.samples - half, mode="bits", seed=config.seed + 1)
+    drawn += sample_inputs(small, domains, samples - half, mode="bits", seed=config.seed + 1)
     sets += [[_tiled(x, t) for x, t in zip(s, types)] for s in drawn]
     return [list(s) for s in sets]
 

@@ -33,7 +33,7 @@ from hnfc.ir.program import Builder, IRError, Program
 from hnfc.foundation.dtypes import DTYPES
 from hnfc.numerics.metric import MODES, bits_error, representable_bounds, sample_inputs
 from hnfc.numerics.reference import reference
-from hnfc.runtime.run import flat, runner
+from hnfc.runtime.run import Capture, flat, runner
 
 
 def reference_cost(program: Program) -> int:
@@ -276,19 +276,27 @@ def fewer_rows(old: Program, new: Program, budget: int) -> tuple[Program, Progra
             return sides[0], sides[1], cuts
 
 
-def local_checks(program: Program, changes: Sequence[Change], input_sets, config: Config, ranges: Sequence | None = None) -> list[LocalCheck]:
+def local_checks(program: Program, changes: Sequence[Change], input_sets, config: Config, ranges: Sequence | None = None, capture: Capture | None = None) -> list[LocalCheck]:
     """Measure every rewrite on its neighbourhood, fed with the original program's values; one
     check per change, in order. `ranges` (an Interval per value of `program`, as the pipeline's
     range analysis gives them): the boxes the cost model predicts a site on; without them, the
     region's e-class intervals. Domain points are drawn from the e-class intervals, what the
-    optimizer saw (the same ranges rounded outward to powers of two: a little wider)."""
-    sites = [ch for ch in changes if not ch.skipped]
+    optimizer saw (the same ranges rounded outward to powers of two: a little wider).
+
+    Values are captured only for the sites that will be measured (a site refused before any
+    measurement, too large for the reference even on fewer rows, needs none), through `capture`
+    when given (kept across the judge's rounds; it must hold `program` and `input_sets`)."""
+    if capture is None:
+        capture = Capture(program, input_sets)
+    elif capture.program is not program or capture.input_sets is not input_sets:
+        raise ValueError("local_checks: the capture holds another program or other input sets")
+    plans = [_plan(ch, len(input_sets), config) for ch in changes]
+    sites = [ch for ch, plan in zip(changes, plans) if not isinstance(plan, LocalCheck)]
     needed = sorted({v for s in sites for v in s.frontier})
-    capture = runner(flat(program, needed)) if needed else None
-    captured = [dict(zip(needed, capture(inputs))) if needed else {} for inputs in input_sets]
+    captured = capture.get(needed) if needed else [{} for _ in input_sets]
     exact = exact_values(program) if sites else []
     boxes = [None if ranges is None or ch.skipped else tuple(ranges[v] for v in ch.frontier) for ch in changes]
-    return [_local_check(ch, captured, len(input_sets), config, exact, box) for ch, box in zip(changes, boxes)]
+    return [plan if isinstance(plan, LocalCheck) else _local_check(ch, captured, len(input_sets), config, exact, box, plan) for ch, plan, box in zip(changes, plans, boxes)]
 
 
 # A rewrite must gain (README, "A cost model that explains"): measured, at least this much less
@@ -320,7 +328,10 @@ def predicted_gain(s: Change, exact: Sequence[bool], box: Sequence | None = None
     return after.gain_over(before), f"predicted {before} -> {after}", int(after.key() < old.key())
 
 
-def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config, exact: Sequence[bool] = (), box: Sequence | None = None) -> LocalCheck:
+def _plan(s: Change, n_sets: int, config: Config):
+    """What the local check of `s` measures: (old, new, base, cuts), both sides cut to fewer
+    rows when the whole site exceeds the reference budget; or the check itself when its verdict
+    needs no measurement (no site, or too large even on fewer rows)."""
     if s.skipped:
         return LocalCheck(s.region, s.key, s.cls, (), 0.0, 0.0, 0.0, 0.0, False, s.skipped)
     old, new, base, cuts = s.old, s.new, s.base, {}
@@ -333,6 +344,15 @@ def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config, e
         old, new, cuts = fewer
         if base is not None:
             base = _retyped(base, s.old.nodes[s.old.outputs[0]].type.shape, cuts)
+    return old, new, base, cuts
+
+
+def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config, exact: Sequence[bool] = (), box: Sequence | None = None, plan=None) -> LocalCheck:
+    plan = _plan(s, n_sets, config) if plan is None else plan
+    if isinstance(plan, LocalCheck):
+        return plan
+    old, new, base, cuts = plan
+    n_domain = DOMAIN_SETS if config.samples else 0
     out_shape = s.old.nodes[s.old.outputs[0]].type.shape
     sets = []
     for j, cap in enumerate(captured):
