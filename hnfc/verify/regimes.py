@@ -153,17 +153,21 @@ def _candidate(program: Program, s: int, leaf: int, e, b: Builder, x: int, dtype
     """Value of candidate `e` (None: the original subexpression at s; a `Wider`: the original in
     its dtype, cast back) over x in builder b."""
     if isinstance(e, Wider):  # constants take e.dtype: the reference reads their exact value too
-        w = {leaf: b.add("to", [x], {"dtype": e.dtype})}
-        for j in sorted(localize._deps(program, s, leaf)):
-            nd = program.nodes[j]
-            w[j] = b.add("const", (), {**nd.attr, "dtype": e.dtype}) if nd.op == "const" else b.add(nd.op, [w[a] for a in nd.args], nd.attr)
-        return b.add("to", [w[s]], {"dtype": dtype})
+        return b.add("to", [_replay(program, s, leaf, b, b.add("to", [x], {"dtype": e.dtype}), e.dtype)], {"dtype": dtype})
     if e is not None:
         return series.build(b, e, x, dtype)
+    return _replay(program, s, leaf, b, x)
+
+
+def _replay(program: Program, s: int, leaf: int, b: Builder, x: int, const_dtype: str | None = None) -> int:
+    """The subexpression at s rebuilt in b on x for its leaf (constants in `const_dtype` if given)."""
     m = {leaf: x}
     for j in sorted(localize._deps(program, s, leaf)):
         nd = program.nodes[j]
-        m[j] = b.add("const", (), nd.attr, nd.type) if nd.op == "const" else b.add(nd.op, [m[a] for a in nd.args], nd.attr)
+        if nd.op == "const":
+            m[j] = b.add("const", (), {**nd.attr, "dtype": const_dtype}) if const_dtype else b.add("const", (), nd.attr, nd.type)
+        else:
+            m[j] = b.add(nd.op, [m[a] for a in nd.args], nd.attr)
     return m[s]
 
 
