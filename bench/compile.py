@@ -201,7 +201,7 @@ def main() -> None:
         row = bench_model(name, warmup=warmup, repeat=repeat, threads=args.threads, rounds=args.rounds)
         rows.append(row)
         print(f"{name:28s} compile hnf/inductor {row['compile_ratio']:.2f}x ({row['hnf_compile_s']:.1f}s / {row['inductor_compile_s']:.1f}s)  "
-              f"runtime inductor/hnf {row['speed_ratio']:.2f}  ({row['hnf_ms']:.3f} / {row['inductor_ms']:.3f} ms, eager {row['eager_ms']:.3f} ms)", flush=True)
+              f"runtime inductor/hnf {row['speed_ratio']:.2f}  ({row['inductor_ms']:.3f} / {row['hnf_ms']:.3f} ms, eager {row['eager_ms']:.3f} ms)", flush=True)
     geo = lambda xs: float(torch.tensor(xs).log().mean().exp())  # noqa: E731
     summary = {
         "compile_ratio_geomean": geo([r["compile_ratio"] for r in rows]),
