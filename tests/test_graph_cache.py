@@ -54,6 +54,7 @@ def test_second_compile_is_a_hit_with_the_same_program_and_outputs(monkeypatch):
     monkeypatch.setattr(tracing, "trace_graph_module", no_trace)
     (_, _, second), out2 = _compile(model, x)
     assert second.cache_hit
+    assert set(first.report.times) >= {"ranges", "saturate"} and list(second.report.times) == ["graph_cache"]  # what this compile paid
     assert str(second.program) == str(first.program)
     assert [r.rules for r in second.report.rewrites] == [r.rules for r in first.report.rewrites]
     torch.testing.assert_close(out2, out1, rtol=0, atol=0)
