@@ -54,6 +54,7 @@ def test_config_accepts_torch_dtypes_and_names_and_stores_short_names():
     assert Config().target is None  # the stage is off by default
     assert precision.menu(Config(), "cpu") == ("bf16", "f32", "f64")
     assert precision.menu(Config(), "cuda") == ("bf16", "f16", "f32", "f64")
+    assert precision.menu(Config(), "xpu:0") == ("bf16", "f32")  # an unknown device: no float64 island it may lack
     with pytest.raises(ValueError):
         Config.from_options(dtypes=[torch.int32])
     with pytest.raises(ValueError):

@@ -84,6 +84,9 @@ LINEAR_FAMILY = frozenset({"add", "sub", "sum", "mean"}) | PRODUCTS
 LOW_PRECISION = frozenset({"bf16", "f16"})
 MASK = 1e30  # additive attention masks use finfo.min or -inf; logits are never this large
 MENUS = {"cpu": ("bf16", "f32", "f64"), "cuda": ("f16", "bf16", "f32", "f64"), "mps": ("f16", "bf16", "f32")}  # MPS has no float64
+# Any other device (xpu, xla, hpu, privateuse1): float64 is missing or emulated on many of them
+# and float16 kernels vary, so only what they all run (Config.dtypes widens it).
+OTHER_DEVICE_MENU = ("bf16", "f32")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,7 +106,7 @@ def runs_on(program) -> Any:
 
 def menu(config: Config, device: Any = "cpu") -> tuple[str, ...]:
     """The configured menu, or the device's default, cheapest first."""
-    names = config.dtypes if config.dtypes else MENUS.get(getattr(device, "type", str(device)).split(":")[0], MENUS["cpu"])
+    names = config.dtypes if config.dtypes else MENUS.get(getattr(device, "type", str(device)).split(":")[0], OTHER_DEVICE_MENU)
     return tuple(sorted({dtype_name(n) for n in names}, key=cost_key))
 
 
