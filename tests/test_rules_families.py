@@ -65,6 +65,10 @@ M = "mean(x, dim=(-1,), keepdim=True)"
         # a sum over every axis is a sum over dim (-1,) of a vector: full-sum logsumexp and softmax
         ("log(sum(exp(x)))", "logsumexp(x, dim=(-1,))", (-100.0, 100.0)),
         ("exp(x) / sum(exp(x))", "softmax(x, dim=-1)", (-100.0, 100.0)),
+        # tanh(x/2) and softplus(-x) written through exp: e^-x overflows, and log(1 + e^x) - x cancels
+        ("(1 - exp(-x)) / (1 + exp(-x))", "tanh(x * 0.5)", (-100.0, 100.0)),
+        ("(exp(x) - 1) / (exp(x) + 1)", "tanh(x * 0.5)", (-100.0, 100.0)),
+        ("log(1 + exp(x)) - x", "softplus(-x)", (-20.0, 100.0)),
         # attention logits scaled by a division still become a softmax
         (
             "exp(x / 4.0) / sum(exp(x / 4.0), dim=(-1,), keepdim=True)",

@@ -67,6 +67,7 @@ RULES = check_unique(
         rule("log-exp", log(exp(x)), x, tags=LOG_EXP),
         rule("exp-log", exp(log(x)), x, when=[pos(x)], tags=LOG_EXP),
         rule("softplus-intro", log1p(exp(x)), softplus(x), tags=LOG_EXP),
+        rule("softplus-minus-self", softplus(x) - x, softplus(-x), tags=LOG_EXP),  # log(1 + e^x) - x = log(e^-x + 1): no cancellation for large x
         rule("logsigmoid-intro", log(sigmoid(x)), logsigmoid(x), tags=LOG_EXP),
         rule("logsigmoid-neg-softplus", -softplus(-x, beta=1.0), logsigmoid(x), tags=LOG_EXP),
         rule("sigmoid-intro", 1 / (1 + exp(-x)), sigmoid(x), tags=LOG_EXP),
@@ -148,6 +149,8 @@ RULES = check_unique(
         rule("tanh-intro", (exp(x) - exp(-x)) / (exp(x) + exp(-x)), tanh(x), tags=CANCEL),
         rule("tanh-intro-exp2", (exp(2 * x) - 1) / (exp(2 * x) + 1), tanh(x), tags=CANCEL),
         rule("tanh-intro-exp-neg2", (1 - exp(-2 * x)) / (1 + exp(-2 * x)), tanh(x), tags=CANCEL),
+        rule("tanh-half-intro", (exp(x) - 1) / (exp(x) + 1), tanh(x * 0.5), tags=CANCEL),
+        rule("tanh-half-intro-neg", (1 - exp(-x)) / (1 + exp(-x)), tanh(x * 0.5), tags=CANCEL),
         rule("tanh-sinh-cosh", sinh(x) / cosh(x), tanh(x), tags=CANCEL),
         rule("one-plus-tanh", 1 + tanh(x), sigmoid(x * 2) * 2, tags=CANCEL),
         rule("one-minus-tanh", 1 - tanh(x), sigmoid(x * -2) * 2, tags=CANCEL),
