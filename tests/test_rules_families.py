@@ -69,6 +69,9 @@ M = "mean(x, dim=(-1,), keepdim=True)"
         ("(1 - exp(-x)) / (1 + exp(-x))", "tanh(x * 0.5)", (-100.0, 100.0)),
         ("(exp(x) - 1) / (exp(x) + 1)", "tanh(x * 0.5)", (-100.0, 100.0)),
         ("log(1 + exp(x)) - x", "softplus(-x)", (-20.0, 100.0)),
+        # log-mean-exp, and averages weighted by exp (a hand-written attention), as softmax forms
+        ("log(mean(exp(x), dim=(-1,)))", "logsumexp(x, dim=(-1,)) - logsumexp(clamp(x, min=0.0, max=0.0), dim=(-1,))", (-100.0, 100.0)),
+        ("sum(x * exp(x), dim=(-1,)) / sum(exp(x), dim=(-1,))", "sum(x * softmax(x, dim=-1), dim=(-1,))", (-100.0, 100.0)),
         # attention logits scaled by a division still become a softmax
         (
             "exp(x / 4.0) / sum(exp(x / 4.0), dim=(-1,), keepdim=True)",

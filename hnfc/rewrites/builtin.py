@@ -88,6 +88,11 @@ RULES = check_unique(
         # a log taken of one class's probability (hand-written cross-entropy) is the log of the row first
         rule("log-of-select", log(select(x, dim=S, index=I)), select(log(x), dim=S, index=I), tags=SOFTMAX),
         rule("logsumexp-intro", log(rsum(exp(x), dim=D, keepdim=k)), logsumexp(x, dim=D, keepdim=k), tags=SOFTMAX),
+        # log-mean-exp: log n is the logsumexp of n zeros (clamp(x, 0, 0): zeros of x's shape, 0 at ±inf too)
+        rule("logmeanexp-intro", log(mean(exp(x), dim=D, keepdim=k)), logsumexp(x, dim=D, keepdim=k) - logsumexp(clamp(x, min=0.0, max=0.0), dim=D, keepdim=k), tags=SOFTMAX),
+        # an average weighted by exp(x) (a hand-written attention): the weights are a softmax
+        rule("softmax-weighted-sum", rsum(y * exp(x), dim=(d,), keepdim=k) / rsum(exp(x), dim=(d,), keepdim=k), rsum(y * softmax(x, dim=d), dim=(d,), keepdim=k), tags=SOFTMAX),
+        *(rule(f"softmax-weighted-{n}", prod(exp(x), y) / rsum(exp(x), dim=(-1,), keepdim=True), prod(softmax(x, dim=-1), y), tags=SOFTMAX) for n, prod in PRODUCTS.items()),
         rule("log-softmax-from-logsumexp", x - logsumexp(x, dim=(d,), keepdim=True), log_softmax(x, dim=d), tags=SOFTMAX),
         rule("softmax-max-shift", softmax(x - amax(x, dim=(d,), keepdim=True), dim=d), softmax(x, dim=d), tags=SOFTMAX),
         rule("log-softmax-max-shift", log_softmax(x - amax(x, dim=(d,), keepdim=True), dim=d), log_softmax(x, dim=d), tags=SOFTMAX),
