@@ -91,6 +91,14 @@ def test_family_rewrites(before, after, x):
         ("sqrt(x * x + y * y)", "hypot(x, y)", {"x": (-1e30, 1e30), "y": (-1e30, 1e30)}),
         ("x / z - y / z", "(x - y) / z", {"x": (1.0, 2.0), "y": (1.0, 2.0), "z": (1.0, 2.0)}),
         ("1 - x / (x + y)", "y / (x + y)", {"x": (1e3, 1e4), "y": (1e-3, 1.0)}),
+        # differences of sigmoids and of a logaddexp and its argument, a quotient through exp/log
+        (
+            "sigmoid(x) - sigmoid(y)",
+            "where(lt(x - y, other=0.0), sigmoid(y) * sigmoid(-x) * expm1(clamp(x - y, max=0.0)), -(sigmoid(x) * sigmoid(-y) * expm1(clamp(y - x, max=0.0))))",
+            {"x": (10.0, 10.1), "y": (10.0, 10.1)},
+        ),
+        ("log(exp(x) + exp(y)) - x", "softplus(y - x)", {"x": (0.0, 1.0), "y": (-30.0, -20.0)}),
+        ("exp(log(x) - log(y))", "x / y", {"x": (1e-30, 1e30), "y": (1e-30, 1e30)}),
         # factoring: the difference of the exact inputs first, one product after
         ("x * y - x * z", "x * (y - z)", {"x": (1.0, 2.0), "y": (1e3, 1e3 + 1), "z": (1e3, 1e3 + 1)}),
     ],

@@ -75,6 +75,14 @@ RULES = check_unique(
         rule("sigmoid-exp-ratio", exp(x) / (1 + exp(x)), sigmoid(x), tags=LOG_EXP),
         rule("sigmoid-of-difference", exp(x) / (exp(x) + exp(y)), sigmoid(x - y), tags=LOG_EXP),
         rule("logaddexp-intro", log(exp(x) + exp(y)), logaddexp(x, y), tags=LOG_EXP),
+        rule("logaddexp-minus-first", logaddexp(x, y) - x, softplus(y - x), tags=LOG_EXP),  # log(1 + e^(y-x)): no cancellation when y << x
+        rule("logaddexp-minus-second", logaddexp(x, y) - y, softplus(x - y), tags=LOG_EXP),
+        rule("exp-log-diff", exp(log(x) - log(y)), x / y, when=[pos(x), pos(y)], tags=LOG_EXP),
+        # σ(x) − σ(y) = (e^x − e^y)/((1 + e^x)(1 + e^y)) = −σ(x)·σ(−y)·expm1(y − x) = σ(y)·σ(−x)·expm1(x − y):
+        # no cancellation for x ≈ y; each branch where its expm1 argument is ≤ 0 (no overflow; the
+        # clamps are identities there and keep the untaken branch finite)
+        rule("sigmoid-diff", sigmoid(x) - sigmoid(y),
+             where(lt(x - y, other=0.0), sigmoid(y) * sigmoid(-x) * expm1(clamp(x - y, max=0.0)), -(sigmoid(x) * sigmoid(-y) * expm1(clamp(y - x, max=0.0)))), tags=LOG_EXP),
         rule("log-mul", log(x * y), log(x) + log(y), when=[pos(x), pos(y)], tags=LOG_EXP),
         rule("log-div", log(x / y), log(x) - log(y), when=[pos(x), pos(y)], tags=LOG_EXP),
         rule("log-reciprocal", log(1 / x), -log(x), when=[pos(x)], tags=LOG_EXP),
