@@ -59,6 +59,10 @@ def test_public_builtins_are_emitted_where_they_exist():
     # random ops keep their overload (hnfc.runtime.run reads dropout_p from its schema)
     assert lowering.public_callable(torch.ops.aten.scaled_dot_product_attention.default) is None
     assert lowering.public_callable(torch.ops.aten._to_copy.default) is None  # no builtin of that name
+    # torch.split and torch.norm are Python wrappers: the generated code's `torch.split` would not
+    # be the builtin (and opaque calls such as split keep their overload anyway)
+    assert lowering.public_callable(torch.ops.aten.split.Tensor) is None
+    assert lowering.public_callable(torch.ops.aten.norm.Scalar) is None
 
 
 def test_default_keywords_are_left_out():

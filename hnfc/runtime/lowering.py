@@ -74,8 +74,15 @@ def public_callable(target):
     name = target._schema.name.split("::")[-1]
     for home in _PUBLIC_HOMES:
         fn = getattr(home, name, None)
-        if fn is not None and type(fn).__name__ == "builtin_function_or_method":
-            return fn
+        if fn is None or type(fn).__name__ != "builtin_function_or_method":
+            continue
+        # the generated code names it by its qualified name (`torch.split`); that name must be
+        # this builtin, not a Python wrapper of the same name (torch.split, torch.norm)
+        first, *path = fx.node._get_qualified_name(fn).split(".")
+        named: Any = torch if first == "torch" else None
+        for part in path:
+            named = getattr(named, part, None)
+        return fn if named is fn else None
     return None
 
 
@@ -237,7 +244,9 @@ def lower(program: Program, *, dtypes: dict[int, str] | None = None) -> fx.Graph
         call_args = resolve_value(call_args, device, materialize)
         call_kwargs = {k: resolve_value(v, device, materialize) for k, v in call_kwargs.items()}
         method = _method(program, node, call, call_args, call_kwargs)
-        public = None if method else public_callable(target)
+        # public builtins for the op table's own calls (every one checked against its overload
+        # by tests/test_lowering_calls.py); an opaque call keeps the overload it was traced as
+        public = None if method or node.opdef.opaque else public_callable(target)
         if public is not None:
             fx_node = graph.call_function(public, tuple(call_args), _without_defaults(target, call_kwargs))
         else:
