@@ -9,7 +9,12 @@ eager code does, so autograd accumulates gradients in eager's order (bit-exact g
 Views and dtype casts are emitted as Tensor methods (`x.reshape(s)`, `x.to(torch.bfloat16)`:
 `METHODS`), the same aten ops reached through torch's C++ method bindings instead of a Python
 `OpOverload` call each: on small models eager time is per-call overhead, and a mixed-precision
-program has many of both. Parameters are registered under their original dotted names, sharing storage with the tensors the
+program has many of both. For the same reason a float cast is the dtype's method (`x.bfloat16()`,
+`x.float()`: `to` without an argument to parse), the op table's calls go through the public torch
+builtin of the op's name (`torch.addmm`, `torch._C._nn.gelu`: `public_callable`) without keywords
+equal to their defaults, and a flat calling convention (tensor arguments, a tensor or a tuple of
+them returned) is generated without pytree's flatten and unflatten.
+Parameters are registered under their original dotted names, sharing storage with the tensors the
 program holds, so training the lowered module trains the original parameters. A program traced
 from nested arguments (`meta["in_spec"]`/`["out_spec"]`) gives a module with the same calling
 convention; otherwise forward takes the inputs flat and returns a tuple. The module follows
@@ -84,6 +89,9 @@ def public_callable(target):
             named = getattr(named, part, None)
         return fn if named is fn else None
     return None
+
+
+SCALAR_TENSOR = public_callable(torch.ops.aten.scalar_tensor.default) or torch.ops.aten.scalar_tensor.default  # a constant a Tensor argument takes
 
 
 def _without_defaults(target, kwargs: dict) -> dict:
@@ -203,7 +211,7 @@ def lower(program: Program, *, dtypes: dict[int, str] | None = None) -> fx.Graph
     taken: set[str] = set()
 
     def materialize(v: AsTensor) -> fx.Node:
-        return graph.call_function(torch.ops.aten.scalar_tensor.default, (v.value,), {"dtype": to_torch(v.dtype), "device": device})
+        return graph.call_function(SCALAR_TENSOR, (v.value,), {"dtype": to_torch(v.dtype), "device": device})
 
     const_dtype: dict[int, str] = {}  # id of a const's Scalar -> its dtype
 
