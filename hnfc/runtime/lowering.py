@@ -91,7 +91,7 @@ def public_callable(target):
     return None
 
 
-SCALAR_TENSOR = public_callable(torch.ops.aten.scalar_tensor.default) or torch.ops.aten.scalar_tensor.default  # a constant a Tensor argument takes
+SCALAR_TENSOR = torch.ops.aten.scalar_tensor.default  # a constant a Tensor argument takes (through its builtin)
 
 
 def _without_defaults(target, kwargs: dict) -> dict:
@@ -211,7 +211,7 @@ def lower(program: Program, *, dtypes: dict[int, str] | None = None) -> fx.Graph
     taken: set[str] = set()
 
     def materialize(v: AsTensor) -> fx.Node:
-        return graph.call_function(SCALAR_TENSOR, (v.value,), {"dtype": to_torch(v.dtype), "device": device})
+        return graph.call_function(public_callable(SCALAR_TENSOR) or SCALAR_TENSOR, (v.value,), {"dtype": to_torch(v.dtype), "device": device})
 
     const_dtype: dict[int, str] = {}  # id of a const's Scalar -> its dtype
 
