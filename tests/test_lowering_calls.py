@@ -119,3 +119,61 @@ def test_flat_calling_convention_has_no_pytree():
     # nested arguments or results: pytree as before
     nested = hnfc.lower(hnfc.trace(_Nested(), ([x, x],)))
     assert "pytree" in nested.code and torch.equal(nested([x, x])["s"], x + x)
+
+
+class _Layers(nn.Module):
+    def __init__(self, sizes):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+
+    def forward(self, x):
+        for k, layer in enumerate(self.layers):
+            x = layer(x)
+            x = torch.relu(x) if k % 2 == 0 else torch.tanh(x)
+        return x
+
+
+@pytest.mark.parametrize("low", [None, "bf16"])
+@pytest.mark.parametrize("sizes,batch", [((8, 16, 16, 4), 4), ((64, 256, 96), 33), ((5, 3), 1)])
+def test_addmm_on_a_transposed_weight_is_linear_with_the_same_bits(low, sizes, batch, monkeypatch):
+    """addmm(b, x, [to](W^T)) emitted as linear(x, [to](W), b): one call instead of three, the
+    same outputs and the same gradients bit for bit as the addmm form."""
+    torch.manual_seed(0)
+    model, x = _Layers(sizes), torch.randn(batch, sizes[0])
+    p = hnfc.trace(model, (x,))
+    dtypes = {i: low for i, n in enumerate(p.nodes) if n.op == "addmm"} if low else None
+    fast = hnfc.lower(p, dtypes=dtypes)
+    monkeypatch.setattr(lowering, "_linear_folds", lambda program, uses: {})
+    slow = hnfc.lower(p, dtypes=dtypes)
+    assert sum(n.target is torch._C._nn.linear for n in fast.graph.nodes) == len(sizes) - 1
+    assert not any(n.target == "transpose" for n in fast.graph.nodes)
+    assert all("hnf_dtype" in n.meta["custom"] for n in fast.graph.nodes if n.op in ("call_function", "call_method"))
+    for seed in range(3):
+        xs = torch.randn(batch, sizes[0], generator=torch.Generator().manual_seed(seed)) * 4
+        outs = []
+        for gm in (fast, slow):
+            gm.zero_grad(set_to_none=True)
+            y = gm(xs)
+            y.square().sum().backward()
+            outs.append((y.detach(), [q.grad.clone() for q in gm.parameters()]))
+        (yf, gf), (ys, gs) = outs
+        assert torch.equal(yf, ys) and all(torch.equal(a, b) for a, b in zip(gf, gs))
+
+
+def test_linear_fold_leaves_tied_and_scaled_products_alone():
+    b = Builder()
+    x = b.input("x", TensorType((3, 4), "f32"))
+    w = b.param("w", TensorType((5, 4), "f32"))
+    bias = b.param("b", TensorType((5,), "f32"))
+    wt = b.add("transpose", [w], {"dim0": 0, "dim1": 1})
+    scaled = b.add("addmm", [bias, x, wt], {"beta": 0.5, "alpha": 1})
+    p = b.build([scaled], params={"w": torch.randn(5, 4), "b": torch.randn(5)})
+    assert not any(n.target is torch._C._nn.linear for n in hnfc.lower(p).graph.nodes)  # beta != 1
+    b2 = Builder()
+    x = b2.input("x", TensorType((3, 4), "f32"))
+    w = b2.param("w", TensorType((5, 4), "f32"))
+    bias = b2.param("b", TensorType((5,), "f32"))
+    y1 = b2.add("addmm", [bias, x, b2.add("transpose", [w], {"dim0": 0, "dim1": 1})])
+    y2 = b2.add("mul", [w, w])  # W read elsewhere (a tied weight): its gradient order stays eager's
+    p2 = b2.build([y1, y2], params={"w": torch.randn(5, 4), "b": torch.randn(5)})
+    assert not any(n.target is torch._C._nn.linear for n in hnfc.lower(p2).graph.nodes)

@@ -239,9 +239,13 @@ def lower(program: Program, *, dtypes: dict[int, str] | None = None) -> fx.Graph
     for o in program.outputs:
         uses[o] += 1
     per_use = {i for i, n in enumerate(program.nodes) if n.op in VIEW_OPS and uses[i] > 1}
+    folds = _linear_folds(program, uses)  # addmm id -> (weight id, the chain it replaces)
+    folded = {c for _, chain in folds.values() for c in chain}
 
     def emit(i: int) -> fx.Node:
         node = program.nodes[i]
+        if i in folds:
+            return emit_linear(i, *folds[i])
         fresh: dict[int, Any] = {}  # one copy of a per-use view per user, even if used twice
         args = [None if a is None else fresh[a] if a in fresh else fresh.setdefault(a, arg(a)) for a in node.args]
         if node.op in IDENTITY_VIEWS and isinstance(args[0], fx.Node) and program.nodes[node.args[0]].type == node.type:
@@ -266,6 +270,20 @@ def lower(program: Program, *, dtypes: dict[int, str] | None = None) -> fx.Graph
             fx_node.meta["custom"] = {"hnf_op": node.op, "hnf_dtype": str(to_torch(dt)).removeprefix("torch.")}
         return fx_node
 
+    def emit_linear(i: int, w: int, chain: tuple[int, ...]) -> fx.Node:
+        """addmm(b, x, [to](transpose(W))) as linear(x, [to](W), b): `_linear_folds`."""
+        node = program.nodes[i]
+        bias, x, _ = node.args
+        weight = env[w]
+        cast = next((c for c in chain if program.nodes[c].op == "to"), None)
+        if cast is not None:
+            weight = graph.call_method(CAST_METHODS[program.nodes[cast].type.dtype], (weight,))
+            weight.meta["custom"] = {"hnf_op": "to", "hnf_dtype": str(to_torch(program.nodes[cast].type.dtype)).removeprefix("torch.")}
+        fx_node = graph.call_function(LINEAR, (arg(x), weight, arg(bias)))
+        dt = (dtypes or {}).get(i, node.type.dtype)
+        fx_node.meta["custom"] = {"hnf_op": node.op, "hnf_dtype": str(to_torch(dt)).removeprefix("torch.")}
+        return fx_node
+
     def arg(a: int):
         return emit(a) if a in per_use else env[a]
 
@@ -283,7 +301,7 @@ def lower(program: Program, *, dtypes: dict[int, str] | None = None) -> fx.Graph
             env[i] = Scalar(node.attr["value"])
             const_dtype[id(env[i])] = node.type.dtype
             continue
-        if i not in per_use:
+        if i not in per_use and i not in folded:
             env[i] = emit(i)
 
     outs = [as_node(o) for o in program.outputs]
@@ -310,6 +328,44 @@ def lower(program: Program, *, dtypes: dict[int, str] | None = None) -> fx.Graph
     gm = HnfModule(root, graph, class_name="HnfModule")
     gm.device = torch.device(device)
     return gm
+
+
+LINEAR = torch._C._nn.linear  # F.linear's builtin
+
+
+def _linear_folds(program: Program, uses: list[int]) -> dict[int, tuple[int, tuple[int, ...]]]:
+    """addmm nodes to emit as `linear`: addmm(b, x, W^T) with beta = alpha = 1, a 2-D x and W a
+    2-D contiguous parameter, possibly cast after the transpose (`to(transpose(W))`, as the
+    precision stage leaves it). torch's linear on a 2-D input with a bias *is*
+    `addmm(bias, input, weight.t())`, and casting W before or after the transpose gives the same
+    strides (a dense tensor keeps its layout through `to`), so it is the same kernel on the same
+    operands: one call instead of three. Only where the transpose, the cast and W itself have no
+    other reader (a tied weight's gradients keep eager's accumulation order). Returns addmm id ->
+    (W's id, the transpose and cast nodes it replaces)."""
+    out: dict[int, tuple[int, tuple[int, ...]]] = {}
+    nodes = program.nodes
+    for i, n in enumerate(nodes):
+        if n.op != "addmm" or n.attr.get("beta") != 1 or n.attr.get("alpha") != 1 or None in n.args:
+            continue
+        bias, x, m = n.args
+        chain: list[int] = []
+        if nodes[m].op == "to" and uses[m] == 1 and nodes[m].type.dtype != nodes[nodes[m].args[0]].type.dtype and nodes[m].type.dtype in CAST_METHODS:
+            chain.append(m)
+            m = nodes[m].args[0]
+        if nodes[m].op != "transpose" or uses[m] != 1 or nodes[bias].op == "const":
+            continue
+        chain.append(m)
+        w = nodes[m].args[0]
+        wt, xt = nodes[w].type, nodes[x].type
+        if not (isinstance(wt, TensorType) and isinstance(xt, TensorType) and wt.rank == 2 and xt.rank == 2):
+            continue
+        if {nodes[m].attr["dim0"] % 2, nodes[m].attr["dim1"] % 2} != {0, 1}:
+            continue
+        value = program.params.get(nodes[w].attr.get("name")) if nodes[w].op == "param" else None
+        if value is None or uses[w] != 1 or not value.is_contiguous():
+            continue
+        out[i] = (w, tuple(chain))
+    return out
 
 
 def _plain_output(in_spec: pytree.TreeSpec, out_spec: pytree.TreeSpec, outs: list):
