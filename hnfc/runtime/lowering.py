@@ -12,7 +12,8 @@ Views and dtype casts are emitted as Tensor methods (`x.reshape(s)`, `x.to(torch
 program has many of both. For the same reason a float cast is the dtype's method (`x.bfloat16()`,
 `x.float()`: `to` without an argument to parse), the op table's calls go through the public torch
 builtin of the op's name (`torch.addmm`, `torch._C._nn.gelu`: `public_callable`) without keywords
-equal to their defaults, and a flat calling convention (tensor arguments, a tensor or a tuple of
+equal to their defaults, `addmm(b, x, Wᵀ)` on a parameter is torch's own `linear(x, W, b)`
+(`_linear_folds`), and a flat calling convention (tensor arguments, a tensor or a tuple of
 them returned) is generated without pytree's flatten and unflatten.
 Parameters are registered under their original dotted names, sharing storage with the tensors the
 program holds, so training the lowered module trains the original parameters. A program traced
