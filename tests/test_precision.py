@@ -136,7 +136,7 @@ def test_lowering_emits_views_and_casts_as_tensor_methods():
     p = hnfc.trace(_split_attention, (x, w, v))
     gm = hnfc.lower(p, dtypes={i: "bf16" for i, n in enumerate(p.nodes) if n.op in ("mm", "matmul", "bmm")})
     methods = [n.target for n in gm.graph.nodes if n.op == "call_method"]
-    assert "to" in methods and "transpose" in methods
+    assert "bfloat16" in methods and "transpose" in methods  # `x.bfloat16()` is `x.to(torch.bfloat16)`
     assert not any(n.op == "call_function" and n.target in (torch.ops.aten._to_copy.default, torch.ops.aten.transpose.int) for n in gm.graph.nodes)
     assert all("hnf_dtype" in n.meta["custom"] for n in gm.graph.nodes if n.op == "call_method")
     # a cast to the dtype a value already has still copies (Tensor.to would return its argument)

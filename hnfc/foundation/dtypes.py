@@ -56,6 +56,23 @@ _ALL = (
 )
 
 DTYPES: dict[str, DType] = {d.name: d for d in _ALL}
+
+
+def holds(value, name: str) -> bool:
+    """The Python number `value` is exactly a value of float dtype `name` (±inf included, NaN
+    not: its payload is not a value): rounding it into the dtype leaves it unchanged."""
+    d = DTYPES[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not d.is_float or value != value:
+        return False
+    v = float(value)
+    if v != value:
+        return False  # an int too large for a double
+    if math.isinf(v) or v == 0:
+        return True
+    if abs(v) > d.max:
+        return False
+    _, e = math.frexp(v)  # |v| = m·2^e, m in [0.5, 1): its quantum is 2^(e - p), at least 2^qmin
+    return (v / 2.0 ** max(e - d.mantissa, d.qmin)).is_integer()
 _BY_TORCH_NAME = {d.torch_name: d for d in _ALL}
 FLOAT_ORDER = ("bf16", "f16", "f32", "f64")  # promotion order among float dtypes
 

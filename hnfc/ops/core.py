@@ -93,6 +93,11 @@ class OpDef:
     opaque: bool = False  # hnfc does not model its meaning: no rules; the e-graph keeps it by identity
     integral: bool = False  # integer arguments give an integer result (legalize: exact integers stay exact)
     same_values: bool = False  # its value holds exactly its (one) argument's elements, rearranged (a view): same range
+    # In a 16-bit float dtype torch's kernel computes it in float32 and rounds once, and IEEE fixes
+    # the float32 result (exact, or one correctly rounded operation): on 16-bit-valued arguments its
+    # 16-bit result is the float32 kernel's rounded, bit for bit (precision: no float32 island
+    # between two 16-bit ops; tests/test_precision_islands.py checks every such entry)
+    rounds_once: bool = False
     # Range analysis and cost model (hnfc.analysis); contracts in hnfc/ops/formulas.py, formulas
     # in the `*_bounds.py` module beside each family.
     # interval(arg intervals, attrs, out type, arg types) -> Interval enclosing the exact values

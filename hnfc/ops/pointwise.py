@@ -182,18 +182,19 @@ def _erfc(x):
     return mpmath.erfc(x)
 
 OPS = [
-    _binary("add", lambda a, b: a + b, commutative=True, integral=True, doc="a + b", **pointwise_bounds.ADD),
+    _binary("add", lambda a, b: a + b, commutative=True, integral=True, rounds_once=True, doc="a + b", **pointwise_bounds.ADD),
     _binary(
         "sub",
         lambda a, b: a - b,
         commutative=False,
         integral=True,
+        rounds_once=True,
         reversed_overload="aten.rsub.Scalar",
         aliases=(Alias("aten.rsub.Scalar", lambda a: ([a["other"], a["self"]], {}) if a.get("alpha", 1) == 1 else None),),
         doc="a - b",
         **pointwise_bounds.SUB,
     ),
-    _binary("mul", lambda a, b: a * b, commutative=True, integral=True, doc="a * b", **pointwise_bounds.MUL),
+    _binary("mul", lambda a, b: a * b, commutative=True, integral=True, rounds_once=True, doc="a * b", **pointwise_bounds.MUL),
     _binary(
         "div",
         r_div,
@@ -201,11 +202,12 @@ OPS = [
         aliases=(),
         examples=(Example(shapes=((3, 5), (3, 5)), domain=((-3.0, 3.0), (0.5, 3.0))),),
         doc="a / b (true division; other rounding modes stay opaque)",
+        rounds_once=True,
         **pointwise_bounds.DIV,
     ),
-    _unary("neg", lambda x: -x, float_out=False, integral=True, doc="-x", **pointwise_bounds.NEG),
+    _unary("neg", lambda x: -x, float_out=False, integral=True, rounds_once=True, doc="-x", **pointwise_bounds.NEG),
     _unary("reciprocal", lambda x: r_div(mpmath.mpf(1), x), domain=(0.1, 10.0), doc="1 / x", **pointwise_bounds.RECIPROCAL),
-    _unary("abs", abs, float_out=False, integral=True, doc="|x|", **pointwise_bounds.ABS),
+    _unary("abs", abs, float_out=False, integral=True, rounds_once=True, doc="|x|", **pointwise_bounds.ABS),
     OpDef(
         name="square",
         arity=1,
@@ -239,7 +241,7 @@ OPS = [
     _unary("log", r_log, domain=(1e-3, 10.0), doc="natural log; NaN below 0", **pointwise_bounds.LOG),
     _unary("log1p", r_log1p, domain=(-0.5, 10.0), doc="log(1 + x)", **pointwise_bounds.LOG1P),
     _unary("log2", lambda x: r_log(x) / mpmath.log(2), domain=(1e-3, 10.0), doc="log base 2", **pointwise_bounds.LOG2),
-    _unary("sqrt", r_sqrt, domain=(1e-3, 10.0), doc=SQRT_DOC, **pointwise_bounds.SQRT),
+    _unary("sqrt", r_sqrt, domain=(1e-3, 10.0), doc=SQRT_DOC, rounds_once=True, **pointwise_bounds.SQRT),
     _unary("rsqrt", lambda x: r_div(mpmath.mpf(1), r_sqrt(x)), domain=(1e-3, 10.0), doc="1 / sqrt(x)", **pointwise_bounds.RSQRT),
     _unary("tanh", mpmath.tanh, domain=(-5.0, 5.0), doc="tanh x", **pointwise_bounds.TANH),
     _unary("sinh", mpmath.sinh, domain=(-5.0, 5.0), doc="sinh x", **pointwise_bounds.SINH),
@@ -264,7 +266,7 @@ OPS = [
         **trig_bounds.ATANH,
     ),
     _unary("cos", mpmath.cos, doc="cos x", **trig_bounds.COS),
-    _unary("relu", lambda x: r_max(x, mpmath.mpf(0)), float_out=False, doc="max(x, 0)", **pointwise_bounds.RELU),
+    _unary("relu", lambda x: r_max(x, mpmath.mpf(0)), float_out=False, doc="max(x, 0)", rounds_once=True, **pointwise_bounds.RELU),
     OpDef(
         name="logsigmoid",
         arity=1,
@@ -372,6 +374,7 @@ OPS = [
         ),
         examples=(Example(shapes=((3, 5), (3, 5), (3, 5)), dtypes=("bool", "f64", "f64")),),
         doc="cond ? a : b",
+        rounds_once=True,
         **pointwise_bounds.WHERE,
     ),
     OpDef(
@@ -415,6 +418,7 @@ OPS = [
         ),
         examples=(Example(shapes=((3, 5),), attrs={"min": -1.0, "max": 2.0}), Example(shapes=((4,),), attrs={"min": 0.0})),
         doc="min(max(x, min), max) with scalar bounds",
+        rounds_once=True,
         **pointwise_bounds.CLAMP,
     ),
 ]

@@ -41,6 +41,8 @@ their argument, inputs, parameters, constants, casts and opaque ops keep their d
 
 Lowering a node to d casts its float arguments to d (`to` nodes, hash-consed, so neighbours of one
 dtype share their casts) and, where a user or an output wants another dtype, casts the result back.
+A float32 node between 16-bit ones whose op gives the same values in 16 bits (`rounds_once`) runs
+in 16 bits instead (`without_islands`): two casts fewer, bit for bit the same result.
 
 Selection (`select`): the dtypes come from measured sensitivity, not from the requirement above
 (which stays as the report's explanation, `need_bits`/`own_bits`/`down_bits`, and as the range rule
@@ -68,7 +70,7 @@ from hnfc import ops
 from hnfc.foundation.config import Config
 from hnfc.analysis.curvature import node_cost
 from hnfc.foundation.intervals import Interval
-from hnfc.foundation.dtypes import DTYPES, dtype_name
+from hnfc.foundation.dtypes import DTYPES, dtype_name, holds
 from hnfc.ir.casts import float_tensor, is_compute, with_dtypes
 from hnfc.ir.program import Program, ancestors
 from hnfc.numerics.reference import reference
@@ -336,6 +338,70 @@ def assign(program: Program, ranges: Sequence[Interval], config, dtype_menu: Seq
 
 
 # ---------------------------------------------------------------------------------------------
+# No float32 islands
+
+
+def final_dtype(program: Program, dtypes: Mapping[int, str]) -> list[str | None]:
+    """Per value: the float dtype it holds once `dtypes` is realized (hnfc.ir.casts.with_dtypes):
+    its assigned dtype, its argument's for a shape op (they follow it), else its own; None for a
+    value that is not a float tensor."""
+    out: list[str | None] = []
+    for i, n in enumerate(program.nodes):
+        if not float_tensor(n.type):
+            out.append(None)
+        elif i in dtypes and is_compute(program, i):
+            out.append(dtypes[i])
+        elif n.opdef.kind == "shape" and n.op != "cat" and n.args and n.args[0] is not None and out[n.args[0]] is not None:
+            out.append(out[n.args[0]])
+        else:
+            out.append(n.type.dtype)
+    return out
+
+
+def without_islands(program: Program, dtypes: Mapping[int, str]) -> dict[int, str]:
+    """`dtypes` with every float32 island between 16-bit ops moved into the 16-bit dtype, where
+    that gives the same values bit for bit.
+
+    An island: a node whose float arguments all hold one 16-bit dtype L, and all of whose readers
+    read it in L (compute nodes assigned L, which cast their arguments to L; through shape ops),
+    computed in a wider dtype between a cast up and a cast down (`addmm → to(f32) → relu →
+    to(bf16) → addmm`). When its op `rounds_once` (the op table: torch's 16-bit kernel computes
+    in float32 and rounds once, and IEEE fixes the float32 result), it computes to the same values
+    in L, two casts fewer. Its scalar constants and bounds must be values of L (torch rounds a
+    scalar into a 16-bit `add` first, `x + 0.3` in bf16: not what float32 computes), and it must
+    not be an output (an output is read in its own dtype). Decided against `dtypes` as given, all
+    nodes at once: moving one node into L never makes another a reader in L (a node that moves is
+    no reader of L before, and its arguments are L already), so the result is final (idempotent).
+    """
+    fd = final_dtype(program, dtypes)
+    users = program.users()
+    outputs = set(program.outputs)
+
+    def reads_in(u: int, low: str) -> bool:
+        n = program.nodes[u]
+        if n.opdef.kind == "shape" and n.op != "cat" and float_tensor(n.type):
+            return u not in outputs and all(reads_in(w, low) for w in set(users[u]))
+        return is_compute(program, u) and dtypes.get(u) == low and n.type.dtype != low
+
+    out = dict(dtypes)
+    for i, d in dtypes.items():
+        n = program.nodes[i]
+        if not n.opdef.rounds_once or not is_compute(program, i) or d in LOW_PRECISION or i in outputs or not users[i]:
+            continue
+        floats = [a for a in n.args if a is not None and float_tensor(program.nodes[a].type)]
+        lows = {fd[a] for a in floats if not program.nodes[a].opdef.constant}
+        if len(lows) != 1 or not lows <= LOW_PRECISION:
+            continue
+        low = lows.pop()
+        # constants it reads (inline scalars, `full`s, numeric attributes such as clamp's bounds)
+        consts = [program.nodes[a].attr["value"] for a in floats if program.nodes[a].opdef.constant]
+        consts += [v for v in n.attr.values() if isinstance(v, (int, float))]
+        if all(holds(v, low) for v in consts) and all(reads_in(u, low) for u in set(users[i])):
+            out[i] = low
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # The transformation
 
 
@@ -502,7 +568,7 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config: Con
         return legalize(mixed)[0] if config.legalize else mixed
 
     def measured(d: Mapping[int, str]) -> tuple[Program, list[float]]:
-        m, _ = with_dtypes(program, d)
+        m, _ = with_dtypes(program, without_islands(program, d))  # as it will run (same values, fewer casts)
         return m, measure(runs(m), input_sets, truth_sets)
 
     # calibrate: the model's scale per output from one measurement, then allocate once more
@@ -579,6 +645,7 @@ def select(program: Program, ranges: Sequence[Interval], input_sets, config: Con
         else:
             warnings.append(f"precision target {target:g} not met after {rounds} promotion round(s): measured {worst:.3g}")
     share, _ = flop_share(mixed)
-    res = PrecisionResult(mixed, dtypes_best, needs, errors, met, share, promotions, rounds, warnings, demotions)
+    ran = without_islands(program, dtypes_best) if mixed is not program else dtypes_best  # what `mixed` realizes
+    res = PrecisionResult(mixed, ran, needs, errors, met, share, promotions, rounds, warnings, demotions)
     res.predicted = [float(x) for x in sn.predicted_errors(program, sens, dtypes_best)]
     return res
