@@ -37,7 +37,7 @@ from hnfc.rewrites.dsl import Rule, check_unique
 from hnfc.rewrites.gate import checked, trust_note
 from hnfc.runtime.lowering import lower
 from hnfc.runtime.run import Capture, observe, verification_inputs
-from hnfc.verify.cache import Verdicts, site_key
+from hnfc.verify.cache import Verdicts
 from hnfc.verify import regimes
 from hnfc.verify.judge import LocalCheck, local_checks, measure_bounded
 
@@ -232,7 +232,7 @@ def _judge(run: Run, verdicts: Verdicts, capture: Capture | None = None) -> dict
         if known is not None:
             checks[(ch.region, ch.cls)] = known
         else:
-            todo.setdefault(f"{ch.region}/{ch.cls}" if ch.skipped else site_key(ch, run.config), []).append(ch)
+            todo.setdefault(f"{ch.region}/{ch.cls}" if ch.skipped else verdicts.key(ch), []).append(ch)
     first = [same[0] for same in todo.values()]
     for same, check in zip(todo.values(), local_checks(run.original, first, run.input_sets, run.config, run.ranges, capture)):
         if not same[0].skipped:

@@ -60,8 +60,8 @@ def runner(program: Program):
     """The program lowered once, as a function of flat inputs returning a list (no autograd).
     Only what the outputs need runs (capturing a few early values does not run the whole model)."""
     lowered = lower(flat(program))
-    lowered.graph.eliminate_dead_code(is_impure_node=_impure)
-    lowered.recompile()
+    if lowered.graph.eliminate_dead_code(is_impure_node=_impure):  # lower() generated the code once; again only if it changed
+        lowered.recompile()
 
     def run(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         with torch.no_grad():

@@ -365,10 +365,11 @@ def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config, e
     # the user's side, always.
     gain, words, side = predicted_gain(s, exact, box)
     truth_from = 0 if config.trust_rules else side
-    bits = _site_bits(progs, sets, defined_only=False, truth_from=truth_from)
+    runs = [runner(p) for p in progs]  # lowered once for the captured and the domain points
+    bits = _site_bits(progs, sets, defined_only=False, truth_from=truth_from, runs=runs)
     domain = domain_inputs(old, s.frontier_ranges, n_domain, config.seed) if n_domain else []
     if domain:  # points of the input box the original never produced; undefined truths dropped
-        bits = [np.concatenate([b, d]) for b, d in zip(bits, _site_bits(progs, domain, defined_only=True, truth_from=truth_from))]
+        bits = [np.concatenate([b, d]) for b, d in zip(bits, _site_bits(progs, domain, defined_only=True, truth_from=truth_from, runs=runs))]
     before, after = bits[0], bits[1]
     ref = bits[2] if base is not None else before
     if not before.size:
@@ -392,11 +393,12 @@ def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config, e
 DOMAIN_SETS = 2
 
 
-def _site_bits(progs: Sequence[Program], sets, defined_only: bool, truth_from: int = 0) -> list[np.ndarray]:
+def _site_bits(progs: Sequence[Program], sets, defined_only: bool, truth_from: int = 0, runs: Sequence | None = None) -> list[np.ndarray]:
     """Bits of error of each program's (single) output against the reference, over all sets.
     The programs are equal over the reals; the reference is evaluated on `progs[truth_from]`.
-    `defined_only`: leave out points where the truth is NaN (outside the real domain)."""
-    runs = [runner(p) for p in progs]
+    `defined_only`: leave out points where the truth is NaN (outside the real domain). `runs`:
+    the programs' runners when the caller has them already."""
+    runs = [runner(p) for p in progs] if runs is None else runs
     out: list[list[np.ndarray]] = [[] for _ in progs]
     for inputs in sets:
         truth = _truth(progs[truth_from], inputs, same=progs[0] if truth_from else None)[0]
