@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 from hnfc import ops
 from hnfc.analysis import Interval, interval_of_node
 from hnfc.foundation.dtypes import DTYPES
-from hnfc.egraph.session import ENode, Session, Snapshot
+from hnfc.egraph.session import ENode, Session, Snapshot, prepared
 from hnfc.ir.program import Program
 from hnfc.rewrites.compile import FOLD_RULES, PRELUDE, CompiledRule, canonical_attrs, quote
 from hnfc.rewrites.dsl import FUSION, Op
@@ -105,16 +105,18 @@ def _is_float_const(node) -> bool:
     return node.op == "const" and DTYPES[node.attr["dtype"]].is_float and isinstance(node.attr["value"], (int, float)) and not isinstance(node.attr["value"], bool)
 
 
+def _setup(rules: Sequence[CompiledRule]) -> tuple:
+    """The texts a saturation session starts from (`session.prepared`): declarations, folding, rules."""
+    return (PRELUDE + "\n".join(r.declarations for r in rules), FOLD_RULES, [v.text for r in rules for v in r.variants])
+
+
 class _Driver:
-    def __init__(self, program: Program, ranges: Sequence[Interval | None], rules: Sequence[CompiledRule], limits: Limits) -> None:
+    def __init__(self, program: Program, ranges: Sequence[Interval | None], rules: Sequence[CompiledRule], limits: Limits, session: Session, start: float) -> None:
         self.program = program
         self.rules = rules
         self.limits = limits
-        self.start = time.perf_counter()
-        decls = "\n".join(r.declarations for r in rules)
-        self.session = Session(PRELUDE + decls)
-        self.session.run_text(FOLD_RULES)
-        self.session.run_lines([t for r in rules for v in r.variants for t in [v.text]])
+        self.start = start
+        self.session = session
         self.attrs: dict[str, dict] = {"": {}}
         self.attrs_by_op: dict[str, set[str]] = {}
         for r in rules:
@@ -391,7 +393,12 @@ def _split_top(text: str) -> list[str]:
 
 
 def saturate(program: Program, ranges: Sequence[Interval | None], rules: Sequence[CompiledRule], limits: Limits = Limits()) -> Saturated:
-    d = _Driver(program, ranges, rules, limits)
+    start = time.perf_counter()
+    with prepared(_setup(rules)) as session:
+        return _saturate(_Driver(program, ranges, rules, limits, session, start), program, rules, limits)
+
+
+def _saturate(d: _Driver, program: Program, rules: Sequence[CompiledRule], limits: Limits) -> Saturated:
     applied: list[Applied] = []
     seen: set = set()
     stop = "saturated"
