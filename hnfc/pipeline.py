@@ -141,8 +141,9 @@ def _set_ranges(run: Run, program: Program, keep: bool = False) -> None:
     program again to capture (`run.kept`, released by the verify stage)."""
     if run.ranged is not program:
         run.kept = []
-        observed = observe(program, run.input_sets, kept=run.kept if keep else None)
-        run.ranges = analysis.ranges(program, run.ranges_in, observed=observed, margin=run.config.margin)
+        params: dict = {}  # one pass over each parameter for both
+        observed = observe(program, run.input_sets, kept=run.kept if keep else None, params=params)
+        run.ranges = analysis.ranges(program, run.ranges_in, observed=observed, margin=run.config.margin, params=params)
         run.ranged = program
 
 
