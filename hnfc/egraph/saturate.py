@@ -70,6 +70,9 @@ class Saturated:
     none_classes: set[int] = field(default_factory=set)  # the class of omitted optional arguments
     fused: set[tuple[int, str]] = field(default_factory=set)  # (class, op) a "fusion" rule put there:
     # the user's own computation as one kernel, which extraction does not charge as a new node
+    # what extraction derives from this e-graph alone (classes, exact classes, e-node costs),
+    # kept for the re-extractions after refusals (hnfc/egraph/extract.py)
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     def child_facts(self, n: ENode) -> tuple[list, list]:
         return child_facts(n, self.none_classes, self.intervals, self.types)
