@@ -292,7 +292,7 @@ class _Driver:
             return None
         args, arg_types = self.child_facts(n, iv, self.types_now)
         # The same e-node on the same facts gives the same interval: most of them, in the sweeps
-        # of one refresh and across iterations (0.3 s a LLaMA model). Bounds of 0 keyed with their
+        # of one refresh and across iterations (most of the sweeps). Bounds of 0 keyed with their
         # sign, which == does not see and a division does.
         key = (n.op, n.attrs, out_type, tuple(arg_types), tuple(None if a is None else (a.lo, a.hi) if a.lo and a.hi else (a.lo, a.hi, math.copysign(1.0, a.lo), math.copysign(1.0, a.hi)) for a in args))
         if key in self.interval_memo:
