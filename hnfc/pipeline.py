@@ -37,7 +37,7 @@ from hnfc.rewrites.dsl import Rule, check_unique
 from hnfc.rewrites.gate import checked, trust_note
 from hnfc.runtime.lowering import lower
 from hnfc.runtime.run import Capture, observe, verification_inputs
-from hnfc.verify.cache import Verdicts, site_key
+from hnfc.verify.cache import Verdicts
 from hnfc.verify import regimes
 from hnfc.verify.judge import LocalCheck, local_checks, measure_bounded
 
@@ -141,8 +141,9 @@ def _set_ranges(run: Run, program: Program, keep: bool = False) -> None:
     program again to capture (`run.kept`, released by the verify stage)."""
     if run.ranged is not program:
         run.kept = []
-        observed = observe(program, run.input_sets, kept=run.kept if keep else None)
-        run.ranges = analysis.ranges(program, run.ranges_in, observed=observed, margin=run.config.margin)
+        params: dict = {}  # one pass over each parameter for both
+        observed = observe(program, run.input_sets, kept=run.kept if keep else None, params=params)
+        run.ranges = analysis.ranges(program, run.ranges_in, observed=observed, margin=run.config.margin, params=params)
         run.ranged = program
 
 
@@ -232,7 +233,7 @@ def _judge(run: Run, verdicts: Verdicts, capture: Capture | None = None) -> dict
         if known is not None:
             checks[(ch.region, ch.cls)] = known
         else:
-            todo.setdefault(f"{ch.region}/{ch.cls}" if ch.skipped else site_key(ch, run.config), []).append(ch)
+            todo.setdefault(f"{ch.region}/{ch.cls}" if ch.skipped else verdicts.key(ch), []).append(ch)
     first = [same[0] for same in todo.values()]
     for same, check in zip(todo.values(), local_checks(run.original, first, run.input_sets, run.config, run.ranges, capture)):
         if not same[0].skipped:

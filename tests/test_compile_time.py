@@ -112,7 +112,7 @@ def test_the_shared_pass_gives_the_verdicts_a_separate_capture_gives(monkeypatch
     assert captures and captures[-1].runs == 0  # every frontier came from the range stage's pass
     assert any(r[3] for r in shared[1])  # something was judged and accepted
     real_observe = pipeline.observe
-    monkeypatch.setattr(pipeline, "observe", lambda program, sets, kept=None: real_observe(program, sets))
+    monkeypatch.setattr(pipeline, "observe", lambda program, sets, kept=None, **kw: real_observe(program, sets, **kw))
     separate = _report(fn, inputs)
     assert captures[-1].runs > 0
     assert shared == separate

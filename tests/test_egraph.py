@@ -75,3 +75,25 @@ def test_applied_rules_name_the_values_they_rewrote():
     applied = {a.rule: a.values for a in sat.applied}
     assert applied["log1p-intro"] == (program.outputs[0],)
     assert sat.stop_reason == "saturated"
+
+
+def _saturated_facts(sat):
+    return (sat.snapshot.enodes, sat.snapshot.handles, sat.snapshot.rows, sat.class_of, sat.applied, sat.intervals, sat.stop_reason, sat.iterations)
+
+
+def test_a_reused_session_saturates_as_a_fresh_one(monkeypatch):
+    """Regions share one prepared egglog session (push/pop, hnfc/egraph/session.py): a region
+    saturated after another gives exactly what a fresh session gives, e-class ids included."""
+    from hnfc.egraph import session
+
+    first = ("log(1 + exp(x)) - exp(x) / sum(exp(x), dim=(-1,), keepdim=True)", {"x": (-40.0, 40.0)})
+    second = ("log(1 + x) * (exp(x) - 1)", {"x": (1e-8, 1e-3)})
+    monkeypatch.setattr(session, "_kept", __import__("threading").local())
+    _, fresh, _ = optimize_expr(*second)
+    built = []
+    monkeypatch.setattr(session.Session, "from_setup", classmethod(lambda cls, setup, _f=session.Session.from_setup.__func__: built.append(1) or _f(cls, setup)))
+    monkeypatch.setattr(session, "_kept", __import__("threading").local())
+    optimize_expr(*first)
+    _, reused, _ = optimize_expr(*second)
+    assert len(built) == 1  # the rule library was parsed once for both regions
+    assert _saturated_facts(reused) == _saturated_facts(fresh)

@@ -108,3 +108,31 @@ def test_invariant_values_and_views_get_the_ranges_a_full_scan_gives():
             want[i] = (min(lo, want[i][0]), max(hi, want[i][1])) if i in want else (lo, hi)
     assert got == want
     assert any(p.nodes[i].op == "transpose" for i in got) and any(p.nodes[i].op == "param" for i in got)
+
+
+def test_each_parameter_is_scanned_once_for_observation_and_ranges(monkeypatch):
+    """observe hands the parameters' [min, max] to the range analysis (`params`): one pass over
+    each (an embedding table is a language model's largest value), the same ranges as two; a
+    parameter holding NaN is still observed without its NaNs."""
+    import hnfc.analysis.propagate as propagate
+    import hnfc.runtime.run as run
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 4)
+    with torch.no_grad():
+        lin.bias[1] = float("nan")
+    x = torch.randn(5, 8)
+    p = _program(lambda x: torch.tanh(lin(x)), x)
+    plain_obs = observe(p, [[x], [x * 2]])
+    plain = analysis.ranges(p, observed=plain_obs)
+    scanned = []
+    counting = lambda v, _f=propagate.param_interval: scanned.append(v) or _f(v)  # noqa: E731
+    monkeypatch.setattr(run, "param_interval", counting)
+    monkeypatch.setattr(propagate, "param_interval", counting)
+    params: dict = {}
+    obs = observe(p, [[x], [x * 2]], params=params)
+    shared = analysis.ranges(p, observed=obs, params=params)
+    assert obs == plain_obs and shared == plain
+    assert len(scanned) == len(params) == 2  # weight and bias, once each
+    bias = next(i for i, n in enumerate(p.nodes) if n.op == "param" and p.params[n.attr["name"]].shape == (4,))
+    assert params[p.nodes[bias].attr["name"]] is None and obs[bias] == (min(lin.bias[0].item(), *lin.bias[2:].tolist()), max(lin.bias[0].item(), *lin.bias[2:].tolist()))

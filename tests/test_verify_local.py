@@ -174,3 +174,17 @@ def test_the_reference_runs_on_the_better_conditioned_side(monkeypatch):
     assert [rw.rules for rw in m.report.rewrites] == [("erfc-intro",)]
     assert seen and all("erfc(" in p for p in seen), seen
     assert m.report.outputs[0].after_mean < 1 < m.report.outputs[0].before_mean
+
+
+def test_a_sites_programs_are_lowered_once_for_captured_and_domain_points(monkeypatch):
+    # each side of a site runs on the captured values and on the domain points: one lowering
+    # (an fx codegen) per program serves both
+    lowered, measured = [], []
+    real_runner, real_bits = verify.runner, verify._site_bits
+    monkeypatch.setattr(verify, "runner", lambda p: lowered.append(p) or real_runner(p))
+    monkeypatch.setattr(verify, "_site_bits", lambda progs, *a, **k: measured.append(len(progs)) or real_bits(progs, *a, **k))
+    x = torch.linspace(0.5, 25.0, 64, dtype=torch.float64)
+    m = hnfc.optimize(lambda x: 1 - torch.erf(x), (x,), input_ranges={0: (0.5, 25.0)}, cache=False, measure_outputs=False)
+    assert [rw.rules for rw in m.report.rewrites] == [("erfc-intro",)]
+    assert measured == [2, 2]  # captured values, then domain points
+    assert len(lowered) == 2 and not verify._RUNNERS  # and the memo is released after the checks

@@ -110,7 +110,8 @@ def _tighten(propagated: Interval, observed: Interval) -> Interval:
     return Interval(lo, hi) if lo <= hi else propagated
 
 
-def _param_interval(value: Any) -> Interval | None:
+def param_interval(value: Any) -> Interval | None:
+    """[min, max] of a parameter's value (one pass); None when empty, non-numeric or holding NaN."""
     if value is None:
         return None
     try:
@@ -149,11 +150,13 @@ def _declared(program, input_ranges) -> dict[int, Interval]:
     return out
 
 
-def ranges(program, input_ranges: Mapping | Sequence | None = None, *, observed: Mapping[int, Any] | None = None, margin: float = 0.1) -> list[Interval]:
+def ranges(program, input_ranges: Mapping | Sequence | None = None, *, observed: Mapping[int, Any] | None = None, margin: float = 0.1,
+           params: Mapping[str, Interval | None] | None = None) -> list[Interval]:
     """An Interval per value id of `program` (see the module doc for the sources and policy).
 
     `input_ranges`: input position or name -> (lo, hi) (or a list by position). `observed`: value
-    id -> (lo, hi) measured on inputs, widened by `margin` before use.
+    id -> (lo, hi) measured on inputs, widened by `margin` before use. `params`: `param_interval`
+    of parameters by name, where the caller has it already (a pass over a large embedding costs).
     """
     declared = _declared(program, input_ranges)
     obs: dict[int, Interval] = {}
@@ -173,7 +176,9 @@ def ranges(program, input_ranges: Mapping | Sequence | None = None, *, observed:
         if n.op == "input":
             iv = declared.get(i) or obs.get(i) or dtype_range(t.dtype)
         elif n.op == "param":
-            iv = _param_interval(program.params.get(n.attr["name"])) or obs.get(i) or dtype_range(t.dtype)
+            name = n.attr["name"]
+            known = params.get(name, False) if params is not None else False
+            iv = (param_interval(program.params.get(name)) if known is False else known) or obs.get(i) or dtype_range(t.dtype)
         else:
             args = [None if a is None else out[a] for a in n.args]
             arg_types = [None if a is None else program.nodes[a].type for a in n.args]
@@ -357,4 +362,4 @@ def sample_ranges(program, input_ranges: Mapping | Sequence, *, n: int = 512, se
     return {i: (lo[i], hi[i]) for i in range(len(program.nodes)) if lo[i] <= hi[i]}
 
 
-__all__ = ["INF", "interval_of_node", "ranges", "sample_ranges", "widen_observed"]
+__all__ = ["INF", "interval_of_node", "param_interval", "ranges", "sample_ranges", "widen_observed"]

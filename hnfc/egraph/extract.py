@@ -44,14 +44,21 @@ class _Extractor:
         self.sat = sat
         self.keep = keep  # classes that must keep the input program's e-node (refused rewrites)
         self.banned = banned  # e-nodes (`node_key`) the judge refused: their class chooses another
-        self.classes = sat.snapshot.classes()
         self.none_classes = sat.none_classes
-        self.original = {(sat.class_of[i], n.op, tuple(self._kid(a) for a in n.args)) for i, n in enumerate(sat.program.nodes)}
-        self.values_in: dict[int, list[int]] = {}
-        for i, c in sat.class_of.items():
-            self.values_in.setdefault(c, []).append(i)
-        self.own: dict[tuple, float] = {}
-        self.exact = self._exact_classes()
+        # what depends on the e-graph alone is derived once per e-graph (a refusal re-extracts
+        # with other `keep`/`banned`, which only `valid` and `run` read)
+        d = sat.derived
+        if "classes" not in d:
+            d["classes"] = sat.snapshot.classes()
+            d["original"] = {(sat.class_of[i], n.op, tuple(self._kid(a) for a in n.args)) for i, n in enumerate(sat.program.nodes)}
+            d["values_in"] = {}
+            for i, c in sat.class_of.items():
+                d["values_in"].setdefault(c, []).append(i)
+            d["own"] = {}
+        self.classes, self.original, self.values_in, self.own = d["classes"], d["original"], d["values_in"], d["own"]
+        if "exact" not in d:
+            d["exact"] = self._exact_classes()
+        self.exact = d["exact"]
 
     def _exact_classes(self) -> set[int]:
         """Classes whose value some e-node computes exactly (inputs, parameters, representable

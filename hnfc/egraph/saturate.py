@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 from hnfc import ops
 from hnfc.analysis import Interval, interval_of_node
 from hnfc.foundation.dtypes import DTYPES
-from hnfc.egraph.session import ENode, Session, Snapshot
+from hnfc.egraph.session import ENode, Session, Snapshot, prepared
 from hnfc.ir.program import Program
 from hnfc.rewrites.compile import FOLD_RULES, PRELUDE, CompiledRule, canonical_attrs, quote
 from hnfc.rewrites.dsl import FUSION, Op
@@ -70,6 +70,9 @@ class Saturated:
     none_classes: set[int] = field(default_factory=set)  # the class of omitted optional arguments
     fused: set[tuple[int, str]] = field(default_factory=set)  # (class, op) a "fusion" rule put there:
     # the user's own computation as one kernel, which extraction does not charge as a new node
+    # what extraction derives from this e-graph alone (classes, exact classes, e-node costs),
+    # kept for the re-extractions after refusals (hnfc/egraph/extract.py)
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     def child_facts(self, n: ENode) -> tuple[list, list]:
         return child_facts(n, self.none_classes, self.intervals, self.types)
@@ -105,16 +108,18 @@ def _is_float_const(node) -> bool:
     return node.op == "const" and DTYPES[node.attr["dtype"]].is_float and isinstance(node.attr["value"], (int, float)) and not isinstance(node.attr["value"], bool)
 
 
+def _setup(rules: Sequence[CompiledRule]) -> tuple:
+    """The texts a saturation session starts from (`session.prepared`): declarations, folding, rules."""
+    return (PRELUDE + "\n".join(r.declarations for r in rules), FOLD_RULES, [v.text for r in rules for v in r.variants])
+
+
 class _Driver:
-    def __init__(self, program: Program, ranges: Sequence[Interval | None], rules: Sequence[CompiledRule], limits: Limits) -> None:
+    def __init__(self, program: Program, ranges: Sequence[Interval | None], rules: Sequence[CompiledRule], limits: Limits, session: Session, start: float) -> None:
         self.program = program
         self.rules = rules
         self.limits = limits
-        self.start = time.perf_counter()
-        decls = "\n".join(r.declarations for r in rules)
-        self.session = Session(PRELUDE + decls)
-        self.session.run_text(FOLD_RULES)
-        self.session.run_lines([t for r in rules for v in r.variants for t in [v.text]])
+        self.start = start
+        self.session = session
         self.attrs: dict[str, dict] = {"": {}}
         self.attrs_by_op: dict[str, set[str]] = {}
         for r in rules:
@@ -125,6 +130,7 @@ class _Driver:
         self.value_type: dict[int, Any] = {}
         self.value_interval: dict[int, Interval | None] = {}
         self.original_enodes: set[tuple] = set()
+        self.interval_memo: dict[tuple, Interval | None] = {}  # `_node_interval`'s results by their inputs
         self._encode(ranges)
 
     # -- encoding ---------------------------------------------------------------------------
@@ -285,10 +291,18 @@ class _Driver:
         if n.op in IDENTITY_OPS or n.op == "none":
             return None
         args, arg_types = self.child_facts(n, iv, self.types_now)
+        # The same e-node on the same facts gives the same interval: most of them, in the sweeps
+        # of one refresh and across iterations (most of the sweeps). Bounds of 0 keyed with their
+        # sign, which == does not see and a division does.
+        key = (n.op, n.attrs, out_type, tuple(arg_types), tuple(None if a is None else (a.lo, a.hi) if a.lo and a.hi else (a.lo, a.hi, math.copysign(1.0, a.lo), math.copysign(1.0, a.hi)) for a in args))
+        if key in self.interval_memo:
+            return self.interval_memo[key]
         try:
-            return interval_of_node(n.op, args, self.attrs[n.attrs], out_type, arg_types)
+            got = interval_of_node(n.op, args, self.attrs[n.attrs], out_type, arg_types)
         except Exception:
-            return None
+            got = None
+        self.interval_memo[key] = got
+        return got
 
     def process_candidates(self, snap: Snapshot, types, intervals, seen_applied: set) -> tuple[list[str], list[Applied]]:
         unions: list[str] = []
@@ -391,7 +405,12 @@ def _split_top(text: str) -> list[str]:
 
 
 def saturate(program: Program, ranges: Sequence[Interval | None], rules: Sequence[CompiledRule], limits: Limits = Limits()) -> Saturated:
-    d = _Driver(program, ranges, rules, limits)
+    start = time.perf_counter()
+    with prepared(_setup(rules)) as session:
+        return _saturate(_Driver(program, ranges, rules, limits, session, start), program, rules, limits)
+
+
+def _saturate(d: _Driver, program: Program, rules: Sequence[CompiledRule], limits: Limits) -> Saturated:
     applied: list[Applied] = []
     seen: set = set()
     stop = "saturated"

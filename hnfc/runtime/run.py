@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from hnfc.analysis import param_interval
 from hnfc.foundation.config import Config
 from hnfc.foundation.dtypes import DTYPES
 from hnfc.foundation.types import TensorType
@@ -60,8 +61,8 @@ def runner(program: Program):
     """The program lowered once, as a function of flat inputs returning a list (no autograd).
     Only what the outputs need runs (capturing a few early values does not run the whole model)."""
     lowered = lower(flat(program))
-    lowered.graph.eliminate_dead_code(is_impure_node=_impure)
-    lowered.recompile()
+    if lowered.graph.eliminate_dead_code(is_impure_node=_impure):  # lower() generated the code once; again only if it changed
+        lowered.recompile()
 
     def run(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         with torch.no_grad():
@@ -79,7 +80,7 @@ KEEP_BYTES = 256 * 2**20
 
 
 def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]], *, budget: int = OBSERVE_ELEMENTS, seed: int = 0,
-            kept: list | None = None, keep_bytes: int = KEEP_BYTES) -> dict[int, tuple[float, float]]:
+            kept: list | None = None, keep_bytes: int = KEEP_BYTES, params: dict | None = None) -> dict[int, tuple[float, float]]:
     """(min, max) of float values of the program over all input sets (NaNs ignored).
 
     Bounded: when the program's float values hold more than `budget` elements per input set and
@@ -92,7 +93,11 @@ def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]], *, b
     `kept`: a list that receives one {value id -> tensor} per input set, the values this pass
     computed whole that the judge would capture again (`Capture`): the input-dependent float
     values, the program's last ones first, within `keep_bytes` over all sets. Left empty when
-    the pass ran on rows (those are not the values the program takes on the whole set)."""
+    the pass ran on rows (those are not the values the program takes on the whole set).
+
+    `params`: a dict that receives `param_interval` of each float parameter observed, by name,
+    for `hnfc.analysis.ranges(..., params=...)`: one pass over each parameter serves both (an
+    embedding table is the largest value of a language model)."""
     ids = [i for i, n in enumerate(program.nodes) if isinstance(n.type, TensorType) and DTYPES[n.type.dtype].is_float and n.op != "const"]
     out: dict[int, tuple[float, float]] = {}
     if not ids:
@@ -123,6 +128,12 @@ def observe(program: Program, input_sets: Sequence[Sequence[torch.Tensor]], *, b
         for i, v in zip(ids_run, values):
             if i in copies or (j and i not in varying):
                 continue
+            if params is not None and program.nodes[i].op == "param":
+                name = program.nodes[i].attr["name"]
+                known = params[name] = param_interval(program.params.get(name))
+                if known is not None:  # its min and max (no NaN): what the lines below find
+                    out[i] = (known.lo, known.hi)
+                    continue
             v = v.detach()
             if not v.numel():
                 continue

@@ -58,9 +58,17 @@ class Verdicts:
         self.memo: dict[str, dict] = {}
         self.directory = cache_dir() if config.cache else None
         self.hits = 0
+        self._keys: dict[int, tuple[Change, str]] = {}  # id -> (change, its site_key): asked for up to 3 times a round
+
+    def key(self, change: Change) -> str:
+        """`site_key(change, config)`, computed once per change (it formats three programs)."""
+        held = self._keys.get(id(change))
+        if held is None or held[0] is not change:  # the change is held, so its id is not reused meanwhile
+            held = self._keys[id(change)] = (change, site_key(change, self.config))
+        return held[1]
 
     def get(self, change: Change) -> LocalCheck | None:
-        key = site_key(change, self.config)
+        key = self.key(change)
         found = self.memo.get(key)
         if found is None and self.directory is not None:
             try:
@@ -76,7 +84,7 @@ class Verdicts:
         return LocalCheck(change.region, change.key, change.cls, change.values, **found)
 
     def put(self, change: Change, check: LocalCheck) -> None:
-        key = site_key(change, self.config)
+        key = self.key(change)
         numbers = {k: v for k, v in dataclasses.asdict(check).items() if k in _NUMBERS}
         self.memo[key] = numbers
         if self.directory is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
@@ -296,7 +297,10 @@ def local_checks(program: Program, changes: Sequence[Change], input_sets, config
     captured = capture.get(needed) if needed else [{} for _ in input_sets]
     exact = exact_values(program) if sites else []
     boxes = [None if ranges is None or ch.skipped else tuple(ranges[v] for v in ch.frontier) for ch in changes]
-    return [plan if isinstance(plan, LocalCheck) else _local_check(ch, captured, len(input_sets), config, exact, box, plan) for ch, plan, box in zip(changes, plans, boxes)]
+    try:
+        return [plan if isinstance(plan, LocalCheck) else _local_check(ch, captured, len(input_sets), config, exact, box, plan) for ch, plan, box in zip(changes, plans, boxes)]
+    finally:
+        _RUNNERS.clear()  # lowered sites (and the parameters they hold) live no longer than the checks
 
 
 # A rewrite must gain (README, "A cost model that explains"): measured, at least this much less
@@ -392,11 +396,29 @@ def _local_check(s: Change, captured: list[dict], n_sets: int, config: Config, e
 DOMAIN_SETS = 2
 
 
+# A site's programs are run on its captured values, then on its domain points: lowered once
+# (an fx codegen each), kept for the last few programs by identity (weakly: a site program carries
+# the model's parameters) until `local_checks` returns.
+_RUNNERS: OrderedDict = OrderedDict()
+RUNNER_MEMO = 8
+
+
+def _runner(program: Program):
+    held = _RUNNERS.get(id(program))
+    if held is None or held[0]() is not program:  # a dead program's id may have been reused
+        held = _RUNNERS[id(program)] = (weakref.ref(program), runner(program))
+        while len(_RUNNERS) > RUNNER_MEMO:
+            _RUNNERS.popitem(last=False)
+    else:
+        _RUNNERS.move_to_end(id(program))
+    return held[1]
+
+
 def _site_bits(progs: Sequence[Program], sets, defined_only: bool, truth_from: int = 0) -> list[np.ndarray]:
     """Bits of error of each program's (single) output against the reference, over all sets.
     The programs are equal over the reals; the reference is evaluated on `progs[truth_from]`.
     `defined_only`: leave out points where the truth is NaN (outside the real domain)."""
-    runs = [runner(p) for p in progs]
+    runs = [_runner(p) for p in progs]
     out: list[list[np.ndarray]] = [[] for _ in progs]
     for inputs in sets:
         truth = _truth(progs[truth_from], inputs, same=progs[0] if truth_from else None)[0]
