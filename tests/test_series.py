@@ -112,3 +112,38 @@ def test_constants_keep_their_float_value():
     x = sp.Symbol("x")
     e = series.to_sympy(p, p.outputs[0], p.inputs[0], x)
     assert e.coeff(x) == sp.Rational(0.1) and e.coeff(x) != sp.Rational(1, 10)
+
+
+def test_a_series_sympy_cannot_finish_is_cut_off():
+    # exp(-x²/2) at ±inf is exp(-1/(2τ²)), an essential singularity: sympy's series of it runs
+    # for minutes; each call is interrupted after CALL_SECONDS (in a subprocess: a regression
+    # would otherwise hang the suite)
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import time; from hnfc.ir.expr import parse_expr; from hnfc.foundation.types import TensorType; from hnfc.rewrites import series\n"
+        "p = parse_expr('log(exp(-(x * x) / 2) / 2.5)', {'x': TensorType((4,), 'f32')})\n"
+        "t = time.perf_counter(); series.expansions(p, p.outputs[0], p.inputs[0], -100.0, 100.0, 24, deadline=time.perf_counter() + 60)\n"
+        "print(time.perf_counter() - t)"
+    )
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert float(r.stdout.split()[-1]) < 3 * series.CALL_SECONDS + 4, r.stdout  # each of 0, ±inf cut once, not at the stage's deadline
+    assert time.perf_counter() - t < 90
+
+
+def test_the_time_limit_leaves_no_alarm_behind():
+    import signal
+
+    before = signal.getsignal(signal.SIGALRM)
+    with pytest.raises(series._OutOfTime):
+        with series._time_limited(0.05):
+            while True:
+                pass
+    assert signal.getsignal(signal.SIGALRM) is before and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    with series._time_limited(5.0):
+        pass
+    assert signal.getsignal(signal.SIGALRM) is before and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

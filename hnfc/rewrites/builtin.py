@@ -78,6 +78,9 @@ RULES = check_unique(
         rule("logaddexp-minus-first", logaddexp(x, y) - x, softplus(y - x), tags=LOG_EXP),  # log(1 + e^(y-x)): no cancellation when y << x
         rule("logaddexp-minus-second", logaddexp(x, y) - y, softplus(x - y), tags=LOG_EXP),
         rule("exp-log-diff", exp(log(x) - log(y)), x / y, when=[pos(x), pos(y)], tags=LOG_EXP),
+        # e^x is positive even where it underflows to 0, which log-mul's guard cannot see
+        rule("log-exp-times", log(exp(x) * y), x + log(y), when=[pos(y)], tags=LOG_EXP),
+        rule("log-exp-over", log(exp(x) / y), x - log(y), when=[pos(y)], tags=LOG_EXP),
         # σ(x) − σ(y) = (e^x − e^y)/((1 + e^x)(1 + e^y)) = −σ(x)·σ(−y)·expm1(y − x) = σ(y)·σ(−x)·expm1(x − y):
         # no cancellation for x ≈ y; each branch where its expm1 argument is ≤ 0 (no overflow; the
         # clamps are identities there and keep the untaken branch finite)

@@ -20,6 +20,7 @@ on each side, which the spread of test points checks), not an interval-arithmeti
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -36,6 +37,46 @@ MAX_ROOT = 4  # Puiseux terms τ^(p/q) up to q = 4 (conjugates of square and cub
 
 class NoSeries(Exception):
     """The subexpression has no usable expansion here (no meaning, non-real or mixed terms)."""
+
+
+CALL_SECONDS = 2.0  # one sympy series or solve call; an essential singularity (exp(-1/t²) at ±inf) makes sympy grind without end
+
+
+class _OutOfTime(BaseException):
+    """Raised inside sympy when a call's time is up (a BaseException: sympy's own `except
+    Exception` clauses must not swallow it)."""
+
+
+@contextmanager
+def _time_limited(seconds: float):
+    """Interrupt the block after `seconds` (SIGALRM, raising _OutOfTime in it): sympy calls are
+    pure Python and have no timeout of their own. Only where an alarm is ours to use: POSIX, the
+    main thread, no interval timer of the program's own running; elsewhere the block runs to
+    its end (the stage's deadline is still checked between calls)."""
+    import signal
+    import threading
+
+    if not (hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread() and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)):
+        yield
+        return
+    if seconds <= 0:
+        raise _OutOfTime
+    armed = [True]
+
+    def ring(signum, frame):
+        if armed[0]:
+            raise _OutOfTime
+
+    old = signal.signal(signal.SIGALRM, ring)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            armed[0] = False
+    finally:  # also when the alarm rang on the way out of the inner block
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 @dataclass(frozen=True)
@@ -229,7 +270,14 @@ def expansions(program: Program, root: int, leaf: int, lo: float, hi: float, bit
         points.append(math.inf)
     if lo <= -64:
         points.append(-math.inf)
-    points += _denominator_roots(expr, x, lo, hi)
+    def seconds() -> float:
+        return CALL_SECONDS if deadline is None else min(CALL_SECONDS, deadline - time.perf_counter())
+
+    try:
+        with _time_limited(seconds()):
+            points += _denominator_roots(expr, x, lo, hi)
+    except _OutOfTime:
+        pass
     tol = 2.0 ** -(bits + 2)
     out = []
     for p in points:
@@ -238,8 +286,9 @@ def expansions(program: Program, root: int, leaf: int, lo: float, hi: float, bit
             if deadline is not None and time.perf_counter() > deadline:
                 break
             try:
-                terms = _series(expr, x, p, order)
-            except (NoSeries, NotImplementedError, ValueError, TypeError, ZeroDivisionError, sp.PoleError):
+                with _time_limited(seconds()):
+                    terms = _series(expr, x, p, order)
+            except (NoSeries, NotImplementedError, ValueError, TypeError, ZeroDivisionError, sp.PoleError, _OutOfTime):
                 break
             exps, coefs = tuple(k for k, _ in terms), tuple(float(c) for _, c in terms)
             with mpmath.workprec(WORK_PREC):  # the truncation error alone: exact coefficients
