@@ -650,3 +650,19 @@ def test_prediction_order_hazards_then_unbounded_then_bits():
     assert P(0, 3, 90.0).gain_over(P(1, 0, 0.0))  # a hazard outweighs anything else
     assert P(1, 0, 50.0).gain_over(P(1, 1, 0.0))
     assert P(1, 1, 2.0).gain_over(P(1, 1, 3.0)) and not P(1, 1, 2.99).gain_over(P(1, 1, 3.0))
+
+
+def test_a_safely_scaled_norm_is_ranged_by_its_relations():
+    # x / where(M < c, 1, M), M = amax(|x|, keepdim): interval arithmetic alone gives ±1e25/c for
+    # the quotient (and an overflowing square after it); each |x_i| <= M, and the divisor is >= c
+    from hnfc.ir import parse_expr
+
+    c = 2.0**-14
+    p = parse_expr(f"x / where(lt(amax(abs(x), dim=(-1,), keepdim=True), other={c!r}), 1.0, amax(abs(x), dim=(-1,), keepdim=True))", {"x": TensorType((4, 8), "f32")})
+    iv = ranges(p, {0: (-1e25, 1e25)})
+    divisor = next(i for i, n in enumerate(p.nodes) if n.op == "where")
+    assert iv[divisor].lo >= c and iv[divisor].hi >= 1e25
+    assert (iv[p.outputs[0]].lo, iv[p.outputs[0]].hi) == (-1.0, 1.0)
+    # a replacement below the floor breaks the bound: not claimed
+    q = parse_expr(f"x / where(lt(amax(abs(x), dim=(-1,), keepdim=True), other={c!r}), 1e-06, amax(abs(x), dim=(-1,), keepdim=True))", {"x": TensorType((4, 8), "f32")})
+    assert ranges(q, {0: (-1e25, 1e25)})[q.outputs[0]].hi > 1.0

@@ -69,6 +69,15 @@ M = "mean(x, dim=(-1,), keepdim=True)"
         ("(1 - exp(-x)) / (1 + exp(-x))", "tanh(x * 0.5)", (-100.0, 100.0)),
         ("(exp(x) - 1) / (exp(x) + 1)", "tanh(x * 0.5)", (-100.0, 100.0)),
         ("log(1 + exp(x)) - x", "softplus(-x)", (-20.0, 100.0)),
+        # a 2-norm whose squares overflow over a range holding 0 (a row may be all zeros): scaled by a
+        # divisor that is never 0 or subnormal (1 below float16's least normal)
+        (
+            "sqrt(sum(x * x, dim=(-1,)))",
+            "where(lt(amax(abs(x), dim=(-1,)), other=6.103515625e-05), 1.0, amax(abs(x), dim=(-1,)))"
+            " * sqrt(sum(square(x / where(lt(amax(abs(x), dim=(-1,), keepdim=True), other=6.103515625e-05), 1.0, amax(abs(x), dim=(-1,), keepdim=True))), dim=(-1,)))",
+            (-1e25, 1e25),
+        ),
+        ("sqrt(sum(x * x, dim=(-1,)))", "sqrt(sum(x * x, dim=(-1,)))", (-3.0, 3.0)),  # nothing overflows: kept
         # log-mean-exp, and averages weighted by exp (a hand-written attention), as softmax forms
         ("log(mean(exp(x), dim=(-1,)))", "logsumexp(x, dim=(-1,)) - logsumexp(clamp(x, min=0.0, max=0.0), dim=(-1,))", (-100.0, 100.0)),
         ("sum(x * exp(x), dim=(-1,)) / sum(exp(x), dim=(-1,))", "sum(x * softmax(x, dim=-1), dim=(-1,))", (-100.0, 100.0)),

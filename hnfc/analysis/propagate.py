@@ -187,8 +187,12 @@ def ranges(program, input_ranges: Mapping | Sequence | None = None, *, observed:
                 iv = interval_of_node("pow", args[:1], {"exponent": 2.0}, t, arg_types[:1])
             else:
                 iv = interval_of_node(n.opdef, args, n.attr, t, arg_types)
-            if _divides_by_own_norm(program, n):
+            if _divides_by_own_norm(program, n) or _divides_by_own_max(program, n):
                 iv = iv.intersect(Interval(-1.0, 1.0)) or iv  # |a_i| <= ||a||: F.normalize's x / max(||x||, eps)
+            floor = _floor(program, n)
+            if floor is not None and args[1] is not None and args[2] is not None:
+                # where(b < c, a, b): b where it is taken is at least c (a safely scaled norm's divisor)
+                iv = args[1] if args[2].hi < floor else args[1].hull(Interval(max(args[2].lo, floor), args[2].hi))
             rms = _own_rms_bound(program, n, out)
             if rms is not None:
                 iv = iv.intersect(Interval(-rms, rms)) or iv  # a_i² <= n·mean(a²): an RMS norm written out
@@ -214,6 +218,33 @@ def _divides_by_own_norm(program, n) -> bool:
             return False
         b = program.nodes[b.args[0]]
     return b.op == "vector_norm" and b.args[0] == n.args[0] and bool(b.attr.get("keepdim")) and float(b.attr.get("ord", 2.0)) >= 1
+
+
+def _floor(program, n) -> float | None:
+    """c for `where(lt(b, other=c), a, b)`, else None."""
+    if n.op != "where" or len(n.args) != 3 or None in n.args:
+        return None
+    cond = program.nodes[n.args[0]]
+    return float(cond.attr["other"]) if cond.op == "lt" and cond.args[0] == n.args[2] else None
+
+
+def _is_own_max(program, m: int, a: int) -> bool:
+    node = program.nodes[m]
+    return node.op == "amax" and bool(node.attr.get("keepdim")) and program.nodes[node.args[0]].op == "abs" and program.nodes[node.args[0]].args[0] == a
+
+
+def _divides_by_own_max(program, n) -> bool:
+    """`a / M` or `a / where(M < c, k, M)` with k >= c, M = amax(abs(a), keepdim): each |a_i| is at
+    most M, and where M < c the quotient is a_i / k with |a_i| < c <= k (a safely scaled norm)."""
+    if n.op != "div" or len(n.args) != 2 or None in n.args:
+        return False
+    a, d = n.args
+    if _is_own_max(program, d, a):
+        return True
+    w = program.nodes[d]
+    c = _floor(program, w)
+    k = program.nodes[w.args[1]] if c is not None else None
+    return k is not None and k.op == "const" and isinstance(k.attr.get("value"), (int, float)) and k.attr["value"] >= c and _is_own_max(program, w.args[2], a)
 
 
 def _strip(program, i: int, ops: tuple[str, ...]) -> int:

@@ -264,6 +264,7 @@ class _Driver:
 
     def _intervals(self, snap: Snapshot, classes, types) -> dict[int, Interval]:
         self.types_now = types
+        self.classes_now = classes
         iv: dict[int, Interval] = {}
         for h, c in snap.handles.items():
             if h < len(self.program.nodes) and self.value_interval.get(h) is not None:
@@ -291,18 +292,59 @@ class _Driver:
         if n.op in IDENTITY_OPS or n.op == "none":
             return None
         args, arg_types = self.child_facts(n, iv, self.types_now)
+        relation = self._relation(n)
         # The same e-node on the same facts gives the same interval: most of them, in the sweeps
         # of one refresh and across iterations (most of the sweeps). Bounds of 0 keyed with their
         # sign, which == does not see and a division does.
-        key = (n.op, n.attrs, out_type, tuple(arg_types), tuple(None if a is None else (a.lo, a.hi) if a.lo and a.hi else (a.lo, a.hi, math.copysign(1.0, a.lo), math.copysign(1.0, a.hi)) for a in args))
+        key = (n.op, n.attrs, out_type, relation, tuple(arg_types), tuple(None if a is None else (a.lo, a.hi) if a.lo and a.hi else (a.lo, a.hi, math.copysign(1.0, a.lo), math.copysign(1.0, a.hi)) for a in args))
         if key in self.interval_memo:
             return self.interval_memo[key]
         try:
             got = interval_of_node(n.op, args, self.attrs[n.attrs], out_type, arg_types)
+            if got is not None and relation == "unit":
+                got = got.intersect(Interval(-1.0, 1.0)) or got
+            elif relation == "floored" and args[1] is not None and args[2] is not None:
+                # where(b < c, a, b): b where it is taken is at least c
+                c = self.attrs[self._floor(n)[1]]["other"]
+                got = args[1] if args[2].hi < c else args[1].hull(Interval(max(args[2].lo, c), args[2].hi))
         except Exception:
             got = None
         self.interval_memo[key] = got
         return got
+
+    # Relations interval arithmetic cannot see, from the e-nodes around a node: a scaled norm's
+    # x / where(M < c, 1, M) with M = amax(|x|, keepdim): |x_i| <= M, and the divisor is >= c.
+
+    def _holds(self, c: int, op: str, test=lambda e: True) -> bool:
+        return any(e.op == op and test(e) for e in self.classes_now.get(c, ()))
+
+    def _is_own_max(self, m: int, a: int) -> bool:
+        """Class m holds amax(abs(a), keepdim=True): no |a_i| exceeds the entry of m it broadcasts against."""
+        return self._holds(m, "amax", lambda e: bool(self.attrs[e.attrs].get("keepdim")) and self._holds(e.children[0], "abs", lambda f: f.children[0] == a))
+
+    def _floor(self, w: ENode) -> tuple[int, str] | None:
+        """where(lt(b, c), a, b) -> (b's class, the lt's attribute string), else None."""
+        if w.op != "where" or len(w.children) != 3:
+            return None
+        cond, _, b = w.children
+        for e in self.classes_now.get(cond, ()):
+            if e.op == "lt" and e.children == (b,):
+                return b, e.attrs
+        return None
+
+    def _relation(self, n: ENode) -> str | None:
+        if n.op == "where":
+            return "floored" if self._floor(n) is not None else None
+        if n.op == "div" and len(n.children) == 2:
+            a, d = n.children
+            if self._is_own_max(d, a):
+                return "unit"
+            for w in self.classes_now.get(d, ()):
+                floor = self._floor(w)
+                # replaced below c by a constant k >= c: there |a_i| <= M < c <= k
+                if floor is not None and self._is_own_max(floor[0], a) and self._holds(w.children[1], "$num", lambda e: e.value >= self.attrs[floor[1]]["other"]):
+                    return "unit"
+        return None
 
     def process_candidates(self, snap: Snapshot, types, intervals, seen_applied: set) -> tuple[list[str], list[Applied]]:
         unions: list[str] = []

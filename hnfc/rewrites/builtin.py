@@ -50,6 +50,16 @@ TRAILING = {1: (-1,), 2: (-2, -1)}
 
 
 
+# The least scale a safely scaled norm divides by: a normal number in every float dtype (float16's
+# least normal), so the divisor is never 0 or subnormal
+SCALE_FLOOR = 2.0**-14
+
+
+def _scale(m):
+    """m where it is at least SCALE_FLOOR, else 1: s·sqrt(Σ (x/s)²) is the norm for any s > 0."""
+    return where(lt(m, other=SCALE_FLOOR), 1.0, m)
+
+
 def _log_sum_exp_split(x, dims, keepdim):
     """log Σ exp(x - m) over dims, m = amax(x), with the sum's 1 (C ≥ 1 with ties) kept apart
     from the other terms (see log-softmax-split-max below)."""
@@ -127,6 +137,13 @@ RULES = check_unique(
         *(
             rule(f"norm-scaled-{n}", sqrt(rsum(sq(x), dim=D, keepdim=k)),
                  amax(rabs(x), dim=D, keepdim=k) * sqrt(rsum(square(x / amax(rabs(x), dim=D, keepdim=True)), dim=D, keepdim=k)), when=[nonzero(x)], tags=NORMS)
+            for n, sq in NORM_SQUARES.items()
+        ),
+        # the same where a row may be all zeros (a range holding 0): a row whose largest magnitude
+        # is below SCALE_FLOOR (all zeros among them) is scaled by 1, that is, not at all
+        *(
+            rule(f"norm-scaled-safe-{n}", sqrt(rsum(sq(x), dim=D, keepdim=k)),
+                 _scale(amax(rabs(x), dim=D, keepdim=k)) * sqrt(rsum(square(x / _scale(amax(rabs(x), dim=D, keepdim=True))), dim=D, keepdim=k)), tags=NORMS)
             for n, sq in NORM_SQUARES.items()
         ),
         *(
