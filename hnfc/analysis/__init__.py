@@ -7,7 +7,7 @@ written beside each op family in hnfc/ops/); this package applies them to progra
 """
 
 from hnfc.analysis.curvature import HAZARD_BITS, NodeCost, Prediction, describe_prediction, exact_values, explain, is_exact_node, node_bits, node_cost, predict, predicted_bits, program_bits
-from hnfc.analysis.propagate import interval_of_node, param_interval, ranges, sample_ranges, widen_observed
+from hnfc.analysis.propagate import floored_where, interval_of_node, param_interval, ranges, sample_ranges, widen_observed
 from hnfc.foundation.intervals import Interval
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "describe_prediction",
     "exact_values",
     "explain",
+    "floored_where",
     "interval_of_node",
     "is_exact_node",
     "node_bits",

@@ -191,8 +191,7 @@ def ranges(program, input_ranges: Mapping | Sequence | None = None, *, observed:
                 iv = iv.intersect(Interval(-1.0, 1.0)) or iv  # |a_i| <= ||a||: F.normalize's x / max(||x||, eps)
             floor = _floor(program, n)
             if floor is not None and args[1] is not None and args[2] is not None:
-                # where(b < c, a, b): b where it is taken is at least c (a safely scaled norm's divisor)
-                iv = args[1] if args[2].hi < floor else args[1].hull(Interval(max(args[2].lo, floor), args[2].hi))
+                iv = floored_where(args[1], args[2], floor)
             rms = _own_rms_bound(program, n, out)
             if rms is not None:
                 iv = iv.intersect(Interval(-rms, rms)) or iv  # a_i² <= n·mean(a²): an RMS norm written out
@@ -218,6 +217,12 @@ def _divides_by_own_norm(program, n) -> bool:
             return False
         b = program.nodes[b.args[0]]
     return b.op == "vector_norm" and b.args[0] == n.args[0] and bool(b.attr.get("keepdim")) and float(b.attr.get("ord", 2.0)) >= 1
+
+
+def floored_where(a: Interval, b: Interval, c: float) -> Interval:
+    """The range of where(b < c, a, b): b where it is taken is at least c (a safely scaled norm's
+    divisor, never 0 or subnormal), which interval arithmetic's hull of a and b does not see."""
+    return a if b.hi < c else a.hull(Interval(max(b.lo, c), b.hi))
 
 
 def _floor(program, n) -> float | None:
@@ -393,4 +398,4 @@ def sample_ranges(program, input_ranges: Mapping | Sequence, *, n: int = 512, se
     return {i: (lo[i], hi[i]) for i in range(len(program.nodes)) if lo[i] <= hi[i]}
 
 
-__all__ = ["INF", "interval_of_node", "param_interval", "ranges", "sample_ranges", "widen_observed"]
+__all__ = ["INF", "floored_where", "interval_of_node", "param_interval", "ranges", "sample_ranges", "widen_observed"]

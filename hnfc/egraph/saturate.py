@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from hnfc import ops
-from hnfc.analysis import Interval, interval_of_node
+from hnfc.analysis import Interval, floored_where, interval_of_node
 from hnfc.foundation.dtypes import DTYPES
 from hnfc.egraph.session import ENode, Session, Snapshot, prepared
 from hnfc.ir.program import Program
@@ -301,12 +301,10 @@ class _Driver:
             return self.interval_memo[key]
         try:
             got = interval_of_node(n.op, args, self.attrs[n.attrs], out_type, arg_types)
-            if got is not None and relation == "unit":
+            if got is not None and relation == ("unit",):
                 got = got.intersect(Interval(-1.0, 1.0)) or got
-            elif relation == "floored" and args[1] is not None and args[2] is not None:
-                # where(b < c, a, b): b where it is taken is at least c
-                c = self.attrs[self._floor(n)[1]]["other"]
-                got = args[1] if args[2].hi < c else args[1].hull(Interval(max(args[2].lo, c), args[2].hi))
+            elif relation is not None and relation[0] == "floor" and args[1] is not None and args[2] is not None:
+                got = floored_where(args[1], args[2], relation[1])
         except Exception:
             got = None
         self.interval_memo[key] = got
@@ -322,28 +320,30 @@ class _Driver:
         """Class m holds amax(abs(a), keepdim=True): no |a_i| exceeds the entry of m it broadcasts against."""
         return self._holds(m, "amax", lambda e: bool(self.attrs[e.attrs].get("keepdim")) and self._holds(e.children[0], "abs", lambda f: f.children[0] == a))
 
-    def _floor(self, w: ENode) -> tuple[int, str] | None:
-        """where(lt(b, c), a, b) -> (b's class, the lt's attribute string), else None."""
+    def _floor(self, w: ENode) -> tuple[int, float] | None:
+        """where(lt(b, other=c), a, b) -> (b's class, c), else None."""
         if w.op != "where" or len(w.children) != 3:
             return None
         cond, _, b = w.children
         for e in self.classes_now.get(cond, ()):
             if e.op == "lt" and e.children == (b,):
-                return b, e.attrs
+                return b, float(self.attrs[e.attrs]["other"])
         return None
 
-    def _relation(self, n: ENode) -> str | None:
+    def _relation(self, n: ENode) -> tuple | None:
+        """("floor", c) for where(b < c, a, b); ("unit",) for a division whose |result| <= 1."""
         if n.op == "where":
-            return "floored" if self._floor(n) is not None else None
+            floor = self._floor(n)
+            return None if floor is None else ("floor", floor[1])
         if n.op == "div" and len(n.children) == 2:
             a, d = n.children
             if self._is_own_max(d, a):
-                return "unit"
+                return ("unit",)
             for w in self.classes_now.get(d, ()):
                 floor = self._floor(w)
                 # replaced below c by a constant k >= c: there |a_i| <= M < c <= k
-                if floor is not None and self._is_own_max(floor[0], a) and self._holds(w.children[1], "$num", lambda e: e.value >= self.attrs[floor[1]]["other"]):
-                    return "unit"
+                if floor is not None and self._is_own_max(floor[0], a) and self._holds(w.children[1], "$num", lambda e: e.value >= floor[1]):
+                    return ("unit",)
         return None
 
     def process_candidates(self, snap: Snapshot, types, intervals, seen_applied: set) -> tuple[list[str], list[Applied]]:
